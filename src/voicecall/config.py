@@ -1,0 +1,263 @@
+"""Configuration: a YAML file plus environment variables, validated with clear messages.
+
+The file accepts the shape users already have::
+
+    plugins:
+      voice-call:
+        provider: openai-realtime          # or: local (the default)
+        openaiRealtime: {apiKey: sk-..., model: gpt-realtime, voice: marin, instructions: "..."}
+        local: {...}                       # the local engine's stages, see LocalConfig
+
+and the server-wide sections ``server``, ``webrtc`` and ``store`` at the top level. Every key is documented
+in ``docs/configuration.md``; keep the two in step. YAML keys are camelCase; Python attributes snake_case.
+
+Environment variables (they win over the file):
+``OPENAI_API_KEY`` (``openaiRealtime.apiKey``), ``VOICECALL_PROVIDER``, ``VOICECALL_HOST``, ``VOICECALL_PORT``,
+``VOICECALL_API_KEYS`` (comma separated), ``VOICECALL_STORE_URL``, ``VOICECALL_LLM_BASE_URL`` (switches the LLM
+to ``openai-compatible``), ``VOICECALL_WEBRTC_HOST_ADDRESSES`` (comma separated).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message says which key and why."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+# ----------------------------------------------------------------------------------------- server
+class ServerConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    """When set, clients must present one of these (Bearer header or ``openai-insecure-api-key.`` subprotocol)."""
+    max_sessions: int = Field(32, ge=1)
+    """Concurrent realtime sessions (WebSocket + WebRTC + relayed) this process accepts."""
+    max_session_seconds: float = Field(3600.0, gt=0)
+    """A session is closed after this long (OpenAI's own limit is 60 minutes)."""
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    """Largest accepted client WebSocket message / data-channel message (OpenAI accepts 15 MiB appends)."""
+    client_secret_ttl_seconds: int = Field(600, ge=10, le=7200)
+    """Default lifetime of ``ek_`` client secrets minted by this server."""
+    mint_rate_per_minute: int = Field(30, ge=1)
+    """Client secrets (``/session``, ``/v1/realtime/client_secrets``) one client address may mint per minute."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class IceServer(_Model):
+    urls: list[str] | str
+    username: str | None = None
+    credential: SecretStr | None = None
+
+
+class WebRTCConfig(_Model):
+    host_addresses: list[str] = Field(default_factory=list)
+    """Addresses to advertise as ICE host candidates (empty: every interface). Tests pin ``[127.0.0.1]``."""
+    ice_servers: list[IceServer] = Field(default_factory=list)
+    """STUN/TURN servers, for deployments behind NAT."""
+
+
+class StoreConfig(_Model):
+    url: str = "sqlite:///./voicecall.db"
+    """``sqlite:///path/to/file.db`` (default), or ``postgresql://user:pass@host/db``; ``none`` disables history."""
+    prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """Per-model price overrides in USD per 1M tokens: keys text_in, text_cached, text_out, audio_in, audio_cached,
+    audio_out, image_in, image_cached."""
+
+
+# ---------------------------------------------------------------------------------- provider: local
+class StageConfig(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    type: str
+    """Adapter name (see ``voicecall.speech.registry``). Other keys are the adapter's options."""
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LocalConfig(_Model):
+    vad: StageConfig = Field(default_factory=lambda: StageConfig(type="silero"))
+    stt: StageConfig = Field(default_factory=lambda: StageConfig(type="pocketsphinx"))
+    llm: StageConfig = Field(default_factory=lambda: StageConfig(type="llama-cpp"))
+    tts: StageConfig = Field(default_factory=lambda: StageConfig(type="piper"))
+    model: str = "voicecall-local"
+    """Model name reported in ``session.created`` (clients may ask for any ``?model=``)."""
+    voice: str = "marin"
+    instructions: str = (
+        "You are a helpful voice assistant. Answer in one or two short sentences, in plain words, "
+        "without lists or markdown."
+    )
+    voice_map: dict[str, str] = Field(default_factory=dict)
+    """OpenAI voice name -> local voice name overrides (defaults in ``voicecall.speech.voices``)."""
+    input_transcription: bool = True
+    """Enable input transcription events by default (clients can turn them off with ``session.update``)."""
+    silence_duration_ms: int = Field(500, ge=100, le=5000)
+    """Default ``server_vad.silence_duration_ms``."""
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    prefix_padding_ms: int = Field(300, ge=0, le=5000)
+    preload: bool = True
+    """Load every model at start-up (with progress) instead of at the first session."""
+
+
+# ------------------------------------------------------------------------- provider: openai-realtime
+GA_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+NON_REALTIME_VOICES = {"fable": "sage", "onyx": "ash", "nova": "coral"}
+
+
+class OpenAIRealtimeConfig(_Model):
+    api_key: SecretStr | None = None
+    model: str = "gpt-realtime"
+    voice: str = "marin"
+    instructions: str = "You are a helpful, friendly voice assistant. Keep answers short."
+    base_url: str = "https://api.openai.com/v1"
+    browser_overrides: list[str] = Field(default_factory=lambda: ["voice"])
+    """Session fields a browser may set when it asks ``POST /session`` (``voice``, ``instructions``, ...)."""
+    max_spend_usd: float | None = Field(None, gt=0)
+    """Hang up a call (sideband) once its estimated cost passes this."""
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        if v == "gpt-4o-realtime" or v.startswith("gpt-4o-realtime-preview") or v.startswith(
+            "gpt-4o-mini-realtime-preview"
+        ):
+            raise ValueError(
+                f"model {v!r} is a beta-era preview model; OpenAI turned the beta Realtime API off in 2026. "
+                "Use 'gpt-realtime' (or gpt-realtime-mini / gpt-realtime-2)."
+            )
+        return v
+
+    @field_validator("voice")
+    @classmethod
+    def _voice(cls, v: str) -> str:
+        if v in NON_REALTIME_VOICES:
+            raise ValueError(
+                f"voice {v!r} exists only for OpenAI's TTS models, not for realtime models; "
+                f"use {NON_REALTIME_VOICES[v]!r} or one of: {', '.join(GA_VOICES)}"
+            )
+        if v not in GA_VOICES:
+            raise ValueError(f"unknown realtime voice {v!r}; use one of: {', '.join(GA_VOICES)}")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("baseUrl must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class VoiceCallConfig(_Model):
+    provider: Literal["local", "openai-realtime"] = "local"
+    openai_realtime: OpenAIRealtimeConfig = Field(default_factory=OpenAIRealtimeConfig)
+    local: LocalConfig = Field(default_factory=LocalConfig)
+
+
+class PluginsConfig(_Model):
+    voice_call: VoiceCallConfig = Field(default_factory=VoiceCallConfig, alias="voice-call")
+
+
+class Config(_Model):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+
+    @property
+    def voice_call(self) -> VoiceCallConfig:
+        return self.plugins.voice_call
+
+    @model_validator(mode="after")
+    def _needs_key(self) -> Config:
+        vc = self.plugins.voice_call
+        if vc.provider == "openai-realtime" and (vc.openai_realtime.api_key is None or not vc.openai_realtime.api_key.get_secret_value()):
+            raise ValueError(
+                "provider 'openai-realtime' needs an API key: set plugins.voice-call.openaiRealtime.apiKey "
+                "or the OPENAI_API_KEY environment variable"
+            )
+        return self
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _set(d: dict[str, Any], path: list[str], value: Any) -> None:
+    for key in path[:-1]:
+        nxt = d.get(key)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            d[key] = nxt
+        d = nxt
+    d[path[-1]] = value
+
+
+def _apply_env(raw: dict[str, Any], env: dict[str, str]) -> None:
+    vc = ["plugins", "voice-call"]
+    if env.get("OPENAI_API_KEY"):
+        cur = raw.get("plugins", {}).get("voice-call", {}).get("openaiRealtime", {}) or {}
+        if not cur.get("apiKey"):
+            _set(raw, [*vc, "openaiRealtime", "apiKey"], env["OPENAI_API_KEY"])
+    if env.get("VOICECALL_PROVIDER"):
+        _set(raw, [*vc, "provider"], env["VOICECALL_PROVIDER"])
+    if env.get("VOICECALL_HOST"):
+        _set(raw, ["server", "host"], env["VOICECALL_HOST"])
+    if env.get("VOICECALL_PORT"):
+        _set(raw, ["server", "port"], env["VOICECALL_PORT"])
+    if env.get("VOICECALL_API_KEYS"):
+        _set(raw, ["server", "apiKeys"], [k.strip() for k in env["VOICECALL_API_KEYS"].split(",") if k.strip()])
+    if env.get("VOICECALL_STORE_URL"):
+        _set(raw, ["store", "url"], env["VOICECALL_STORE_URL"])
+    if env.get("VOICECALL_WEBRTC_HOST_ADDRESSES"):
+        _set(raw, ["webrtc", "hostAddresses"], [a.strip() for a in env["VOICECALL_WEBRTC_HOST_ADDRESSES"].split(",") if a.strip()])
+    if env.get("VOICECALL_LLM_BASE_URL"):
+        _set(raw, [*vc, "local", "llm"], {"type": "openai-compatible", "baseUrl": env["VOICECALL_LLM_BASE_URL"]})
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None,
+                overrides: dict[str, Any] | None = None) -> Config:
+    """Read ``path`` (or ``$VOICECALL_CONFIG``; none = defaults), apply the environment, validate."""
+    env = dict(os.environ) if env is None else env
+    path = path or env.get("VOICECALL_CONFIG") or None
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path:
+        p = Path(path)
+        source = str(p)
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file not found: {p}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"configuration file {p} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"configuration file {p} must hold a mapping at the top level")
+        raw = loaded
+        # Accept a bare `voice-call:` block at the top level too.
+        if "voice-call" in raw:
+            raw.setdefault("plugins", {})["voice-call"] = raw.pop("voice-call")
+    _apply_env(raw, env)
+    for dotted, value in (overrides or {}).items():
+        _set(raw, dotted.split("."), value)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None

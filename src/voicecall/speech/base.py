@@ -1,0 +1,172 @@
+"""Interfaces of the speech stages: VAD, speech-to-text, LLM and text-to-speech.
+
+Conventions (read these before writing an adapter):
+
+* One adapter per file (``vad_silero.py``, ``stt_pocketsphinx.py``, ...); each registers itself in
+  :mod:`voicecall.speech.registry` under a short name used by the configuration (``vad: silero``).
+* A *model* (``VADModel``, ``STTModel``, ``TTSModel``, ``LLM``) is loaded once per process and shared by every
+  session. Anything stateful for one utterance or one session is a *stream* obtained from the model
+  (``new_stream()``). Models must be safe to use from several sessions at once (pools or locks inside).
+* Audio crossing these interfaces is mono ``numpy`` ``int16`` at the rate the object declares in
+  ``sample_rate``; the engine resamples.
+* Blocking calls (everything not marked ``async``) may take milliseconds of CPU. The engine runs them in a
+  worker thread (``asyncio.to_thread``), never on the event loop.
+* Cancellation: ``LLM.stream_chat`` is an async iterator; closing it (``aclose()``) must stop the generation
+  promptly. ``TTSModel.synthesize`` yields chunks, and the engine simply stops iterating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+PCM16 = npt.NDArray[np.int16]
+"""Mono signed 16-bit samples."""
+
+
+# --------------------------------------------------------------------------------------------- VAD
+@runtime_checkable
+class VADStream(Protocol):
+    """Per-session voice activity state. Feed fixed-size frames, get a speech probability per frame."""
+
+    sample_rate: int
+    frame_samples: int
+
+    def probability(self, frame: PCM16) -> float:
+        """Speech probability in [0, 1] for exactly ``frame_samples`` samples."""
+        ...
+
+    def reset(self) -> None: ...
+
+
+@runtime_checkable
+class VADModel(Protocol):
+    name: str
+
+    def new_stream(self) -> VADStream: ...
+
+
+# --------------------------------------------------------------------------------------------- STT
+@runtime_checkable
+class STTStream(Protocol):
+    """One utterance being recognised while it is spoken."""
+
+    sample_rate: int
+
+    def feed(self, pcm: PCM16) -> str | None:
+        """Add audio; return the current partial hypothesis if it changed, else ``None``."""
+        ...
+
+    def finish(self) -> str:
+        """End the utterance and return the final transcript (may be empty). Releases the stream."""
+        ...
+
+    def abort(self) -> None:
+        """Drop the utterance without a result. Releases the stream."""
+        ...
+
+
+@runtime_checkable
+class STTModel(Protocol):
+    name: str
+
+    def new_stream(self, language: str | None = None, prompt: str | None = None) -> STTStream: ...
+
+
+# --------------------------------------------------------------------------------------------- LLM
+@dataclass(slots=True)
+class ChatMessage:
+    """An OpenAI chat-completions style message."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # [{"id","type":"function","function":{"name","arguments"}}]
+    tool_call_id: str | None = None
+
+    def to_openai(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = self.tool_calls
+        if self.tool_call_id:
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
+
+@dataclass(slots=True)
+class FunctionTool:
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
+
+
+ToolChoice = str | dict[str, Any]
+"""``"auto" | "none" | "required" | {"type": "function", "name": ...}`` (GA realtime shape)."""
+
+
+@dataclass(slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """A piece of a function call. ``name`` and ``call_id`` come with the first delta of ``index``."""
+
+    index: int
+    arguments: str = ""
+    name: str | None = None
+    call_id: str | None = None
+
+
+@dataclass(slots=True)
+class LLMUsage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+LLMChunk = TextDelta | ToolCallDelta | LLMUsage
+
+
+@runtime_checkable
+class LLM(Protocol):
+    name: str
+
+    def stream_chat(
+        self,
+        messages: list[ChatMessage],
+        *,
+        tools: list[FunctionTool] | None = None,
+        tool_choice: ToolChoice = "auto",
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[LLMChunk]:
+        """Stream the reply. Yields text and tool-call deltas, and (last, optionally) an ``LLMUsage``."""
+        ...
+
+
+class LLMError(RuntimeError):
+    """The LLM backend failed (unreachable, HTTP error, bad response). The message is safe to show a client."""
+
+
+# --------------------------------------------------------------------------------------------- TTS
+@runtime_checkable
+class TTSModel(Protocol):
+    name: str
+    sample_rate: int
+
+    def voices(self) -> list[str]:
+        """Local voice names this model offers."""
+        ...
+
+    def synthesize(self, text: str, voice: str | None = None, speed: float = 1.0) -> Iterator[PCM16]:
+        """Speak ``text``; yield audio chunks as soon as each is ready."""
+        ...
