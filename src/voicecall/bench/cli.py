@@ -1,0 +1,54 @@
+"""``voicecall bench`` sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("bench", help="benchmarks (print figures, write JSON and a plot)",
+                       description="Benchmarks. Each prints its figures and writes them to a JSON file.")
+    bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+
+    b = bsub.add_parser("latency", help="voice-to-voice latency of complete spoken turns",
+                        description="Stream recorded utterances in real time to a server and measure, per run and as "
+                        "p50/p95, last speech sample -> first answer audio, and its parts (end-of-turn wait, STT final, "
+                        "LLM first token, TTS first audio).")
+    b.add_argument("--url", default=None, help="server WebSocket URL; default: start an in-process server on a free "
+                   "loopback port with the embedded default stack")
+    b.add_argument("--config", default=None, help="configuration for the in-process server")
+    b.add_argument("--runs", type=int, default=10, help="number of turns (default 10)")
+    b.add_argument("--transport", choices=["websocket", "webrtc"], default="websocket")
+    b.add_argument("--out", default="bench-results/latency.json", help="JSON output file")
+    b.set_defaults(func=_run("voicecall.bench.latency"))
+
+    b = bsub.add_parser("sessions", help="concurrent sessions with audio flowing",
+                        description="Open N concurrent sessions streaming audio in real time and check that every one "
+                        "keeps up (no underruns, answers arrive).")
+    b.add_argument("--url", default=None)
+    b.add_argument("--config", default=None)
+    b.add_argument("--transport", choices=["websocket", "webrtc"], default="websocket")
+    b.add_argument("--sessions", type=int, nargs="+", default=[1, 4], help="session counts to try (default 1 4)")
+    b.add_argument("--seconds", type=float, default=20.0, help="length of each trial (default 20)")
+    b.add_argument("--out", default="bench-results/sessions.json")
+    b.set_defaults(func=_run("voicecall.bench.sessions"))
+
+    b = bsub.add_parser("stages", help="each speech stage alone (VAD, STT, LLM, TTS)")
+    b.add_argument("--out", default="bench-results/stages.json")
+    b.set_defaults(func=_run("voicecall.bench.speech_stages"))
+
+    b = bsub.add_parser("relay", help="what the OpenAI relay adds (latency, throughput)")
+    b.add_argument("--clients", type=int, default=100)
+    b.add_argument("--seconds", type=float, default=10.0)
+    b.add_argument("--out", default="bench-results/relay.json")
+    b.set_defaults(func=_run("voicecall.bench.relay"))
+
+
+def _run(module: str):  # type: ignore[no-untyped-def]
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        mod = importlib.import_module(module)
+        return int(mod.run(args) or 0)
+
+    return run

@@ -1,0 +1,1 @@
+"""The local realtime engine: one :class:`~voicecall.engine.session.EngineSession` per connection."""

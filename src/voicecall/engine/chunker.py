@@ -1,0 +1,65 @@
+"""Cut a stream of LLM tokens into speakable chunks for TTS.
+
+The first chunk is cut early (at the first clause punctuation, or after ``first_words`` words) so the first audio
+comes quickly; later chunks are whole sentences (or clauses once they grow long), which sound more natural.
+Markdown decoration that a TTS would read aloud (``*``, ``#``, backticks, list bullets) is removed.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*\s")
+_CLAUSE_END = re.compile(r"[,;:—–]\s")
+_MARKDOWN = re.compile(r"[*_#`~|>]+|^\s*[-+]\s+|\[(.*?)\]\(.*?\)", re.MULTILINE)
+_ABBREV = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|St|vs|etc|e\.g|i\.e|No)\.\s$", re.IGNORECASE)
+
+
+def clean_for_speech(text: str) -> str:
+    text = _MARKDOWN.sub(lambda m: m.group(1) or "", text)
+    return re.sub(r"\s+", " ", text)
+
+
+class SpeechChunker:
+    def __init__(self, first_words: int = 5, max_words: int = 30) -> None:
+        self._buf = ""
+        self._first = True
+        self.first_words = first_words
+        self.max_words = max_words
+
+    def push(self, text: str) -> list[str]:
+        """Add LLM text; return the chunks that are complete now."""
+        self._buf += text
+        out: list[str] = []
+        while True:
+            cut = self._find_cut()
+            if cut is None:
+                break
+            chunk, self._buf = self._buf[:cut], self._buf[cut:]
+            chunk = clean_for_speech(chunk).strip()
+            if chunk:
+                out.append(chunk)
+                self._first = False
+        return out
+
+    def flush(self) -> list[str]:
+        chunk = clean_for_speech(self._buf).strip()
+        self._buf = ""
+        return [chunk] if chunk and re.search(r"\w", chunk) else []
+
+    def _find_cut(self) -> int | None:
+        buf = self._buf
+        for m in _SENTENCE_END.finditer(buf):
+            if _ABBREV.search(buf[: m.end()]) or re.search(r"\d\.\s$", buf[: m.end()]) and m.group(0).startswith(".") and re.match(r"\d", buf[m.end():m.end() + 1] or "x"):
+                continue
+            return m.end()
+        words = len(buf.split())
+        if self._first or words >= self.max_words // 2:
+            m = _CLAUSE_END.search(buf)
+            if m and len(buf[: m.end()].split()) >= 2:
+                return m.end()
+        if self._first and words > self.first_words and buf[-1:].isspace():
+            return len(buf)
+        if words > self.max_words and buf[-1:].isspace():
+            return len(buf)
+        return None

@@ -1,0 +1,333 @@
+"""One model response: LLM → speakable chunks → TTS, streamed as GA ``response.*`` events.
+
+Event order follows OpenAI's: ``response.created`` → (per output item) ``response.output_item.added`` +
+``conversation.item.added`` → ``response.content_part.added`` → deltas → ``*.done`` events →
+``response.output_item.done`` + ``conversation.item.done`` → ``response.done`` (always, whatever the outcome).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from voicecall.audio import ENGINE_RATE, PCM16, Resampler
+from voicecall.engine.chunker import SpeechChunker
+from voicecall.engine.conversation import Item, SpokenChunk, to_chat_messages
+from voicecall.protocol.ids import new_id
+from voicecall.speech.base import FunctionTool, LLMError, LLMUsage, TextDelta, ToolCallDelta
+
+if TYPE_CHECKING:
+    from voicecall.engine.session import EngineSession
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ResponseParams:
+    output_modalities: list[str]
+    instructions: str
+    voice: str
+    output_format: str
+    speed: float
+    tools: list[dict[str, Any]]
+    tool_choice: str | dict[str, Any]
+    max_output_tokens: int | str
+    conversation: str = "auto"  # "auto" | "none"
+    metadata: dict[str, Any] | None = None
+    input_items: list[Item] | None = None  # explicit context (response.input)
+
+
+@dataclass(slots=True)
+class TurnTiming:
+    """Timestamps (time.monotonic) of the user turn that triggered a response, for latency metrics."""
+
+    last_speech: float | None = None
+    speech_stopped: float | None = None
+    stt_final: float | None = None
+
+
+@dataclass
+class Response:
+    id: str
+    params: ResponseParams
+    status: str = "in_progress"
+    status_details: dict[str, Any] | None = None
+    output: list[Item] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    task: asyncio.Task[None] | None = None
+    timing: TurnTiming = field(default_factory=TurnTiming)
+    metrics: dict[str, float] = field(default_factory=dict)
+    audio_started: bool = False
+
+    @property
+    def in_conversation(self) -> bool:
+        return self.params.conversation != "none"
+
+    def to_dict(self, conversation_id: str | None) -> dict[str, Any]:
+        fmt = self.params.output_format
+        return {
+            "object": "realtime.response",
+            "id": self.id,
+            "status": self.status,
+            "status_details": self.status_details,
+            "output": [i.to_dict() for i in self.output],
+            "conversation_id": conversation_id if self.in_conversation else None,
+            "output_modalities": list(self.params.output_modalities),
+            "max_output_tokens": self.params.max_output_tokens,
+            "audio": {"output": {"format": {"type": fmt, "rate": 24000} if fmt == "audio/pcm" else {"type": fmt},
+                                 "voice": self.params.voice}},
+            "usage": self.usage,
+            "metadata": self.params.metadata,
+        }
+
+
+class ResponseRunner:
+    """Runs one :class:`Response` for a session. Cancel it by cancelling ``response.task``."""
+
+    def __init__(self, session: EngineSession, response: Response) -> None:
+        self.s = session
+        self.r = response
+        self._message: Item | None = None
+        self._text_parts: list[str] = []  # text mode: all text; audio mode: text spoken so far
+        self._calls: dict[int, Item] = {}
+        self._llm_usage = LLMUsage()
+        self._audio_samples = 0
+        self._tts_queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._tts_task: asyncio.Task[None] | None = None
+        self._t0 = time.monotonic()
+        self._chunk_ready_at: float | None = None
+
+    # ------------------------------------------------------------------------------ events
+    def _emit(self, etype: str, **fields: Any) -> None:
+        self.s.emit({"type": etype, **fields})
+
+    def _ids(self, item: Item, output_index: int) -> dict[str, Any]:
+        return {"response_id": self.r.id, "item_id": item.id, "output_index": output_index}
+
+    def _add_output_item(self, item: Item) -> int:
+        idx = len(self.r.output)
+        self.r.output.append(item)
+        self._emit("response.output_item.added", response_id=self.r.id, output_index=idx, item=item.to_dict())
+        if self.r.in_conversation:
+            prev = self.s.conversation.add(item)
+            self._emit("conversation.item.added", previous_item_id=prev, item=item.to_dict())
+        return idx
+
+    def _done_output_item(self, item: Item, idx: int) -> None:
+        item.status = "completed" if self.r.status in ("in_progress", "completed") else "incomplete"
+        self._emit("response.output_item.done", response_id=self.r.id, output_index=idx, item=item.to_dict())
+        if self.r.in_conversation and item.id in self.s.conversation:
+            self._emit("conversation.item.done", previous_item_id=self.s.conversation.previous_of(item.id),
+                       item=item.to_dict())
+
+    @property
+    def _audio_mode(self) -> bool:
+        return self.r.params.output_modalities == ["audio"]
+
+    def _open_message(self) -> Item:
+        if self._message is None:
+            item = Item(id=new_id("item_"), type="message", role="assistant", status="in_progress")
+            self._message = item
+            self._msg_idx = self._add_output_item(item)
+            part = {"type": "audio", "transcript": ""} if self._audio_mode else {"type": "text", "text": ""}
+            self._emit("response.content_part.added", **self._ids(item, self._msg_idx), content_index=0, part=part)
+            if self._audio_mode:
+                item.content = [{"type": "output_audio", "transcript": ""}]
+                self._tts_task = asyncio.create_task(self._speak())
+            else:
+                item.content = [{"type": "output_text", "text": ""}]
+        return self._message
+
+    # -------------------------------------------------------------------------------- run
+    async def run(self) -> None:
+        r, s = self.r, self.s
+        self._emit("response.created", response=r.to_dict(s.conversation.id))
+        chunker = SpeechChunker()
+        try:
+            context = r.params.input_items if r.params.input_items is not None else s.conversation.items()
+            messages = await to_chat_messages(r.params.instructions, context)
+            tools = [FunctionTool(t["name"], t.get("description", ""), t.get("parameters") or {}) for t in r.params.tools]
+            max_tokens = None if r.params.max_output_tokens == "inf" else int(r.params.max_output_tokens)
+            llm_start = time.monotonic()
+            if r.timing.stt_final is None and r.timing.speech_stopped is not None:
+                r.timing.stt_final = llm_start
+            stream = s.pipeline.llm.stream_chat(messages, tools=tools or None,
+                                                tool_choice=r.params.tool_choice if tools else "none",
+                                                max_tokens=max_tokens)
+            try:
+                async for chunk in stream:
+                    if isinstance(chunk, TextDelta):
+                        if not chunk.text:
+                            continue
+                        if "llm_first_token_ms" not in r.metrics:
+                            r.metrics["llm_first_token_ms"] = (time.monotonic() - llm_start) * 1000
+                        item = self._open_message()
+                        if self._audio_mode:
+                            for piece in chunker.push(chunk.text):
+                                if self._chunk_ready_at is None:
+                                    self._chunk_ready_at = time.monotonic()
+                                self._tts_queue.put_nowait(piece)
+                        else:
+                            self._text_parts.append(chunk.text)
+                            self._emit("response.output_text.delta", **self._ids(item, self._msg_idx), content_index=0,
+                                       delta=chunk.text)
+                    elif isinstance(chunk, ToolCallDelta):
+                        if "llm_first_token_ms" not in r.metrics:
+                            r.metrics["llm_first_token_ms"] = (time.monotonic() - llm_start) * 1000
+                        self._tool_delta(chunk)
+                    elif isinstance(chunk, LLMUsage):
+                        self._llm_usage = chunk
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+            if self._audio_mode and self._message is not None:
+                for piece in chunker.flush():
+                    if self._chunk_ready_at is None:
+                        self._chunk_ready_at = time.monotonic()
+                    self._tts_queue.put_nowait(piece)
+                self._tts_queue.put_nowait(None)
+                assert self._tts_task is not None
+                await self._tts_task
+            r.status = "completed"
+        except asyncio.CancelledError:
+            if r.status == "in_progress":
+                r.status = "cancelled"
+                r.status_details = {"type": "cancelled", "reason": "client_cancelled"}
+            if self._tts_task is not None:
+                self._tts_task.cancel()
+        except LLMError as exc:
+            r.status = "failed"
+            r.status_details = {"type": "failed", "error": {"type": "server_error", "code": "llm_error", "message": str(exc)}}
+            s.emit_error("llm_error", f"The language model failed: {exc}", type="server_error")
+            if self._tts_task is not None:
+                self._tts_task.cancel()
+        except Exception as exc:  # noqa: BLE001 - a response must always end with response.done
+            log.exception("response %s failed", r.id)
+            r.status = "failed"
+            r.status_details = {"type": "failed", "error": {"type": "server_error", "code": "internal_error",
+                                                            "message": f"{type(exc).__name__}: {exc}"}}
+            s.emit_error("internal_error", "The response failed inside the server.", type="server_error")
+            if self._tts_task is not None:
+                self._tts_task.cancel()
+        finally:
+            self._finish()
+
+    # ---------------------------------------------------------------------------- tools
+    def _tool_delta(self, d: ToolCallDelta) -> None:
+        item = self._calls.get(d.index)
+        if item is None:
+            item = Item(id=new_id("item_"), type="function_call", status="in_progress",
+                        call_id=d.call_id or new_id("call_"), name=d.name or "", arguments="")
+            self._calls[d.index] = item
+            item.__dict__["_idx"] = self._add_output_item(item)
+        if d.name and not item.name:
+            item.name = d.name
+        if d.arguments:
+            item.arguments = (item.arguments or "") + d.arguments
+            self._emit("response.function_call_arguments.delta", **self._ids(item, item.__dict__["_idx"]),
+                       call_id=item.call_id, delta=d.arguments)
+
+    # ----------------------------------------------------------------------------- speech
+    async def _speak(self) -> None:
+        """Synthesize chunks in order and send their audio; the transcript delta goes with each chunk's audio."""
+        item = self._message
+        assert item is not None
+        s, r = self.s, self.r
+        tts = s.pipeline.tts
+        voice = s.local_voice(r.params.voice)
+        resampler = Resampler(tts.sample_rate, ENGINE_RATE)
+        while True:
+            text = await self._tts_queue.get()
+            if text is None:
+                break
+            t_req = time.monotonic()
+            chunks: list[PCM16] = await asyncio.to_thread(lambda t=text: list(tts.synthesize(t, voice, r.params.speed)))
+            pcm = resampler.process(np.concatenate(chunks)) if chunks else np.zeros(0, np.int16)
+            if pcm.size == 0:
+                continue
+            start_ms = self._audio_samples / (ENGINE_RATE / 1000)
+            if not r.audio_started:
+                r.audio_started = True
+                now = time.monotonic()
+                r.metrics["tts_first_audio_ms"] = (now - t_req) * 1000
+                self._record_turn_metrics(now)
+                s.on_response_audio_started(r)
+            sep = " " if self._text_parts else ""
+            self._text_parts.append(text)
+            item.content[0]["transcript"] = " ".join(self._text_parts)
+            self._emit("response.output_audio_transcript.delta", **self._ids(item, self._msg_idx), content_index=0,
+                       delta=sep + text)
+            s.transport.send_audio(r.id, item.id, self._msg_idx, 0, pcm, r.params.output_format)
+            item.audio.append(pcm)
+            self._audio_samples += len(pcm)
+            item.audio_ms = self._audio_samples / (ENGINE_RATE / 1000)
+            item.spoken.append(SpokenChunk(text=sep + text, start_ms=start_ms, end_ms=item.audio_ms))
+
+    def _record_turn_metrics(self, first_audio: float) -> None:
+        t, m = self.r.timing, self.r.metrics
+        if t.speech_stopped is not None:
+            if t.last_speech is not None:
+                m["end_of_turn_ms"] = (t.speech_stopped - t.last_speech) * 1000
+                m["voice_to_voice_ms"] = (first_audio - t.last_speech) * 1000
+            if t.stt_final is not None:
+                m["stt_final_ms"] = max(0.0, (t.stt_final - t.speech_stopped) * 1000)
+            m["processing_ms"] = (first_audio - t.speech_stopped) * 1000
+        m["response_first_audio_ms"] = (first_audio - self._t0) * 1000
+
+    # ----------------------------------------------------------------------------- finish
+    def _finish(self) -> None:
+        r, s = self.r, self.s
+        msg = self._message
+        if msg is not None:
+            ids = self._ids(msg, self._msg_idx)
+            text = "".join(self._text_parts) if not self._audio_mode else " ".join(self._text_parts)
+            if self._audio_mode:
+                s.transport.end_audio(r.id, msg.id, self._msg_idx, 0)
+                self._emit("response.output_audio.done", **ids, content_index=0)
+                self._emit("response.output_audio_transcript.done", **ids, content_index=0, transcript=text)
+                msg.content = [{"type": "output_audio", "transcript": text}]
+                part = {"type": "audio", "transcript": text}
+            else:
+                self._emit("response.output_text.done", **ids, content_index=0, text=text)
+                msg.content = [{"type": "output_text", "text": text}]
+                part = {"type": "text", "text": text}
+            self._emit("response.content_part.done", **ids, content_index=0, part=part)
+            self._done_output_item(msg, self._msg_idx)
+        for item in self._calls.values():
+            idx = item.__dict__["_idx"]
+            args = item.arguments or "{}"
+            try:
+                json.loads(args)
+            except ValueError:
+                log.warning("function call %s produced invalid JSON arguments", item.name)
+            self._emit("response.function_call_arguments.done", **self._ids(item, idx), call_id=item.call_id,
+                       name=item.name, arguments=args)
+            self._done_output_item(item, idx)
+        if r.status == "in_progress":
+            r.status = "completed"
+        r.usage = self._usage()
+        done = r.to_dict(s.conversation.id)
+        done["x_voicecall"] = {"latency_ms": {k: round(v, 1) for k, v in r.metrics.items()}}
+        self._emit("response.done", response=done)
+        s.on_response_done(r)
+
+    def _usage(self) -> dict[str, Any]:
+        context = self.r.params.input_items if self.r.params.input_items is not None else self.s.conversation.items()
+        in_audio = int(sum(i.audio_ms for i in context if i.role == "user") / 100)
+        in_text = self._llm_usage.input_tokens
+        out_audio = int(self._audio_samples / (ENGINE_RATE / 1000) / 50)
+        out_text = self._llm_usage.output_tokens
+        return {
+            "total_tokens": in_text + in_audio + out_text + out_audio,
+            "input_tokens": in_text + in_audio,
+            "output_tokens": out_text + out_audio,
+            "input_token_details": {"text_tokens": in_text, "audio_tokens": in_audio, "image_tokens": 0,
+                                    "cached_tokens": 0,
+                                    "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0}},
+            "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio},
+        }

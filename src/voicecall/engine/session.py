@@ -1,0 +1,540 @@
+"""One realtime session of the local engine, whatever transport carries it.
+
+Every client event is handled by the method named in ``EngineSession.HANDLERS`` — that table is the one place to
+look for "where is event X handled". The session never touches sockets: it talks to its :class:`Transport`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from voicecall.audio import AudioCodec
+from voicecall.config import LocalConfig
+from voicecall.engine.conversation import Conversation, Item, item_from_client
+from voicecall.engine.response import Response, ResponseParams, ResponseRunner, TurnTiming
+from voicecall.engine.turns import InputAudioBuffer, SttWorker
+from voicecall.protocol.errors import ProtocolError, error_event, from_exception
+from voicecall.protocol.events import client_event_id, decode_audio, parse_client_event
+from voicecall.protocol.ids import event_id, new_id
+from voicecall.protocol.session import (
+    SessionConfig,
+    Transcription,
+    TurnDetection,
+    apply_session_update,
+    parse_format,
+    parse_max_tokens,
+    parse_modalities,
+    parse_tool_choice,
+    parse_tools,
+    parse_voice,
+)
+
+if TYPE_CHECKING:
+    from voicecall.speech.registry import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+class Transport(Protocol):
+    """What a session needs from the connection that carries it (WebSocket or WebRTC)."""
+
+    kind: str  # "websocket" | "webrtc"
+
+    def send_event(self, event: dict[str, Any]) -> None:
+        """Queue one server event for the client (never blocks)."""
+        ...
+
+    def send_audio(self, response_id: str, item_id: str, output_index: int, content_index: int,
+                   pcm: np.ndarray, fmt: str = "audio/pcm") -> None:
+        """Queue answer audio (engine PCM). WebSocket: ``response.output_audio.delta``; WebRTC: the media track."""
+        ...
+
+    def end_audio(self, response_id: str, item_id: str, output_index: int, content_index: int) -> None:
+        """No more audio for this content part (flush codecs; WebRTC marks where the buffer will stop)."""
+        ...
+
+    def clear_audio(self) -> tuple[str, float] | None:
+        """Drop answer audio not yet played. Returns (item_id, ms of it that was played) when audio was playing
+        (WebRTC knows what was heard), else ``None`` (on a WebSocket the client truncates)."""
+        ...
+
+    def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+class Recorder(Protocol):
+    def on_server_event(self, event: dict[str, Any]) -> None: ...
+    def on_client_event(self, event: dict[str, Any]) -> None: ...
+    def on_response_metrics(self, response_id: str, latency: dict[str, float]) -> None: ...
+
+
+class EngineSession:
+    HANDLERS: dict[str, str] = {
+        "session.update": "on_session_update",
+        "input_audio_buffer.append": "on_input_audio_buffer_append",
+        "input_audio_buffer.commit": "on_input_audio_buffer_commit",
+        "input_audio_buffer.clear": "on_input_audio_buffer_clear",
+        "conversation.item.create": "on_conversation_item_create",
+        "conversation.item.retrieve": "on_conversation_item_retrieve",
+        "conversation.item.truncate": "on_conversation_item_truncate",
+        "conversation.item.delete": "on_conversation_item_delete",
+        "response.create": "on_response_create",
+        "response.cancel": "on_response_cancel",
+        "output_audio_buffer.clear": "on_output_audio_buffer_clear",
+    }
+
+    def __init__(self, pipeline: Pipeline, local: LocalConfig, transport: Transport, *, model: str | None = None,
+                 recorder: Recorder | None = None, max_seconds: float | None = None) -> None:
+        self.pipeline = pipeline
+        self.local = local
+        self.transport = transport
+        self.recorder = recorder
+        self.conversation = Conversation()
+        self.voices = set(pipeline.voice_names())
+        self.vad_defaults = TurnDetection(threshold=local.threshold, prefix_padding_ms=local.prefix_padding_ms,
+                                          silence_duration_ms=local.silence_duration_ms)
+        self.config = SessionConfig(
+            model=model or local.model, instructions=local.instructions, voice=local.voice,
+            turn_detection=TurnDetection(**{f: getattr(self.vad_defaults, f) for f in TurnDetection.__slots__}),  # type: ignore[attr-defined]
+            transcription=Transcription(model=pipeline.stt.name) if local.input_transcription else None,
+        )
+        if max_seconds:
+            self.config.expires_at = int(time.time() + max_seconds)
+        self.input = InputAudioBuffer(pipeline.vad, pipeline.stt, self, self._on_partial_transcript)
+        self.input.set_turn_detection(self.config.turn_detection)
+        self._codec = AudioCodec(self.config.input_format)
+        self.responses: dict[str, Response] = {}
+        self.active: Response | None = None  # the response writing to the default conversation
+        self.audio_produced = False
+        self._utt_item_id: str | None = None
+        self._utt_words: list[str] = []
+        self._utt_emitted = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self._expiry: asyncio.TimerHandle | None = None
+        self._max_seconds = max_seconds
+        self._turn = TurnTiming()
+
+    # ------------------------------------------------------------------------------ plumbing
+    def emit(self, event: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        event.setdefault("event_id", event_id())
+        self.transport.send_event(event)
+        if self.recorder is not None:
+            try:
+                self.recorder.on_server_event(event)
+            except Exception:  # noqa: BLE001 - recording never breaks a session
+                log.exception("recorder failed")
+
+    def emit_error(self, code: str, message: str, *, param: str | None = None, client_event_id: str | None = None,
+                   type: str = "invalid_request_error") -> None:  # noqa: A002
+        self.emit(error_event(code, message, param=param, client_event_id=client_event_id, type=type))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def local_voice(self, voice: str) -> str:
+        return self.pipeline.local_voice(voice)
+
+    async def start(self, initial: dict[str, Any] | None = None) -> None:
+        """Send ``session.created``; ``initial`` is a GA session object (e.g. from a client secret)."""
+        if initial:
+            initial = {k: v for k, v in initial.items() if k not in ("model", "id", "object", "expires_at", "client_secret")}
+            self.config = apply_session_update(self.config, initial, voices=self.voices, defaults=self.vad_defaults,
+                                               audio_started=False, stt_models={self.pipeline.stt.name})
+            self._apply_config()
+        self.emit({"type": "session.created", "session": self.config.to_dict()})
+        if self._max_seconds:
+            self._expiry = asyncio.get_running_loop().call_later(self._max_seconds, self._expire)
+
+    def _expire(self) -> None:
+        self.emit_error("session_expired", f"The session reached its maximum length of {self._max_seconds:.0f} seconds.",
+                        type="invalid_request_error")
+        self.transport.close(1000, "session expired")
+
+    async def handle_message(self, message: str | bytes) -> None:
+        """Parse and handle one client message; mistakes become ``error`` events, the session goes on."""
+        eid: str | None = None
+        try:
+            event = parse_client_event(message)
+            eid = client_event_id(event)
+            await self.handle(event)
+        except ProtocolError as exc:
+            if eid is None and isinstance(message, (str, bytes)):
+                eid = _sniff_event_id(message)
+            self.emit(from_exception(exc, eid))
+
+    async def handle(self, event: dict[str, Any]) -> None:
+        if self.recorder is not None and event["type"] != "input_audio_buffer.append":
+            self.recorder.on_client_event(event)
+        handler: Callable[[dict[str, Any]], Any] = getattr(self, self.HANDLERS[event["type"]])
+        result = handler(event)
+        if asyncio.iscoroutine(result):
+            await result
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        if self._expiry is not None:
+            self._expiry.cancel()
+        for r in list(self.responses.values()):
+            if r.task is not None and not r.task.done():
+                r.status_details = {"type": "cancelled", "reason": "client_cancelled"}
+                r.task.cancel()
+        if self.responses:
+            await asyncio.gather(*(r.task for r in self.responses.values() if r.task), return_exceptions=True)
+        self._closed = True
+        self.input.close()
+        for t in list(self._tasks):
+            t.cancel()
+
+    def _apply_config(self) -> None:
+        self.input.set_turn_detection(self.config.turn_detection)
+        if self._codec.format != self.config.input_format:
+            self._codec = AudioCodec(self.config.input_format)
+
+    # ------------------------------------------------------------------------------- session
+    def on_session_update(self, event: dict[str, Any]) -> None:
+        self.config = apply_session_update(self.config, event["session"], voices=self.voices,
+                                           defaults=self.vad_defaults, audio_started=self.audio_produced,
+                                           stt_models={self.pipeline.stt.name})
+        self._apply_config()
+        self.emit({"type": "session.updated", "session": self.config.to_dict()})
+
+    # --------------------------------------------------------------------------- input audio
+    def on_input_audio_buffer_append(self, event: dict[str, Any]) -> None:
+        raw = decode_audio(event["audio"])
+        if not raw:
+            return
+        pcm = self._codec.decode(raw)
+        if self.config.turn_detection is None and self._utt_item_id is None:
+            self._new_utterance()
+        self.input.append(pcm)
+
+    def _new_utterance(self) -> None:
+        self._utt_item_id = new_id("item_")
+        self._utt_words = []
+        self._utt_emitted = 0
+
+    def on_speech_started(self, audio_start_ms: int) -> None:  # TurnEvents
+        self._new_utterance()
+        self._turn = TurnTiming(last_speech=time.monotonic())
+        self.emit({"type": "input_audio_buffer.speech_started", "audio_start_ms": audio_start_ms,
+                   "item_id": self._utt_item_id})
+        td = self.config.turn_detection
+        if td is not None and td.interrupt_response:
+            self._barge_in()
+
+    def _barge_in(self) -> None:
+        r = self.active
+        if r is not None and r.task is not None and not r.task.done():
+            r.status = "cancelled"
+            r.status_details = {"type": "cancelled", "reason": "turn_detected"}
+            r.task.cancel()
+        played = self.transport.clear_audio()
+        if played is not None:
+            item_id, ms = played
+            self.emit({"type": "output_audio_buffer.cleared", "response_id": r.id if r else None})
+            if item_id in self.conversation:
+                self._truncate(self.conversation.get(item_id), ms)
+
+    def on_speech_stopped(self, audio_end_ms: int) -> None:  # TurnEvents
+        self._turn.speech_stopped = time.monotonic()
+        self._turn.last_speech = self.input.last_speech_time
+        self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": audio_end_ms,
+                   "item_id": self._utt_item_id})
+        item = self._commit(None)
+        td = self.config.turn_detection
+        if item is not None and td is not None and td.create_response:
+            if self.active is not None and self.active.task is not None and not self.active.task.done():
+                return  # interrupt_response is off and a response is still running: do not start a second one
+            timing = self._turn
+            self._start_response(self._default_params(), timing)
+
+    def on_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
+        ms = self.input.buffered_ms
+        if ms < 100:
+            raise ProtocolError("input_audio_buffer_commit_empty",
+                                f"Error committing input audio buffer: buffer too small. Expected at least 100ms of "
+                                f"audio, but buffer only has {ms:.2f}ms of audio.")
+        self._turn = TurnTiming(last_speech=time.monotonic(), speech_stopped=time.monotonic())
+        self._commit(client_event_id(event))
+
+    def _commit(self, _eid: str | None) -> Item | None:
+        seg = self.input.take()
+        item_id = self._utt_item_id or new_id("item_")
+        self._utt_item_id = None
+        item = Item(id=item_id, type="message", role="user",
+                    content=[{"type": "input_audio", "transcript": None}], audio=[seg.pcm], audio_ms=len(seg.pcm) / 24)
+        prev = self.conversation.add(item)
+        self.emit({"type": "input_audio_buffer.committed", "previous_item_id": prev, "item_id": item.id})
+        self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": item.to_dict()})
+        self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item.to_dict()})
+        loop = asyncio.get_running_loop()
+        item.recognized = loop.create_future()
+        stt = seg.stt
+        if stt is None:  # no streaming recogniser (e.g. buffer filled before speech): recognise now
+            stt = SttWorker(self.pipeline.stt, lambda _t: None, self.input.language)
+            stt.feed(self.input._stt_resampler.process(seg.pcm))  # noqa: SLF001 - same session's resampler
+        self._spawn(self._finish_transcription(item, stt))
+        return item
+
+    async def _finish_transcription(self, item: Item, stt: SttWorker) -> None:
+        assert item.recognized is not None
+        try:
+            text = await stt.finish()
+        except Exception as exc:  # noqa: BLE001
+            log.exception("speech recognition failed")
+            item.recognized.set_result("")
+            if self.config.transcription is not None:
+                self.emit({"type": "conversation.item.input_audio_transcription.failed", "item_id": item.id,
+                           "content_index": 0, "error": {"type": "transcription_error", "code": "stt_failed",
+                                                         "message": str(exc), "param": None}})
+            return
+        if self._turn.speech_stopped is not None and self._turn.stt_final is None:
+            self._turn.stt_final = time.monotonic()
+        item.recognized.set_result(text)
+        if self.config.transcription is not None:
+            item.content[0]["transcript"] = text
+            remaining = text.split()[self._utt_emitted:] if item.id == self._utt_item_id else []
+            if remaining:
+                self.emit({"type": "conversation.item.input_audio_transcription.delta", "item_id": item.id,
+                           "content_index": 0, "delta": (" " if self._utt_emitted else "") + " ".join(remaining)})
+            self.emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item.id,
+                       "content_index": 0, "transcript": text,
+                       "usage": {"type": "duration", "seconds": round(item.audio_ms / 1000, 3)}})
+
+    def _on_partial_transcript(self, text: str) -> None:
+        """Emit the words of a partial hypothesis that have stayed stable (append-only deltas)."""
+        if self.config.transcription is None or self._utt_item_id is None:
+            return
+        words = text.split()
+        prev = self._utt_words
+        stable = 0
+        while stable < min(len(words), len(prev)) and words[stable] == prev[stable]:
+            stable += 1
+        self._utt_words = words
+        if stable > self._utt_emitted and words[: self._utt_emitted] == prev[: self._utt_emitted]:
+            new = words[self._utt_emitted:stable]
+            self.emit({"type": "conversation.item.input_audio_transcription.delta", "item_id": self._utt_item_id,
+                       "content_index": 0, "delta": (" " if self._utt_emitted else "") + " ".join(new)})
+            self._utt_emitted = stable
+
+    def on_input_audio_buffer_clear(self, event: dict[str, Any]) -> None:
+        self.input.clear()
+        self._utt_item_id = None
+        self.emit({"type": "input_audio_buffer.cleared"})
+
+    # --------------------------------------------------------------------------- conversation
+    def on_conversation_item_create(self, event: dict[str, Any]) -> None:
+        item = item_from_client(event["item"])
+        prev = self.conversation.add(item, event.get("previous_item_id"))
+        self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": item.to_dict()})
+        self.emit({"type": "conversation.item.done", "previous_item_id": prev, "item": item.to_dict()})
+        if item.role == "user" and item.audio and not item.content[0].get("transcript"):
+            item.recognized = asyncio.get_running_loop().create_future()
+            stt = SttWorker(self.pipeline.stt, lambda _t: None, None)
+            from voicecall.audio import resample
+            stt.feed(resample(np.concatenate(item.audio), 24000, 16000))
+            self._spawn(self._finish_transcription(item, stt))
+
+    def on_conversation_item_retrieve(self, event: dict[str, Any]) -> None:
+        item = self.conversation.get(event["item_id"], "item_retrieve_invalid_item_id")
+        self.emit({"type": "conversation.item.retrieved",
+                   "item": item.to_dict(with_audio=True, output_format=self.config.output_format)})
+
+    def on_conversation_item_delete(self, event: dict[str, Any]) -> None:
+        self.conversation.delete(event["item_id"])
+        self.emit({"type": "conversation.item.deleted", "item_id": event["item_id"]})
+
+    def on_conversation_item_truncate(self, event: dict[str, Any]) -> None:
+        item = self.conversation.get(event["item_id"], "item_truncate_invalid_item_id")
+        if item.type != "message" or item.role != "assistant" or not item.content or \
+                item.content[0].get("type") != "output_audio":
+            raise ProtocolError("invalid_value", "Only assistant messages with audio can be truncated.", "item_id")
+        if event["content_index"] != 0:
+            raise ProtocolError("invalid_value", "content_index must be 0 (the audio part).", "content_index")
+        end = event["audio_end_ms"]
+        if end > item.audio_ms + 1:
+            raise ProtocolError("invalid_value", f"audio_end_ms ({end}) is beyond the item's audio "
+                                f"({item.audio_ms:.0f} ms).", "audio_end_ms")
+        for r in self.responses.values():  # truncating an item still being spoken stops its response
+            if any(o.id == item.id for o in r.output) and r.task is not None and not r.task.done():
+                r.task.cancel()
+        self._truncate(item, float(end))
+
+    def _truncate(self, item: Item, end_ms: float) -> None:
+        kept: list[str] = []
+        for chunk in item.spoken:
+            if chunk.start_ms >= end_ms:
+                break
+            if chunk.end_ms <= end_ms:
+                kept.append(chunk.text)
+            else:
+                words = chunk.text.split()
+                frac = (end_ms - chunk.start_ms) / max(1.0, chunk.end_ms - chunk.start_ms)
+                n = int(len(words) * frac)
+                if n:
+                    kept.append((" " if chunk.text.startswith(" ") else "") + " ".join(words[:n]))
+        transcript = "".join(kept).strip()
+        item.content[0]["transcript"] = transcript
+        samples = int(end_ms * 24)
+        if item.audio:
+            pcm = np.concatenate(item.audio)[:samples]
+            item.audio = [pcm]
+        item.audio_ms = min(item.audio_ms, end_ms)
+        item.spoken = [c for c in item.spoken if c.start_ms < end_ms]
+        item.truncated = True
+        event = {"type": "conversation.item.truncated", "item_id": item.id, "content_index": 0,
+                 "audio_end_ms": int(end_ms)}
+        self.transport.send_event({**event, "event_id": event_id()})
+        if self.recorder is not None:
+            self.recorder.on_server_event({**event, "transcript": transcript})
+
+    # ------------------------------------------------------------------------------ responses
+    def _default_params(self) -> ResponseParams:
+        c = self.config
+        return ResponseParams(output_modalities=list(c.output_modalities), instructions=c.instructions, voice=c.voice,
+                              output_format=c.output_format, speed=c.speed, tools=list(c.tools),
+                              tool_choice=c.tool_choice, max_output_tokens=c.max_output_tokens)
+
+    def on_response_create(self, event: dict[str, Any]) -> None:
+        params = self._response_params(event.get("response") or {})
+        if params.conversation != "none" and self.active is not None:
+            raise ProtocolError("conversation_already_has_active_response",
+                                f"Conversation already has an active response in progress: {self.active.id}. Wait until "
+                                "the response is finished before creating a new one.")
+        self._start_response(params, self._turn if self._turn.speech_stopped else TurnTiming())
+        self._turn = TurnTiming()
+
+    def _response_params(self, body: dict[str, Any]) -> ResponseParams:
+        p = self._default_params()
+        allowed = {"output_modalities", "instructions", "audio", "tools", "tool_choice", "max_output_tokens",
+                   "conversation", "metadata", "input", "prompt"}
+        for key in body:
+            if key in ("modalities", "voice", "output_audio_format", "temperature", "max_response_output_tokens"):
+                raise ProtocolError("unknown_parameter", f"Unknown parameter: 'response.{key}' (a beta field; see the GA "
+                                    "response.create parameters).", f"response.{key}")
+            if key not in allowed:
+                raise ProtocolError("unknown_parameter", f"Unknown parameter: 'response.{key}'.", f"response.{key}")
+        if body.get("prompt") is not None:
+            raise ProtocolError("unsupported_parameter", "Stored prompts are not supported by this server.", "response.prompt")
+        if "output_modalities" in body:
+            p.output_modalities = parse_modalities(body["output_modalities"], "response.output_modalities")
+        if "instructions" in body:
+            if not isinstance(body["instructions"], str):
+                raise ProtocolError("invalid_type", "response.instructions must be a string.", "response.instructions")
+            p.instructions = body["instructions"]
+        audio = body.get("audio")
+        if audio is not None:
+            out = audio.get("output") if isinstance(audio, dict) else None
+            if not isinstance(audio, dict) or set(audio) - {"output"} or (out is not None and not isinstance(out, dict)):
+                raise ProtocolError("invalid_value", "response.audio must look like {\"output\": {\"voice\", \"format\"}}.",
+                                    "response.audio")
+            for key in (out or {}):
+                if key not in ("voice", "format"):
+                    raise ProtocolError("unknown_parameter", f"Unknown parameter: 'response.audio.output.{key}'.",
+                                        f"response.audio.output.{key}")
+            if out and "voice" in out:
+                p.voice = parse_voice(out["voice"], "response.audio.output.voice", self.voices)
+            if out and "format" in out:
+                p.output_format = parse_format(out["format"], "response.audio.output.format")
+        if "tools" in body:
+            p.tools = parse_tools(body["tools"], "response.tools")
+        if "tool_choice" in body:
+            p.tool_choice = parse_tool_choice(body["tool_choice"], "response.tool_choice", p.tools)
+        if "max_output_tokens" in body:
+            p.max_output_tokens = parse_max_tokens(body["max_output_tokens"], "response.max_output_tokens")
+        conv = body.get("conversation", "auto")
+        if conv not in ("auto", "none"):
+            raise ProtocolError("invalid_value", f"Invalid value: {conv!r}. Supported values are: 'auto', 'none'.",
+                                "response.conversation")
+        p.conversation = conv
+        meta = body.get("metadata")
+        if meta is not None and (not isinstance(meta, dict) or len(meta) > 16):
+            raise ProtocolError("invalid_value", "response.metadata must be an object with at most 16 keys.",
+                                "response.metadata")
+        p.metadata = meta
+        if "input" in body:
+            p.input_items = self._input_items(body["input"])
+        return p
+
+    def _input_items(self, value: Any) -> list[Item]:
+        if not isinstance(value, list):
+            raise ProtocolError("invalid_type", "response.input must be an array of items.", "response.input")
+        items: list[Item] = []
+        for i, obj in enumerate(value):
+            if not isinstance(obj, dict):
+                raise ProtocolError("invalid_type", f"response.input[{i}] must be an object.", f"response.input[{i}]")
+            if obj.get("type") == "item_reference":
+                ref = obj.get("id")
+                if not isinstance(ref, str) or ref not in self.conversation:
+                    raise ProtocolError("invalid_value", f"response.input[{i}] references an unknown item {ref!r}.",
+                                        f"response.input[{i}].id")
+                items.append(self.conversation.get(ref))
+            else:
+                try:
+                    items.append(item_from_client(obj))
+                except ProtocolError as exc:
+                    exc.param = f"response.input[{i}]." + (exc.param or "").removeprefix("item.")
+                    raise
+        return items
+
+    def _start_response(self, params: ResponseParams, timing: TurnTiming) -> Response:
+        r = Response(id=new_id("resp_"), params=params, timing=timing)
+        self.responses[r.id] = r
+        if r.in_conversation:
+            self.active = r
+        r.task = asyncio.create_task(ResponseRunner(self, r).run())
+        return r
+
+    def on_response_audio_started(self, r: Response) -> None:
+        self.audio_produced = True
+
+    def on_response_done(self, r: Response) -> None:
+        self.responses.pop(r.id, None)
+        if self.active is r:
+            self.active = None
+        if self.recorder is not None and r.metrics:
+            self.recorder.on_response_metrics(r.id, dict(r.metrics))
+
+    def on_response_cancel(self, event: dict[str, Any]) -> None:
+        rid = event.get("response_id")
+        r = self.responses.get(rid) if rid else self.active
+        if r is None or r.task is None or r.task.done():
+            raise ProtocolError("response_cancel_not_active",
+                                "Cancellation failed: no active response found" + (f" with id '{rid}'." if rid else "."))
+        r.status = "cancelled"
+        r.status_details = {"type": "cancelled", "reason": "client_cancelled"}
+        r.task.cancel()
+
+    def on_output_audio_buffer_clear(self, event: dict[str, Any]) -> None:
+        if self.transport.kind != "webrtc":
+            raise ProtocolError("invalid_request_error" if False else "unsupported_event",
+                                "output_audio_buffer.clear is only available on WebRTC connections; on a WebSocket the "
+                                "client owns playback (use conversation.item.truncate).", "type")
+        r = self.active
+        played = self.transport.clear_audio()
+        self.emit({"type": "output_audio_buffer.cleared", "response_id": r.id if r else None})
+        if played is not None and played[0] in self.conversation:
+            self._truncate(self.conversation.get(played[0]), played[1])
+
+
+def _sniff_event_id(message: str | bytes) -> str | None:
+    """Best-effort event_id from a message that failed validation (e.g. bad JSON has none)."""
+    import json
+
+    try:
+        obj = json.loads(message)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return client_event_id(obj)

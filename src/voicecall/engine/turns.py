@@ -1,0 +1,275 @@
+"""Turn taking: the input audio buffer, server VAD, and speech recognition while the user speaks.
+
+:class:`InputAudioBuffer` receives engine PCM (24 kHz), keeps what is not committed yet, resamples to 16 kHz for
+the VAD and the recogniser, and runs the ``server_vad`` state machine. It reports to its owner (the session)
+through :class:`TurnEvents` callbacks; it never talks to the client itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from voicecall.audio import ENGINE_RATE, PCM16, Resampler
+from voicecall.protocol.session import TurnDetection
+from voicecall.speech.base import STTModel, STTStream, VADModel
+
+log = logging.getLogger(__name__)
+STT_RATE = 16000
+
+
+class SttWorker:
+    """Feeds one utterance to a recogniser in a worker thread, off the event loop, in arrival order."""
+
+    def __init__(self, model: STTModel, on_partial: Callable[[str], None], language: str | None = None) -> None:
+        self._model = model
+        self._language = language
+        self._on_partial = on_partial
+        self._queue: asyncio.Queue[PCM16 | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._run())
+        self._stream: STTStream | None = None
+        self.final_at: float | None = None
+
+    def feed(self, pcm16k: PCM16) -> None:
+        self._queue.put_nowait(pcm16k)
+
+    async def _run(self) -> str:
+        stream = self._stream = await asyncio.to_thread(self._model.new_stream, self._language)
+        done = False
+        while not done:
+            chunks = [await self._queue.get()]
+            while not self._queue.empty():
+                chunks.append(self._queue.get_nowait())
+            if chunks[-1] is None:
+                done = True
+            pcm = [c for c in chunks if c is not None]
+            if pcm:
+                joined = pcm[0] if len(pcm) == 1 else np.concatenate(pcm)
+                partial = await asyncio.to_thread(stream.feed, joined)
+                if partial:
+                    self._on_partial(partial)
+        text = await asyncio.to_thread(stream.finish)
+        self.final_at = time.monotonic()
+        return text.strip()
+
+    async def finish(self) -> str:
+        """Close the utterance and return the final transcript."""
+        self._queue.put_nowait(None)
+        return await self._task
+
+    def abort(self) -> None:
+        self._task.cancel()
+        stream = self._stream
+        if stream is not None:
+            # The worker thread may still be inside feed(); abort in a thread after it returns.
+            asyncio.get_running_loop().run_in_executor(None, _safe_abort, stream)
+
+
+def _safe_abort(stream: STTStream) -> None:
+    try:
+        stream.abort()
+    except Exception:  # noqa: BLE001 - best effort release
+        log.debug("stt abort failed", exc_info=True)
+
+
+class TurnEvents(Protocol):
+    def on_speech_started(self, audio_start_ms: int) -> None: ...
+    def on_speech_stopped(self, audio_end_ms: int) -> None: ...
+
+
+@dataclass(slots=True)
+class Segment:
+    """Audio handed to a committed user item."""
+
+    pcm: PCM16
+    stt: SttWorker | None
+
+
+class InputAudioBuffer:
+    """The uncommitted input audio, with server VAD and streaming recognition.
+
+    Time is counted in samples of engine audio since the session began, as OpenAI's ``audio_start_ms`` is.
+    """
+
+    def __init__(self, vad_model: VADModel, stt_model: STTModel, events: TurnEvents,
+                 on_partial: Callable[[str], None]) -> None:
+        self._vad = vad_model.new_stream()
+        self._frame = self._vad.frame_samples
+        self._vad_resampler = Resampler(ENGINE_RATE, self._vad.sample_rate, quality="QQ")
+        self._stt_resampler = Resampler(ENGINE_RATE, STT_RATE, quality="HQ")
+        self._stt_model = stt_model
+        self._events = events
+        self._on_partial = on_partial
+        self.turn_detection: TurnDetection | None = None
+        self.language: str | None = None
+        self._chunks: deque[PCM16] = deque()  # uncommitted engine audio
+        self._chunks_samples = 0
+        self._start_sample = 0  # absolute index of the first sample in _chunks
+        self.total_samples = 0
+        self._pending16: list[PCM16] = []
+        self._pending16_len = 0
+        self._frames_done = 0
+        self._speech_run = 0
+        self._silence_run = 0
+        self.speaking = False
+        self._speech_start_sample = 0
+        self.last_speech_sample = 0  # end of the last frame judged speech
+        self.last_speech_time: float | None = None  # monotonic time that frame was processed
+        self.speech_stopped_at: float | None = None  # monotonic time of the last end-of-turn decision
+        self._recent16: deque[PCM16] = deque()  # 16 kHz audio kept for prefix padding
+        self._recent16_len = 0
+        self._stt: SttWorker | None = None
+
+    # ----------------------------------------------------------------------------- properties
+    @property
+    def buffered_ms(self) -> float:
+        return self._chunks_samples / (ENGINE_RATE / 1000)
+
+    # --------------------------------------------------------------------------------- input
+    def append(self, pcm: PCM16) -> None:
+        if pcm.size == 0:
+            return
+        self._chunks.append(pcm)
+        self._chunks_samples += len(pcm)
+        self.total_samples += len(pcm)
+        td = self.turn_detection
+        pcm16 = self._stt_resampler.process(pcm)
+        if td is None:
+            if self._stt is None:
+                self._stt = SttWorker(self._stt_model, self._on_partial, self.language)
+            self._stt.feed(pcm16)
+            return
+        self._remember16(pcm16, td)
+        if self.speaking and self._stt is not None:
+            self._stt.feed(pcm16)
+        self._run_vad(pcm, td)
+        if not self.speaking:
+            self._trim_idle(td)
+
+    def _remember16(self, pcm16: PCM16, td: TurnDetection) -> None:
+        self._recent16.append(pcm16)
+        self._recent16_len += len(pcm16)
+        keep = int((td.prefix_padding_ms + 200) * STT_RATE / 1000)
+        while self._recent16 and self._recent16_len - len(self._recent16[0]) >= keep:
+            self._recent16_len -= len(self._recent16.popleft())
+
+    def _trim_idle(self, td: TurnDetection) -> None:
+        keep = int((td.prefix_padding_ms + 200) * ENGINE_RATE / 1000)
+        while self._chunks and self._chunks_samples - len(self._chunks[0]) >= keep:
+            dropped = self._chunks.popleft()
+            self._chunks_samples -= len(dropped)
+            self._start_sample += len(dropped)
+
+    def _run_vad(self, pcm: PCM16, td: TurnDetection) -> None:
+        x = self._vad_resampler.process(pcm)
+        if x.size:
+            self._pending16.append(x)
+            self._pending16_len += len(x)
+        if self._pending16_len < self._frame:
+            return
+        buf = np.concatenate(self._pending16) if len(self._pending16) > 1 else self._pending16[0]
+        n = len(buf) // self._frame
+        ratio = ENGINE_RATE / self._vad.sample_rate
+        start_frames = 2
+        silence_frames = max(1, round(td.silence_duration_ms / (1000 * self._frame / self._vad.sample_rate)))
+        low = max(0.0, td.threshold - 0.15)
+        for i in range(n):
+            frame = buf[i * self._frame:(i + 1) * self._frame]
+            p = self._vad.probability(frame)
+            frame_end_sample = int((self._frames_done + 1) * self._frame * ratio)
+            self._frames_done += 1
+            if not self.speaking:
+                if p >= td.threshold:
+                    self._speech_run += 1
+                    if self._speech_run >= start_frames:
+                        start = int((self._frames_done - start_frames) * self._frame * ratio)
+                        self._begin_speech(start, td)
+                else:
+                    self._speech_run = 0
+            else:
+                if p >= low:
+                    self._silence_run = 0
+                    self.last_speech_sample = frame_end_sample
+                    self.last_speech_time = time.monotonic()
+                else:
+                    self._silence_run += 1
+                    if self._silence_run >= silence_frames:
+                        self._end_speech()
+        rest = buf[n * self._frame:]
+        self._pending16 = [rest] if rest.size else []
+        self._pending16_len = len(rest)
+
+    def _begin_speech(self, start_sample: int, td: TurnDetection) -> None:
+        self.speaking = True
+        self._silence_run = 0
+        self._speech_run = 0
+        padded = max(self._start_sample, start_sample - int(td.prefix_padding_ms * ENGINE_RATE / 1000))
+        self._speech_start_sample = padded
+        self.last_speech_sample = int(self._frames_done * self._frame * ENGINE_RATE / self._vad.sample_rate)
+        self.last_speech_time = time.monotonic()
+        # Drop buffered audio before the padded start: it is not part of this turn.
+        self._drop_before(padded)
+        if self._stt is not None:
+            self._stt.abort()
+        self._stt = SttWorker(self._stt_model, self._on_partial, self.language)
+        pre = np.concatenate(self._recent16) if self._recent16 else np.zeros(0, np.int16)
+        pre_len = int((self.total_samples - padded) * STT_RATE / ENGINE_RATE)
+        if pre_len > 0:
+            self._stt.feed(pre[-pre_len:])
+        self._events.on_speech_started(int(padded * 1000 / ENGINE_RATE))
+
+    def _drop_before(self, sample: int) -> None:
+        while self._chunks and self._start_sample + len(self._chunks[0]) <= sample:
+            dropped = self._chunks.popleft()
+            self._chunks_samples -= len(dropped)
+            self._start_sample += len(dropped)
+        if self._chunks and self._start_sample < sample:
+            cut = sample - self._start_sample
+            self._chunks[0] = self._chunks[0][cut:]
+            self._chunks_samples -= cut
+            self._start_sample = sample
+
+    def _end_speech(self) -> None:
+        self.speaking = False
+        self._silence_run = 0
+        self.speech_stopped_at = time.monotonic()
+        self._events.on_speech_stopped(int(self.total_samples * 1000 / ENGINE_RATE))
+
+    # ----------------------------------------------------------------------------- commit
+    def take(self) -> Segment:
+        """Hand the buffered audio (and its recogniser) to a new item; the buffer starts empty."""
+        pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+        stt = self._stt
+        self._stt = None
+        self._start_sample += self._chunks_samples
+        self._chunks.clear()
+        self._chunks_samples = 0
+        self.speaking = False
+        return Segment(pcm=pcm, stt=stt)
+
+    def clear(self) -> None:
+        if self._stt is not None:
+            self._stt.abort()
+            self._stt = None
+        self._start_sample += self._chunks_samples
+        self._chunks.clear()
+        self._chunks_samples = 0
+        self.speaking = False
+        self._speech_run = self._silence_run = 0
+
+    def set_turn_detection(self, td: TurnDetection | None) -> None:
+        if (td is None) != (self.turn_detection is None):
+            self.clear()
+        self.turn_detection = td
+
+    def close(self) -> None:
+        if self._stt is not None:
+            self._stt.abort()
+            self._stt = None

@@ -1,0 +1,1 @@
+"""The OpenAI Realtime GA protocol: ids, errors, client-event validation, the session object."""

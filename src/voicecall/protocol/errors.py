@@ -1,0 +1,37 @@
+"""The ``error`` server event and the exception that produces it.
+
+Every client mistake raises :class:`ProtocolError`; the transport turns it into an ``error`` event that echoes
+the client's ``event_id`` and keeps the session open. Codes follow OpenAI's where OpenAI's are known
+(``invalid_event``, ``invalid_value``, ``unknown_parameter``, ``input_audio_buffer_commit_empty``,
+``conversation_already_has_active_response``, ``response_cancel_not_active``, ``beta_api_shape_disabled``); the full
+list we emit is in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from voicecall.protocol.ids import event_id
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str, param: str | None = None,
+                 type: str = "invalid_request_error") -> None:  # noqa: A002 - protocol field name
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+        self.type = type
+
+
+def error_event(code: str, message: str, *, param: str | None = None, client_event_id: str | None = None,
+                type: str = "invalid_request_error") -> dict[str, Any]:  # noqa: A002
+    return {
+        "type": "error",
+        "event_id": event_id(),
+        "error": {"type": type, "code": code, "message": message, "param": param, "event_id": client_event_id},
+    }
+
+
+def from_exception(exc: ProtocolError, client_event_id: str | None) -> dict[str, Any]:
+    return error_event(exc.code, exc.message, param=exc.param, client_event_id=client_event_id, type=exc.type)

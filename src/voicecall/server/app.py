@@ -1,0 +1,168 @@
+"""The ASGI application (FastAPI on uvicorn): one process, many sessions, any transport.
+
+Routes by provider:
+
+=================================  ==========================================  ===========================
+route                              provider ``local``                          provider ``openai-realtime``
+=================================  ==========================================  ===========================
+``GET /healthz``                   liveness, provider, live sessions           same
+``GET /v1/realtime`` (WebSocket)   engine session (transports/websocket.py)    relay (gateway/relay.py)
+``POST /v1/realtime/client_secrets`` mint a local ``ek_`` secret               mint upstream (gateway)
+``POST /session``                  secret + ``calls_url`` for the web page     same, upstream secret
+``POST /v1/realtime/calls``        aiortc peer (transports/webrtc.py)          SDP proxy + sideband
+``/api/conversations…``            history (store/api.py)                      same
+``GET /``                          the web client (web/)                       same
+=================================  ==========================================  ===========================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from voicecall import __version__
+from voicecall.config import Config
+from voicecall.server.auth import BETA_SUBPROTOCOL, Authenticator, AuthError, offered_subprotocols
+from voicecall.server.limits import RateLimiter, SessionLimiter
+from voicecall.server.secrets import SecretStore
+
+log = logging.getLogger("voicecall")
+
+
+class AppState:
+    """Everything a route needs; one instance per app (no module-level globals)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.secrets = SecretStore()
+        self.auth = Authenticator([k.get_secret_value() for k in config.server.api_keys], self.secrets)
+        self.sessions = SessionLimiter(config.server.max_sessions)
+        self.mint_rate = RateLimiter(config.server.mint_rate_per_minute)
+        self.pipeline: Any = None  # voicecall.speech.registry.Pipeline once loaded (provider local)
+        self.store: Any = None  # voicecall.store.base.Store
+        self.started = time.time()
+        self._pipeline_lock = asyncio.Lock()
+
+    @property
+    def provider(self) -> str:
+        return self.config.voice_call.provider
+
+    async def get_pipeline(self) -> Any:
+        """The local speech pipeline, loaded once per process (on first use when not preloaded)."""
+        if self.pipeline is None:
+            async with self._pipeline_lock:
+                if self.pipeline is None:
+                    from voicecall.speech.registry import load_pipeline
+
+                    self.pipeline = await asyncio.to_thread(load_pipeline, self.config.voice_call.local, _progress)
+        return self.pipeline
+
+
+def _progress(message: str) -> None:
+    log.info("%s", message)
+
+
+def error_response(status: int, message: str, code: str | None = None, type: str = "invalid_request_error",  # noqa: A002
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type, "code": code, "param": None}}, status_code=status,
+                        headers=headers)
+
+
+def create_app(config: Config) -> FastAPI:
+    state = AppState(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from voicecall.store import open_store
+
+        state.store = open_store(config.store.url)
+        await state.store.open()
+        closed = await state.store.close_dangling()
+        if closed:
+            log.info("closed %d conversation(s) left open by an earlier crash", closed)
+        if state.provider == "local" and config.voice_call.local.preload:
+            t0 = time.monotonic()
+            await state.get_pipeline()
+            log.info("models ready in %.1f s", time.monotonic() - t0)
+        try:
+            yield
+        finally:
+            await state.store.close()
+
+    app = FastAPI(title="voicecall", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.vc = state
+
+    @app.exception_handler(AuthError)
+    async def _auth_error(request: Request, exc: AuthError) -> JSONResponse:
+        return error_response(exc.status, exc.message, "invalid_api_key" if exc.status == 401 else None)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "provider": state.provider, "sessions": state.sessions.count,
+                "models_loaded": state.pipeline is not None if state.provider == "local" else None}
+
+    @app.websocket("/v1/realtime")
+    async def realtime_ws(ws: WebSocket) -> None:
+        offered = offered_subprotocols(ws)
+        subprotocol = "realtime" if "realtime" in offered else None
+        if ws.headers.get("openai-beta", "").startswith("realtime=") or BETA_SUBPROTOCOL in offered:
+            await _refuse_beta(ws, subprotocol)
+            return
+        try:
+            principal = state.auth.authenticate(ws)
+        except AuthError as exc:
+            await ws.close(code=4001 if exc.status == 401 else 4003, reason=exc.message[:120])
+            return
+        if state.provider == "openai-realtime":
+            from voicecall.gateway.relay import relay_websocket
+
+            await relay_websocket(ws, state, principal, subprotocol)
+            return
+        from voicecall.transports.websocket_session import serve_engine_websocket
+
+        await serve_engine_websocket(ws, state, principal, subprotocol)
+
+    from voicecall.server.routes_secrets import register as register_secrets
+
+    register_secrets(app, state)
+    with contextlib.suppress(ImportError):
+        from voicecall.transports.webrtc_routes import register as register_webrtc
+
+        register_webrtc(app, state)
+    _register_history(app, state)
+    web = resources.files("voicecall") / "web"
+    app.mount("/", StaticFiles(directory=str(web), html=True), name="web")
+    return app
+
+
+def _register_history(app: FastAPI, state: AppState) -> None:
+    from fastapi import Depends
+
+    from voicecall.store.api import make_router
+
+    async def require_auth(request: Request) -> None:
+        state.auth.authenticate(request, allow_secret=False)
+
+    app.include_router(make_router(lambda: state.store, Depends(require_auth)))
+
+
+async def _refuse_beta(ws: WebSocket, subprotocol: str | None) -> None:
+    """Behave as OpenAI does since 2026: an error event, then close 4000."""
+    import json
+
+    from voicecall.protocol.errors import error_event
+
+    await ws.accept(subprotocol=subprotocol)
+    await ws.send_text(json.dumps(error_event(
+        "beta_api_shape_disabled",
+        "The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API.")))
+    await ws.close(code=4000, reason="invalid_request_error.beta_api_shape_disabled")

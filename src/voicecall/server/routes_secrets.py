@@ -1,0 +1,142 @@
+"""``POST /v1/realtime/client_secrets`` (GA shapes) and ``POST /session`` (what the web page calls first).
+
+On provider ``local`` the secret is minted here; on ``openai-realtime`` the gateway asks OpenAI for it
+(``voicecall.gateway.secrets``). Both are rate limited per client and authenticated by the server's rules.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from voicecall.protocol.errors import ProtocolError
+from voicecall.protocol.session import SessionConfig, TurnDetection, Transcription, apply_session_update
+
+if TYPE_CHECKING:
+    from voicecall.server.app import AppState
+
+
+def local_session_config(state: AppState, patch: dict[str, Any] | None) -> SessionConfig:
+    """The session a local secret carries: server defaults, then the requested fields (validated)."""
+    from voicecall.speech.voices import voice_names
+
+    local = state.config.voice_call.local
+    td = TurnDetection(threshold=local.threshold, prefix_padding_ms=local.prefix_padding_ms,
+                       silence_duration_ms=local.silence_duration_ms)
+    cfg = SessionConfig(model=local.model, instructions=local.instructions, voice=local.voice, turn_detection=td,
+                        transcription=Transcription(model=local.stt.type) if local.input_transcription else None)
+    if patch:
+        patch = dict(patch)
+        model = patch.pop("model", None)
+        cfg = apply_session_update(cfg, patch, voices=set(voice_names(local)), defaults=td, audio_started=False,
+                                   stt_models={local.stt.type})
+        if isinstance(model, str) and model:
+            cfg.model = model
+    return cfg
+
+
+def register(app: FastAPI, state: AppState) -> None:
+    from voicecall.server.app import error_response
+
+    def _rate_limited(request: Request, label: str) -> JSONResponse | None:
+        client = request.client.host if request.client else "unknown"
+        ok, wait = state.mint_rate.allow(f"{client}|{label}")
+        if not ok:
+            return error_response(429, f"Too many client secrets requested; try again in {wait:.0f} s.",
+                                  "rate_limit_exceeded", headers={"Retry-After": str(max(1, int(wait) + 1))})
+        return None
+
+    async def _json(request: Request) -> dict[str, Any]:
+        if not (await request.body()):
+            return {}
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ProtocolError("invalid_json", "The request body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise ProtocolError("invalid_request", "The request body must be a JSON object.")
+        return body
+
+    @app.exception_handler(ProtocolError)
+    async def _protocol_error(request: Request, exc: ProtocolError) -> JSONResponse:
+        return JSONResponse({"error": {"message": exc.message, "type": exc.type, "code": exc.code, "param": exc.param}},
+                            status_code=400)
+
+    @app.post("/v1/realtime/client_secrets")
+    async def client_secrets(request: Request) -> Any:
+        principal = state.auth.authenticate(request, allow_secret=False)
+        if (limited := _rate_limited(request, principal.label)) is not None:
+            return limited
+        body = await _json(request)
+        for key in body:
+            if key not in ("expires_after", "session"):
+                raise ProtocolError("unknown_parameter", f"Unknown parameter: '{key}'.", key)
+        ttl = state.config.server.client_secret_ttl_seconds
+        ea = body.get("expires_after")
+        if ea is not None:
+            if not isinstance(ea, dict) or ea.get("anchor", "created_at") != "created_at":
+                raise ProtocolError("invalid_value", "expires_after.anchor must be 'created_at'.", "expires_after.anchor")
+            secs = ea.get("seconds", ttl)
+            if not isinstance(secs, int) or isinstance(secs, bool) or not 10 <= secs <= 7200:
+                raise ProtocolError("invalid_value", "expires_after.seconds must be an integer from 10 to 7200.",
+                                    "expires_after.seconds")
+            ttl = secs
+        session = body.get("session")
+        if session is not None and not isinstance(session, dict):
+            raise ProtocolError("invalid_type", "session must be an object.", "session")
+        if state.provider == "openai-realtime":
+            from voicecall.gateway.secrets import mint_upstream
+
+            return await mint_upstream(state, session or {}, ttl, browser=False)
+        cfg = local_session_config(state, session)
+        secret = state.secrets.mint(cfg.to_dict(), ttl, "local")
+        return {"value": secret.value, "expires_at": secret.expires_at, "session": secret.session}
+
+    @app.post("/session")
+    async def browser_session(request: Request) -> Any:
+        principal = state.auth.authenticate(request, allow_secret=False)
+        if (limited := _rate_limited(request, principal.label)) is not None:
+            return limited
+        body = await _json(request)
+        ttl = state.config.server.client_secret_ttl_seconds
+        ice = _ice_for_browser(state)  # TURN credentials are meant for the browser
+        if state.provider == "openai-realtime":
+            from voicecall.gateway.secrets import mint_upstream
+
+            return await mint_upstream(state, _browser_patch(state, body), ttl, browser=True, ice_servers=ice)
+        patch: dict[str, Any] = {}
+        if isinstance(body.get("voice"), str) and body["voice"]:
+            patch.setdefault("audio", {}).setdefault("output", {})["voice"] = body["voice"]
+        if isinstance(body.get("instructions"), str) and body["instructions"].strip():
+            patch["instructions"] = body["instructions"]
+        cfg = local_session_config(state, patch)
+        secret = state.secrets.mint(cfg.to_dict(), ttl, "local")
+        return {"value": secret.value, "expires_at": secret.expires_at, "session": secret.session,
+                "provider": "local", "model": cfg.model, "calls_url": "/v1/realtime/calls", "ice_servers": ice,
+                "pricing": {k: 0.0 for k in ("text_in", "text_cached", "text_out", "audio_in", "audio_cached",
+                                             "audio_out")}}
+
+
+def _ice_for_browser(state: AppState) -> list[dict[str, Any]]:
+    out = []
+    for s in state.config.webrtc.ice_servers:
+        entry: dict[str, Any] = {"urls": s.urls}
+        if s.username:
+            entry["username"] = s.username
+        if s.credential:
+            entry["credential"] = s.credential.get_secret_value()
+        out.append(entry)
+    return out
+
+
+def _browser_patch(state: AppState, body: dict[str, Any]) -> dict[str, Any]:
+    """Only the fields the configuration lets a browser choose (``openaiRealtime.browserOverrides``)."""
+    allowed = set(state.config.voice_call.openai_realtime.browser_overrides)
+    patch: dict[str, Any] = {}
+    if "voice" in allowed and isinstance(body.get("voice"), str) and body["voice"]:
+        patch["audio"] = {"output": {"voice": body["voice"]}}
+    if "instructions" in allowed and isinstance(body.get("instructions"), str) and body["instructions"].strip():
+        patch["instructions"] = body["instructions"]
+    return patch

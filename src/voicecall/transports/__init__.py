@@ -1,0 +1,1 @@
+"""Transports: WebSocket and WebRTC connections that feed one engine session each."""
