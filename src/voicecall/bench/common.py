@@ -1,0 +1,130 @@
+"""Shared pieces of the benchmarks: an in-process server on a free loopback port, test utterances, statistics."""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voicecall.audio import ENGINE_RATE, resample
+
+UTTERANCES = [
+    "What is the capital of France?",
+    "How are you today?",
+    "Tell me a fun fact about the ocean.",
+    "What time is it in Tokyo?",
+    "Can you recommend a good book?",
+    "What is the weather like tomorrow?",
+]
+
+
+def progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class InProcessServer:
+    """``voicecall serve`` in a background thread, on 127.0.0.1 and a free port."""
+
+    def __init__(self, config_path: str | None, overrides: dict[str, Any] | None = None) -> None:
+        import uvicorn
+
+        from voicecall.config import load_config
+        from voicecall.server.app import create_app
+
+        self.port = free_port()
+        ov = {"server.host": "127.0.0.1", "server.port": self.port, "store.url": "none",
+              "webrtc.hostAddresses": ["127.0.0.1"]}
+        ov.update(overrides or {})
+        self.config = load_config(config_path, overrides=ov)
+        self.app = create_app(self.config)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    ws_max_size=1 << 25))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> InProcessServer:
+        progress("starting an in-process server (loading models)…")
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("server failed to start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/realtime"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def utterance_pcm(text: str, rate: int = ENGINE_RATE, noise: float = 60.0) -> np.ndarray:
+    """``text`` spoken by the embedded TTS at ``rate`` with a microphone-like noise floor (no padding)."""
+    from voicecall.config import LocalConfig
+    from voicecall.speech.registry import load_pipeline
+
+    tts = load_pipeline(LocalConfig()).tts
+    pcm = np.concatenate(list(tts.synthesize(text)))
+    pcm = resample(pcm, tts.sample_rate, rate).astype(np.float64)
+    pcm += np.random.default_rng(7).normal(0, noise, pcm.shape)
+    return np.clip(pcm, -32768, 32767).astype(np.int16)
+
+
+def last_speech_sample(pcm: np.ndarray, rate: int, threshold_dbfs: float = -35.0) -> int:
+    """Index just past the last 10 ms window louder than ``threshold_dbfs``."""
+    win = rate // 100
+    n = len(pcm) // win
+    frames = pcm[: n * win].astype(np.float64).reshape(n, win)
+    level = 20 * np.log10(np.sqrt((frames ** 2).mean(axis=1)) / 32768 + 1e-9)
+    loud = np.nonzero(level > threshold_dbfs)[0]
+    return int((loud[-1] + 1) * win) if loud.size else len(pcm)
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    vals = sorted(v for v in values if v is not None)
+    if not vals:
+        return None
+    if len(vals) == 1:
+        return vals[0]
+    k = (len(vals) - 1) * p / 100
+    lo, hi = int(np.floor(k)), int(np.ceil(k))
+    return vals[lo] + (vals[hi] - vals[lo]) * (k - lo)
+
+
+def summary(values: list[float | None]) -> dict[str, float | None]:
+    vals = [v for v in values if v is not None]
+    return {"p50": percentile(vals, 50), "p95": percentile(vals, 95),
+            "mean": statistics.fmean(vals) if vals else None, "n": len(vals)}
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(data, indent=2))
+    return p
+
+
+def machine_info() -> dict[str, Any]:
+    import os
+    import platform
+
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
