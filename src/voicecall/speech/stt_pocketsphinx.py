@@ -1,0 +1,212 @@
+"""Streaming speech recognition with pocketsphinx 5 (CMU Sphinx), fully offline.
+
+The wheel bundles the US-English acoustic model, a 27 MB trigram language model and the CMU dictionary, so
+``language`` can only be ``en-us`` unless ``hmm``/``lm``/``dict`` point at another model. Audio is decoded
+*while the user speaks* (``process_raw(frame, no_search=False, full_utt=False)``), so the final transcript is
+ready some 50 ms after the end of speech instead of after a whole-utterance decode.
+
+Loading a ``Decoder`` takes about 0.25–0.35 s and tens of MB, so decoders live in a process-wide pool: ``poolSize``
+are loaded up front, more are created on demand up to ``maxPoolSize``; a stream borrows one for a single
+utterance and gives it back on :meth:`PocketsphinxStream.finish` / :meth:`PocketsphinxStream.abort` (or when it
+is garbage-collected).
+
+Trap: pocketsphinx's feature normalisation breaks on *digital* silence (exact zero samples, as produced by
+synthetic speech or a muted track); WER doubles. Exact-zero samples therefore get a small Gaussian noise floor
+(``noiseFloor``, standard deviation in int16 units; 0 disables). Real microphones never produce exact zeros, so
+this costs nothing there.
+
+Importing ``pocketsphinx`` does not import ``sounddevice`` (only ``pocketsphinx.LiveSpeech`` does, and needs the
+system PortAudio), so this module is safe on a box without audio devices.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pocketsphinx import Decoder
+
+from .base import PCM16
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+LANGUAGES = ("en-us",)
+_LANG_ALIASES = {"en": "en-us", "en-us": "en-us", "en_us": "en-us", "english": "en-us"}
+
+
+class DecoderPool:
+    """Thread-safe pool of identically configured pocketsphinx decoders."""
+
+    def __init__(self, config: dict[str, Any], size: int, max_size: int, acquire_timeout: float) -> None:
+        self._config = config
+        self._max = max_size
+        self._timeout = acquire_timeout
+        self._cond = threading.Condition()
+        self._free: list[Decoder] = []
+        self._created = 0
+        self._creating = 0
+        for _ in range(size):
+            self._free.append(self._new())
+            self._created += 1
+
+    def _new(self) -> Decoder:
+        return Decoder(**self._config)
+
+    @property
+    def created(self) -> int:
+        """Decoders loaded so far (free + lent)."""
+        return self._created
+
+    @property
+    def free(self) -> int:
+        return len(self._free)
+
+    def acquire(self) -> Decoder:
+        """Borrow a decoder; load a new one if none is free and the cap allows, else wait for one."""
+        with self._cond:
+            while True:
+                if self._free:
+                    return self._free.pop()
+                if self._created + self._creating < self._max:
+                    self._creating += 1
+                    break
+                if not self._cond.wait(self._timeout):
+                    raise RuntimeError(
+                        f"all {self._max} pocketsphinx decoders are busy (raise stt.maxPoolSize for more "
+                        "concurrent speakers)"
+                    )
+        try:
+            dec = self._new()  # ~0.3 s, outside the lock
+        except BaseException:
+            with self._cond:
+                self._creating -= 1
+                self._cond.notify()
+            raise
+        with self._cond:
+            self._creating -= 1
+            self._created += 1
+        log.info("pocketsphinx pool grew to %d decoders", self._created)
+        return dec
+
+    def release(self, dec: Decoder) -> None:
+        """Give a decoder back (ending any utterance it was still in)."""
+        try:
+            dec.end_utt()
+        except Exception:  # not in an utterance: that is the normal case
+            pass
+        with self._cond:
+            self._free.append(dec)
+            self._cond.notify()
+
+
+class PocketsphinxStream:
+    """One utterance being recognised. Holds a pooled decoder until :meth:`finish` or :meth:`abort`."""
+
+    sample_rate: int = SAMPLE_RATE
+
+    def __init__(self, pool: DecoderPool, noise_floor: float, seed: int | None = None) -> None:
+        self._pool = pool
+        self._dec: Decoder | None = pool.acquire()
+        # Return the decoder even if the engine drops the stream without finish()/abort().
+        self._finalizer = weakref.finalize(self, pool.release, self._dec)
+        self._noise = float(noise_floor)
+        self._rng = np.random.default_rng(seed)
+        self._partial = ""
+        self._dec.start_utt()
+
+    def _prepare(self, pcm: PCM16) -> PCM16:
+        if self._noise > 0.0:
+            zeros = pcm == 0
+            n = int(np.count_nonzero(zeros))
+            if n:
+                pcm = pcm.copy()  # only when the frame holds digital silence
+                pcm[zeros] = np.clip(np.rint(self._rng.normal(0.0, self._noise, n)), -32768, 32767).astype(np.int16)
+        return pcm
+
+    def feed(self, pcm: PCM16) -> str | None:
+        """Decode more audio (any length, 16 kHz); return the partial transcript when it changed."""
+        if self._dec is None:
+            raise RuntimeError("this STT stream is finished")
+        if pcm.shape[0] == 0:
+            return None
+        buf = np.ascontiguousarray(self._prepare(pcm), dtype="<i2").view(np.uint8)
+        self._dec.process_raw(buf, False, False)
+        hyp = self._dec.hyp()
+        text = hyp.hypstr if hyp is not None else ""
+        if text != self._partial:
+            self._partial = text
+            return text
+        return None
+
+    def finish(self) -> str:
+        """End the utterance; return the final transcript (lower case, no punctuation; may be empty)."""
+        dec = self._dec
+        if dec is None:
+            raise RuntimeError("this STT stream is finished")
+        try:
+            dec.end_utt()
+            hyp = dec.hyp()
+            return hyp.hypstr if hyp is not None else ""
+        finally:
+            self._release()
+
+    def abort(self) -> None:
+        if self._dec is not None:
+            self._release()
+
+    def _release(self) -> None:
+        self._dec = None
+        self._finalizer()  # calls pool.release(decoder) exactly once
+
+
+class PocketsphinxSTT:
+    """pocketsphinx speech-to-text with a process-wide decoder pool.
+
+    Options: ``language`` (``en-us``, the only bundled model), ``hmm``/``lm``/``dict`` (paths to another acoustic
+    model, language model and dictionary), ``poolSize`` (decoders loaded up front, default 2), ``maxPoolSize``
+    (cap, default 8), ``noiseFloor`` (default 30, see the module doc), ``acquireTimeout`` (seconds to wait for a
+    free decoder at the cap, default 10).
+    """
+
+    name = "pocketsphinx"
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self,
+        language: str = "en-us",
+        hmm: str | None = None,
+        lm: str | None = None,
+        dict: str | None = None,  # noqa: A002 - the option's name in the configuration
+        pool_size: int = 2,
+        max_pool_size: int = 8,
+        noise_floor: float = 30.0,
+        acquire_timeout: float = 10.0,
+    ) -> None:
+        lang = _LANG_ALIASES.get(language.lower())
+        if lang is None and not hmm:
+            raise ValueError(
+                f"pocketsphinx has no bundled model for language {language!r}; bundled: {', '.join(LANGUAGES)} "
+                "(or give stt.hmm, stt.lm and stt.dict for another model)"
+            )
+        if pool_size < 0 or max_pool_size < 1 or pool_size > max_pool_size:
+            raise ValueError(f"need 0 <= poolSize <= maxPoolSize and maxPoolSize >= 1 (got {pool_size}, {max_pool_size})")
+        config: dict[str, Any] = {"samprate": SAMPLE_RATE, "logfn": "/dev/null"}
+        for key, value in (("hmm", hmm), ("lm", lm), ("dict", dict)):
+            if value:
+                if not Path(value).exists():
+                    raise FileNotFoundError(f"pocketsphinx {key} not found: {value}")
+                config[key] = str(value)
+        self.language = lang or language
+        self.noise_floor = float(noise_floor)
+        self.pool = DecoderPool(config, pool_size, max_pool_size, acquire_timeout)
+
+    def new_stream(self, language: str | None = None, prompt: str | None = None) -> PocketsphinxStream:
+        """Start an utterance. ``language`` must match the model's; ``prompt`` is ignored (no biasing)."""
+        if language and _LANG_ALIASES.get(language.lower(), language.lower()) != self.language:
+            raise ValueError(f"this pocketsphinx model recognises {self.language!r} only, not {language!r}")
+        return PocketsphinxStream(self.pool, self.noise_floor)
