@@ -1,0 +1,280 @@
+"""Builds the local speech pipeline (VAD → STT → LLM → TTS) from :class:`voicecall.config.LocalConfig`.
+
+Each stage's ``type`` selects an adapter (one module per adapter, imported only when used); the stage's other
+keys are that adapter's options, validated here (unknown types and unknown option keys are configuration
+errors that list what is valid). Models are cached process-wide: the same stage configuration always returns
+the same object, loaded once, even when several threads ask at the same time.
+
+Adapter types::
+
+    vad: silero | webrtc | energy
+    stt: pocketsphinx
+    llm: llama-cpp | openai-compatible | echo
+    tts: piper | espeak | tone
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import ConfigError, LocalConfig, StageConfig
+from .base import LLM, STTModel, TTSModel, VADModel
+from .voices import VoiceMap
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+STAGES = ("vad", "stt", "llm", "tts")
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One adapter option: its Python type(s), the constructor keyword, and whether it is required."""
+
+    kind: type | tuple[type, ...]
+    kwarg: str
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    """How to build one adapter: ``target`` is ``"module:Class"`` relative to ``voicecall.speech``."""
+
+    stage: str
+    type: str
+    target: str
+    options: dict[str, Option]
+    label: Callable[[dict[str, Any]], str] = field(default=lambda opts: "")
+
+
+def _stem(key: str, default: str) -> Callable[[dict[str, Any]], str]:
+    return lambda opts: Path(opts[key]).name.removesuffix(".onnx").removesuffix(".gguf") if opts.get(key) else default
+
+
+def _o(kind: type | tuple[type, ...], kwarg: str, required: bool = False) -> Option:
+    return Option(kind, kwarg, required)
+
+
+_NUM = (int, float)
+ADAPTERS: dict[str, dict[str, Adapter]] = {
+    "vad": {
+        "silero": Adapter("vad", "silero", "vad_silero:SileroVAD",
+                          {"modelPath": _o(str, "model_path"), "threads": _o(int, "threads")},
+                          _stem("modelPath", "silero_vad.onnx")),
+        "webrtc": Adapter("vad", "webrtc", "vad_webrtc:WebRTCVAD", {"mode": _o(int, "mode")},
+                          lambda o: f"mode {o.get('mode', 3)}"),
+        "energy": Adapter("vad", "energy", "vad_energy:EnergyVAD",
+                          {"thresholdDbfs": _o(_NUM, "threshold_dbfs"), "frameSamples": _o(int, "frame_samples")},
+                          lambda o: "test only"),
+    },
+    "stt": {
+        "pocketsphinx": Adapter("stt", "pocketsphinx", "stt_pocketsphinx:PocketsphinxSTT", {
+            "language": _o(str, "language"), "hmm": _o(str, "hmm"), "lm": _o(str, "lm"), "dict": _o(str, "dict"),
+            "poolSize": _o(int, "pool_size"), "maxPoolSize": _o(int, "max_pool_size"),
+            "noiseFloor": _o(_NUM, "noise_floor"), "acquireTimeout": _o(_NUM, "acquire_timeout"),
+        }, lambda o: f"{o.get('language', 'en-us')}, {o.get('poolSize', 2)} decoders"),
+    },
+    "llm": {
+        "llama-cpp": Adapter("llm", "llama-cpp", "llm_llamacpp:LlamaCppLLM", {
+            "modelPath": _o(str, "model_path"), "nCtx": _o(int, "n_ctx"), "nThreads": _o(int, "n_threads"),
+            "nThreadsBatch": _o(int, "n_threads_batch"), "temperature": _o(_NUM, "temperature"),
+            "topP": _o(_NUM, "top_p"), "repeatPenalty": _o(_NUM, "repeat_penalty"),
+            "maxTokens": _o(int, "max_tokens"), "poolSize": _o(int, "pool_size"), "seed": _o(int, "seed"),
+            "toolStringMax": _o(int, "tool_string_max"),
+        }, _stem("modelPath", "SmolLM2-135M-Instruct.Q4_1")),
+        "openai-compatible": Adapter("llm", "openai-compatible", "llm_openai_compat:OpenAICompatLLM", {
+            "baseUrl": _o(str, "base_url", required=True), "model": _o(str, "model"), "apiKey": _o(str, "api_key"),
+            "maxTokens": _o(int, "max_tokens"), "temperature": _o(_NUM, "temperature"),
+            "timeout": _o(_NUM, "timeout"),
+        }, lambda o: f"{o.get('model', 'default')} at {o.get('baseUrl')}"),
+        "echo": Adapter("llm", "echo", "llm_echo:EchoLLM", {"delay": _o(_NUM, "delay")}, lambda o: "test only"),
+    },
+    "tts": {
+        "piper": Adapter("tts", "piper", "tts_piper:PiperTTS", {
+            "modelPath": _o(str, "model_path"), "threads": _o(int, "threads"), "volume": _o(_NUM, "volume"),
+            "noiseScale": _o(_NUM, "noise_scale"), "noiseWScale": _o(_NUM, "noise_w_scale"),
+        }, _stem("modelPath", "en_US-joe-medium")),
+        "espeak": Adapter("tts", "espeak", "tts_espeak:EspeakTTS",
+                          {"wpm": _o(int, "wpm"), "defaultVoice": _o(str, "default_voice")},
+                          lambda o: f"espeak-ng, {o.get('wpm', 175)} wpm"),
+        "tone": Adapter("tts", "tone", "tts_tone:ToneTTS", {
+            "sampleRate": _o(int, "sample_rate"), "wordMs": _o(int, "word_ms"), "gapMs": _o(int, "gap_ms"),
+            "amplitude": _o(_NUM, "amplitude"),
+        }, lambda o: "test only"),
+    },
+}
+
+
+def adapter_types() -> dict[str, list[str]]:
+    """Valid ``type`` values per stage."""
+    return {stage: list(table) for stage, table in ADAPTERS.items()}
+
+
+# ------------------------------------------------------------------------------------ validation
+def _camel(key: str) -> str:
+    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), key)
+
+
+_KIND_NAMES = {int: "integer", str: "string", bool: "boolean"}
+
+
+def _check_type(stage: str, type_: str, key: str, value: Any, kind: type | tuple[type, ...]) -> Any:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        name = "number" if float in kinds else " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
+        raise ConfigError(
+            f"local.{stage}.{key} (type {type_}) must be a {name}, not {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def resolve_stage(stage: str, cfg: StageConfig) -> tuple[Adapter, dict[str, Any]]:
+    """Validate a stage configuration; return its adapter and its options (camelCase keys, ``None`` dropped)."""
+    table = ADAPTERS.get(stage)
+    if table is None:
+        raise ConfigError(f"unknown speech stage {stage!r}; stages are: {', '.join(STAGES)}")
+    adapter = table.get(cfg.type)
+    if adapter is None:
+        raise ConfigError(
+            f"local.{stage}.type {cfg.type!r} is not a known {stage} adapter; valid types: {', '.join(table)}"
+        )
+    opts: dict[str, Any] = {}
+    for raw_key, value in cfg.options().items():
+        key = _camel(raw_key)
+        if key not in adapter.options:
+            valid = ", ".join(adapter.options) or "(none)"
+            raise ConfigError(f"local.{stage}: unknown option {raw_key!r} for type {cfg.type!r}; valid options: {valid}")
+        if value is None:
+            continue
+        opts[key] = _check_type(stage, cfg.type, key, value, adapter.options[key].kind)
+    for key, opt in adapter.options.items():
+        if opt.required and key not in opts:
+            raise ConfigError(f"local.{stage} type {cfg.type!r} needs the option {key!r}")
+    return adapter, opts
+
+
+# ------------------------------------------------------------------------------------ model cache
+_CACHE: dict[tuple[str, str, str], Any] = {}
+_KEY_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _build(adapter: Adapter, opts: dict[str, Any]) -> Any:
+    module_name, cls_name = adapter.target.split(":")
+    module = importlib.import_module(f"{__package__}.{module_name}")
+    cls = getattr(module, cls_name)
+    kwargs = {adapter.options[k].kwarg: v for k, v in opts.items()}
+    try:
+        return cls(**kwargs)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"local.{adapter.stage} ({adapter.type}): {exc}") from exc
+
+
+def load_stage(stage: str, cfg: StageConfig, progress: Progress | None = None) -> Any:
+    """The model of one stage, loaded once per process per (type, options)."""
+    adapter, opts = resolve_stage(stage, cfg)
+    key = (stage, adapter.type, json.dumps(opts, sort_keys=True, default=str))
+    label = adapter.label(opts)
+    what = f"{stage} {adapter.type}" + (f" ({label})" if label else "")
+    with _CACHE_LOCK:
+        model = _CACHE.get(key)
+        if model is not None:
+            if progress:
+                progress(f"{what}: already loaded")
+            return model
+        lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        with _CACHE_LOCK:
+            model = _CACHE.get(key)
+        if model is None:
+            t0 = time.perf_counter()
+            model = _build(adapter, opts)
+            dt = time.perf_counter() - t0
+            with _CACHE_LOCK:
+                _CACHE[key] = model
+            log.info("loaded %s in %.2f s", what, dt)
+            if progress:
+                progress(f"loading {what}… {dt:.1f} s")
+        elif progress:
+            progress(f"{what}: already loaded")
+    return model
+
+
+def clear_cache() -> None:
+    """Forget every cached model (they are freed once no session uses them). For tests and reloads."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+        _KEY_LOCKS.clear()
+
+
+# ------------------------------------------------------------------------------------ pipeline
+@dataclass(slots=True)
+class Pipeline:
+    """The four loaded stages of the local engine plus the voice table of its TTS."""
+
+    vad: VADModel
+    stt: STTModel
+    llm: LLM
+    tts: TTSModel
+    voice_map: VoiceMap
+    types: dict[str, str] = field(default_factory=dict)
+    """Stage → adapter type, e.g. ``{"llm": "llama-cpp", ...}``."""
+
+    def warm_up(self, progress: Progress | None = None) -> None:
+        warm_up(self, progress)
+
+
+def load_pipeline(local_cfg: LocalConfig, progress: Progress | None = None) -> Pipeline:
+    """Build (or fetch from the process cache) every stage of ``local_cfg``. Raises ``ConfigError``."""
+    for stage in STAGES:  # validate everything before loading anything
+        resolve_stage(stage, getattr(local_cfg, stage))
+    models = {stage: load_stage(stage, getattr(local_cfg, stage), progress) for stage in STAGES}
+    tts = models["tts"]
+    try:
+        voice_map = VoiceMap(local_cfg.tts.type, tts.voices(), local_cfg.voice_map)
+    except ValueError as exc:
+        raise ConfigError(f"local.voiceMap: {exc}") from exc
+    try:
+        voice_map.resolve(local_cfg.voice)
+    except ValueError as exc:
+        raise ConfigError(f"local.voice: {exc}") from exc
+    return Pipeline(models["vad"], models["stt"], models["llm"], tts, voice_map,
+                    {stage: getattr(local_cfg, stage).type for stage in STAGES})
+
+
+def warm_up(pipeline: Pipeline, progress: Progress | None = None) -> None:
+    """Run one tiny inference per stage so that the first real turn does not pay first-call costs.
+
+    Remote LLMs (``openai-compatible``) are not contacted. Blocking: call it from a worker thread.
+    """
+    t0 = time.perf_counter()
+    vad = pipeline.vad.new_stream()
+    vad.probability(np.zeros(vad.frame_samples, dtype=np.int16))
+    vad.reset()
+    stt = pipeline.stt.new_stream()
+    noise = np.random.default_rng(0).normal(0, 300, 3200).astype(np.int16)
+    stt.feed(noise)
+    stt.finish()
+    llm_warm = getattr(pipeline.llm, "warm_up", None)
+    if callable(llm_warm):
+        llm_warm()
+    tts_warm = getattr(pipeline.tts, "warm_up", None)
+    if callable(tts_warm):
+        tts_warm()
+    else:
+        for _ in pipeline.tts.synthesize("Hi."):
+            pass
+    if progress:
+        progress(f"warm-up… {time.perf_counter() - t0:.1f} s")
