@@ -232,7 +232,20 @@ class Pipeline:
     types: dict[str, str] = field(default_factory=dict)
     """Stage → adapter type, e.g. ``{"llm": "llama-cpp", ...}``."""
 
+    def voice_names(self) -> list[str]:
+        """Voice names clients may ask for (OpenAI's, plus any added by ``voiceMap``)."""
+        return self.voice_map.names()
+
+    def local_voice(self, name: str | None) -> str | None:
+        """The TTS voice for an OpenAI voice name (``ValueError`` if unknown). See also :meth:`voice_speed`."""
+        return self.voice_map.resolve(name).voice
+
+    def voice_speed(self, name: str | None) -> float:
+        """Speed factor of that voice (Piper has one voice, so OpenAI names differ by speaking rate)."""
+        return self.voice_map.resolve(name).speed
+
     def warm_up(self, progress: Progress | None = None) -> None:
+        """See :func:`warm_up`."""
         warm_up(self, progress)
 
 

@@ -66,6 +66,7 @@ class _EspeakLib:
         if rate <= 0:
             raise RuntimeError(f"espeak_Initialize failed (data path {data_parent})")
         self.sample_rate = int(rate)
+        self.variants = frozenset(p.name for p in (data_parent / "espeak-ng-data" / "voices" / "!v").iterdir())
         self.lib = lib
         self.lock = threading.Lock()
         self._chunks: list[PCM16] = []
@@ -82,7 +83,8 @@ class _EspeakLib:
     def speak(self, text: str, voice: str, wpm: int) -> PCM16:
         """Synthesize one piece of text (call with :attr:`lock` held)."""
         if voice != self._voice:
-            if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            variant = voice.partition("+")[2]
+            if (variant and variant not in self.variants) or self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
                 self._voice = None
                 raise ValueError(f"espeak-ng has no voice {voice!r}")
             self._voice, self._rate = voice, None  # a voice change resets the rate

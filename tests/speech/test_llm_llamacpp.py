@@ -1,0 +1,168 @@
+"""SmolLM2-135M on llama.cpp: streaming, grammar-forced function calls, cancellation, tool history."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from voicecall.speech.base import LLM, ChatMessage, FunctionTool, LLMUsage, TextDelta, ToolCallDelta
+from voicecall.speech.llm_llamacpp import AutoToolParser, RequiredCallParser, bound_strings, render_messages
+
+SYSTEM = ChatMessage("system", "You are a helpful voice assistant. Answer in one short sentence.")
+WEATHER = FunctionTool(
+    "get_weather", "Get the current weather for a city",
+    {"type": "object", "properties": {"city": {"type": "string"},
+                                      "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+     "required": ["city"]},
+)
+TIMER = FunctionTool(
+    "set_timer", "Start a countdown timer",
+    {"type": "object", "properties": {"minutes": {"type": "integer"}}, "required": ["minutes"]},
+)
+
+
+def conforms(value: Any, schema: dict[str, Any]) -> bool:
+    """Enough of JSON schema for these tests (type, properties, required, enum)."""
+    if "enum" in schema and value not in schema["enum"]:
+        return False
+    kind = schema.get("type")
+    checks = {"object": dict, "string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list}
+    if kind and not isinstance(value, checks[kind]):
+        return False
+    if kind == "integer" and isinstance(value, bool):
+        return False
+    if kind == "object":
+        props = schema.get("properties", {})
+        if any(k not in value for k in schema.get("required", [])):
+            return False
+        return all(k in props and conforms(v, props[k]) for k, v in value.items())
+    return True
+
+
+async def collect(llm: LLM, messages: list[ChatMessage], **kw: Any) -> list[Any]:
+    return [chunk async for chunk in llm.stream_chat(messages, **kw)]
+
+
+async def test_streams_an_answer_with_usage(llama: Any) -> None:
+    assert isinstance(llama, LLM)
+    chunks = await collect(llama, [SYSTEM, ChatMessage("user", "What is the capital of France?")])
+    text = "".join(c.text for c in chunks if isinstance(c, TextDelta))
+    assert len([c for c in chunks if isinstance(c, TextDelta)]) > 1  # streamed, not one block
+    assert "paris" in text.lower(), text
+    usage = chunks[-1]
+    assert isinstance(usage, LLMUsage) and usage.input_tokens > 20 and 0 < usage.output_tokens <= 120
+
+
+async def test_named_function_call_is_valid_json(llama: Any) -> None:
+    chunks = await collect(llama, [SYSTEM, ChatMessage("user", "What's the weather like in Paris?")],
+                           tools=[WEATHER, TIMER], tool_choice={"type": "function", "name": "get_weather"})
+    calls = [c for c in chunks if isinstance(c, ToolCallDelta)]
+    assert calls and not any(isinstance(c, TextDelta) for c in chunks)
+    assert calls[0].name == "get_weather" and calls[0].call_id and calls[0].call_id.startswith("call_")
+    assert all(c.index == 0 and c.name is None and c.call_id is None for c in calls[1:])
+    args = json.loads("".join(c.arguments for c in calls))
+    assert conforms(args, WEATHER.parameters), args
+    assert isinstance(chunks[-1], LLMUsage)
+
+
+async def test_required_function_call_picks_a_declared_tool(llama: Any) -> None:
+    chunks = await collect(llama, [SYSTEM, ChatMessage("user", "Set a timer for ten minutes.")],
+                           tools=[WEATHER, TIMER], tool_choice="required")
+    calls = [c for c in chunks if isinstance(c, ToolCallDelta)]
+    assert calls[0].name in ("get_weather", "set_timer")
+    tool = WEATHER if calls[0].name == "get_weather" else TIMER
+    args = json.loads("".join(c.arguments for c in calls))
+    assert conforms(args, tool.parameters), args
+
+
+async def test_closing_the_stream_stops_generation(llama: Any) -> None:
+    stream = llama.stream_chat([ChatMessage("user", "Write a very long story about a dragon and a knight.")],
+                               max_tokens=1000)
+    got = 0
+    async for chunk in stream:
+        got += isinstance(chunk, TextDelta)
+        if got == 3:
+            break
+    t0 = time.perf_counter()
+    await stream.aclose()
+    while llama._pool.free < llama._pool.size:  # the worker gives the context back when it stops
+        assert time.perf_counter() - t0 < 0.3, "generation did not stop"
+        await asyncio.sleep(0.002)
+    # and the model is immediately usable again
+    chunks = await collect(llama, [ChatMessage("user", "Say hello.")], max_tokens=8)
+    assert isinstance(chunks[-1], LLMUsage) and chunks[-1].output_tokens <= 8
+
+
+async def test_cancelling_the_consumer_stops_generation(llama: Any) -> None:
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in llama.stream_chat([ChatMessage("user", "Count from one to five hundred.")], max_tokens=1000):
+            started.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    t0 = time.perf_counter()
+    while llama._pool.free < llama._pool.size:
+        assert time.perf_counter() - t0 < 0.3, "generation did not stop"
+        await asyncio.sleep(0.002)
+
+
+async def test_tool_results_in_history(llama: Any) -> None:
+    history = [
+        SYSTEM,
+        ChatMessage("user", "What's the weather in Paris?"),
+        ChatMessage("assistant", None, tool_calls=[{"id": "call_1", "type": "function", "function": {
+            "name": "get_weather", "arguments": '{"city": "Paris"}'}}]),
+        ChatMessage("tool", '{"temperature_c": 21, "sky": "sunny"}', tool_call_id="call_1"),
+    ]
+    turns = render_messages(history)
+    assert [t["role"] for t in turns] == ["system", "user", "assistant", "user"]
+    assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>' == turns[2]["content"]
+    assert turns[3]["content"].startswith('<tool_response>{"name": "get_weather", "content": {"temperature_c": 21')
+    chunks = await collect(llama, history, tools=[WEATHER], tool_choice="none")
+    assert "".join(c.text for c in chunks if isinstance(c, TextDelta)).strip()
+
+
+def test_auto_tool_parser_streams_text_and_extracts_calls() -> None:
+    p = AutoToolParser({"get_weather"})
+    out: list[Any] = []
+    # the tag arrives split across pieces; ordinary text must not wait for the end
+    out += p.feed("Let me check. <to")
+    assert [c.text for c in out] == ["Let me check. "]
+    out += p.feed('ol_call>{"name": "get_weather", "argu')
+    out += p.feed('ments": {"city": "Paris"}}</tool_call> Done')
+    out += p.finish()
+    calls = [c for c in out if isinstance(c, ToolCallDelta)]
+    assert len(calls) == 1 and calls[0].name == "get_weather" and json.loads(calls[0].arguments) == {"city": "Paris"}
+    assert "".join(c.text for c in out if isinstance(c, TextDelta)) == "Let me check. Done"
+    # a "<" that turns out not to be the tag is released
+    q = AutoToolParser({"x"})
+    assert [c.text for c in q.feed("a <b")] == ["a <b"]
+    assert [c.text for c in q.feed(" <tool")] == [" "] and [c.text for c in q.feed("box")] == ["<toolbox"]
+    # unknown functions and junk are dropped, not spoken
+    r = AutoToolParser({"x"})
+    assert r.feed('<tool_call>{"name": "y", "arguments": {}}</tool_call>') == []
+    assert r.feed("<tool_call>not json</tool_call>") == []
+
+
+def test_required_parser_streams_only_the_arguments() -> None:
+    p = RequiredCallParser()
+    text = '{"name": "set_timer", "arguments": { "minutes": 10, "note": "a } b" }}'
+    out = [c for i in range(0, len(text), 3) for c in p.feed(text[i:i + 3])]
+    assert out[0].name == "set_timer" and all(c.name is None for c in out[1:])
+    assert json.loads("".join(c.arguments for c in out)) == {"minutes": 10, "note": "a } b"}
+
+
+def test_free_strings_are_bounded_in_grammars() -> None:
+    bounded = bound_strings(WEATHER.parameters, 50)
+    assert bounded["properties"]["city"]["maxLength"] == 50
+    assert "maxLength" not in bounded["properties"]["unit"]  # enum: already bounded
+    assert "maxLength" not in WEATHER.parameters["properties"]["city"]  # the client's schema is untouched
