@@ -215,7 +215,13 @@ class EngineSession:
         raw = decode_audio(event["audio"])
         if not raw:
             return
-        pcm = self._codec.decode(raw)
+        self.feed_audio(self._codec.decode(raw))
+
+    def feed_audio(self, pcm: np.ndarray) -> None:
+        """Engine PCM (mono int16, 24 kHz) from the client's microphone, as if it came in an
+        ``input_audio_buffer.append``: the WebRTC transport feeds its decoded media track here."""
+        if self._closed or pcm.size == 0:
+            return
         if self.config.turn_detection is None and self._utt_item_id is None:
             self._new_utterance()
         self.input.append(pcm)
@@ -243,7 +249,7 @@ class EngineSession:
         played = self.transport.clear_audio()
         if played is not None:
             item_id, ms = played
-            self.emit({"type": "output_audio_buffer.cleared", "response_id": r.id if r else None})
+            self.emit({"type": "output_audio_buffer.cleared", "response_id": self._cleared_response_id(r)})
             if item_id in self.conversation:
                 self._truncate(self.conversation.get(item_id), ms)
 
@@ -524,9 +530,14 @@ class EngineSession:
                                 "client owns playback (use conversation.item.truncate).", "type")
         r = self.active
         played = self.transport.clear_audio()
-        self.emit({"type": "output_audio_buffer.cleared", "response_id": r.id if r else None})
+        self.emit({"type": "output_audio_buffer.cleared",
+                   "response_id": self._cleared_response_id(r) if played is not None else (r.id if r else None)})
         if played is not None and played[0] in self.conversation:
             self._truncate(self.conversation.get(played[0]), played[1])
+
+    def _cleared_response_id(self, r: Response | None) -> str | None:
+        """The response whose audio a clear dropped: the transport knows it even after ``response.done``."""
+        return getattr(self.transport, "cleared_response_id", None) or (r.id if r else None)
 
 
 def _sniff_event_id(message: str | bytes) -> str | None:
