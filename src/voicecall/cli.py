@@ -20,7 +20,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from voicecall.config import ConfigError, load_config
-    from voicecall.server.app import create_app
+    from voicecall.server.app import create_app, ws_hard_limit
 
     overrides = {}
     if args.host:
@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
              cfg.server.port)
     app = create_app(cfg)
     uvicorn.run(app, host=cfg.server.host, port=cfg.server.port, log_level=cfg.server.log_level,
-                ws_max_size=max(cfg.server.max_message_bytes * 2, 1 << 20), ws_ping_interval=20, ws_ping_timeout=20)
+                ws_max_size=ws_hard_limit(cfg), ws_ping_interval=20, ws_ping_timeout=20)
     return 0
 
 

@@ -239,14 +239,15 @@ class ResponseRunner:
         assert item is not None
         s, r = self.s, self.r
         tts = s.pipeline.tts
-        voice = s.local_voice(r.params.voice)
+        voice = s.pipeline.local_voice(r.params.voice)
+        speed = r.params.speed * s.pipeline.voice_speed(r.params.voice)
         resampler = Resampler(tts.sample_rate, ENGINE_RATE)
         while True:
             text = await self._tts_queue.get()
             if text is None:
                 break
             t_req = time.monotonic()
-            chunks: list[PCM16] = await asyncio.to_thread(lambda t=text: list(tts.synthesize(t, voice, r.params.speed)))
+            chunks: list[PCM16] = await asyncio.to_thread(lambda t=text: list(tts.synthesize(t, voice, speed)))
             pcm = resampler.process(np.concatenate(chunks)) if chunks else np.zeros(0, np.int16)
             if pcm.size == 0:
                 continue

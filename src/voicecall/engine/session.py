@@ -142,9 +142,6 @@ class EngineSession:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def local_voice(self, voice: str) -> str:
-        return self.pipeline.local_voice(voice)
-
     async def start(self, initial: dict[str, Any] | None = None) -> None:
         """Send ``session.created``; ``initial`` is a GA session object (e.g. from a client secret)."""
         if initial:

@@ -63,8 +63,19 @@ class AppState:
                 if self.pipeline is None:
                     from voicecall.speech.registry import load_pipeline
 
-                    self.pipeline = await asyncio.to_thread(load_pipeline, self.config.voice_call.local, _progress)
+                    def load() -> Any:
+                        pipeline = load_pipeline(self.config.voice_call.local, _progress)
+                        pipeline.warm_up(_progress)
+                        return pipeline
+
+                    self.pipeline = await asyncio.to_thread(load)
         return self.pipeline
+
+
+def ws_hard_limit(config: Config) -> int:
+    """The WebSocket frame size past which uvicorn closes the socket (1009). Messages between
+    ``server.maxMessageBytes`` and this get an ``error`` event instead, and the session goes on."""
+    return max(config.server.max_message_bytes * 4, 4 << 20)
 
 
 def _progress(message: str) -> None:

@@ -18,20 +18,19 @@ if TYPE_CHECKING:
     from voicecall.server.app import AppState
 
 
-def local_session_config(state: AppState, patch: dict[str, Any] | None) -> SessionConfig:
+async def local_session_config(state: AppState, patch: dict[str, Any] | None) -> SessionConfig:
     """The session a local secret carries: server defaults, then the requested fields (validated)."""
-    from voicecall.speech.voices import voice_names
-
+    pipeline = await state.get_pipeline()
     local = state.config.voice_call.local
     td = TurnDetection(threshold=local.threshold, prefix_padding_ms=local.prefix_padding_ms,
                        silence_duration_ms=local.silence_duration_ms)
     cfg = SessionConfig(model=local.model, instructions=local.instructions, voice=local.voice, turn_detection=td,
-                        transcription=Transcription(model=local.stt.type) if local.input_transcription else None)
+                        transcription=Transcription(model=pipeline.stt.name) if local.input_transcription else None)
     if patch:
         patch = dict(patch)
         model = patch.pop("model", None)
-        cfg = apply_session_update(cfg, patch, voices=set(voice_names(local)), defaults=td, audio_started=False,
-                                   stt_models={local.stt.type})
+        cfg = apply_session_update(cfg, patch, voices=set(pipeline.voice_names()), defaults=td, audio_started=False,
+                                   stt_models={pipeline.stt.name})
         if isinstance(model, str) and model:
             cfg.model = model
     return cfg
@@ -90,7 +89,7 @@ def register(app: FastAPI, state: AppState) -> None:
             from voicecall.gateway.secrets import mint_upstream
 
             return await mint_upstream(state, session or {}, ttl, browser=False)
-        cfg = local_session_config(state, session)
+        cfg = await local_session_config(state, session)
         secret = state.secrets.mint(cfg.to_dict(), ttl, "local")
         return {"value": secret.value, "expires_at": secret.expires_at, "session": secret.session}
 
@@ -111,7 +110,7 @@ def register(app: FastAPI, state: AppState) -> None:
             patch.setdefault("audio", {}).setdefault("output", {})["voice"] = body["voice"]
         if isinstance(body.get("instructions"), str) and body["instructions"].strip():
             patch["instructions"] = body["instructions"]
-        cfg = local_session_config(state, patch)
+        cfg = await local_session_config(state, patch)
         secret = state.secrets.mint(cfg.to_dict(), ttl, "local")
         return {"value": secret.value, "expires_at": secret.expires_at, "session": secret.session,
                 "provider": "local", "model": cfg.model, "calls_url": "/v1/realtime/calls", "ice_servers": ice,

@@ -43,7 +43,7 @@ async def serve_engine_websocket(ws: WebSocket, state: AppState, principal: Prin
         if session is not None:
             await session.close()
             if session.recorder is not None:
-                session.recorder.close()
+                await session.recorder.close()
         await transport.drain()
         state.sessions.release()
 
