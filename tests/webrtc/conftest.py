@@ -36,7 +36,7 @@ ECHO_STACK: dict[str, Any] = {
     "plugins.voice-call.local.voice": "marin",
 }
 QUESTION = "What is the capital of France?"
-BARGE_IN = "How are you today?"
+BARGE_IN = "Please stop talking now."
 
 
 @pytest.fixture(autouse=True)

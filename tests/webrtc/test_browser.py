@@ -1,0 +1,167 @@
+"""The web page in headless Chromium, end to end over WebRTC: fake microphone (a WAV made at test time) ->
+server (echo engine) -> answer audio heard by the page's WebAudio analyser.
+
+The page is the real one (src/voicecall/web): the test presses ``#connect`` and reads the page's test hook
+``window.voicecall`` ({transcripts, events, remoteLevel, ...}). For the timing checks it also wraps the page
+client's ``onEvent`` / ``onLevels`` callbacks to timestamp events and remote levels (page clock).
+
+The microphone WAV holds: 1 s of silence (the fake device starts playing at getUserMedia, before the media
+path is up), the question, a pause long enough for the answer to start, then a second utterance spoken over
+the answer (barge-in). The echo LLM streams its words slowly, so the response is still being generated when the
+barge-in comes: it must end ``cancelled`` / ``turn_detected`` and the page's remote level must drop.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.webrtc.conftest import BARGE_IN, QUESTION, RTC_RATE, speech
+from voicecall.audio import write_wav
+
+pytestmark = [pytest.mark.webrtc, pytest.mark.browser]
+
+CHROMIUM = os.environ.get("VOICECALL_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required", "--allow-loopback-in-peer-connection",
+]
+# Slow words from the echo LLM and long tone bursts: the first answer chunk ("You said:") plays for ~2.5 s while
+# the rest of the answer is still being generated (8 words x 0.45 s), which is when the barge-in lands.
+BROWSER_STACK = {
+    "plugins.voice-call.local.llm": {"type": "echo", "delay": 0.45},
+    "plugins.voice-call.local.tts": {"type": "tone", "wordMs": 1200, "gapMs": 40, "amplitude": 0.4},
+}
+LEAD_S = 1.0
+# Where the barge-in starts, counted from the end of the question. Measured: the answer's audio starts ~1.4 s
+# after the question ends (0.5 s VAD silence window, 0.9 s until the echo LLM's first clause); so the barge-in
+# lands ~0.9 s into the 2.5 s first chunk, leaving about a second of slack either way.
+BARGE_AFTER_S = 2.3
+
+INSTRUMENT = """() => {
+  const h = window.voicecall, c = h.client;
+  h.t = {events: [], levels: []};
+  const onEvent = c.onEvent, onLevels = c.onLevels;
+  c.onEvent = (ev) => { h.t.events.push([performance.now(), ev.type, ev.response_id || (ev.response && ev.response.id) || null,
+                                          ev.response && ev.response.status, ev.response && ev.response.status_details &&
+                                          ev.response.status_details.reason]); onEvent(ev); };
+  c.onLevels = (l) => { h.t.levels.push([l.time, l.remote, l.mic]); onLevels(l); };
+  // Recognition wants the signal as it is in the file: no echo cancellation, noise suppression or AGC.
+  c.audioConstraints = {echoCancellation: false, noiseSuppression: false, autoGainControl: false};
+}"""
+
+
+def _chromium_or_skip() -> str:
+    path = shutil.which(CHROMIUM) or (CHROMIUM if os.path.exists(CHROMIUM) else None)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium is required in CI but {CHROMIUM} is missing (apt-get install chromium)")
+        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set VOICECALL_CHROMIUM)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("playwright (python) is required in CI")
+        pytest.skip("playwright is not installed")
+    return path
+
+
+def _mic_wav(path: Path) -> tuple[Path, float, float]:
+    """The fake microphone: lead silence, question, pause, barge-in utterance, tail. Returns (path, question end,
+    barge-in start) in seconds of the file."""
+    q = speech(QUESTION, RTC_RATE, lead_s=LEAD_S, tail_s=BARGE_AFTER_S, seed=2)
+    b = speech(BARGE_IN, RTC_RATE, lead_s=0.0, tail_s=4.0, seed=3)
+    q_end = len(q) / RTC_RATE - BARGE_AFTER_S
+    write_wav(path, np.concatenate([q, b]), RTC_RATE)
+    return path, q_end, len(q) / RTC_RATE
+
+
+def test_browser_call_and_barge_in(make_rtc_server, tmp_path: Path) -> None:
+    chromium = _chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    srv = make_rtc_server(**BROWSER_STACK)
+    wav, q_end, barge_at = _mic_wav(tmp_path / "mic.wav")
+    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            profile, headless=True, executable_path=chromium,
+            args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={wav}%noloop"])
+        try:
+            page = ctx.pages[0] if ctx.pages else ctx.new_page()
+            console: list[str] = []
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            page.goto(f"{srv.http}/")
+            page.wait_for_function("() => window.voicecall && window.voicecall.client")
+            page.evaluate(INSTRUMENT)
+            t_click = page.evaluate("() => performance.now()")
+            page.click("#connect")
+            page.wait_for_function("() => window.voicecall.state === 'connected'", timeout=15000)
+            # Wait for the barge-in turn to be transcribed (or give up after the file has played).
+            page.wait_for_function(
+                """() => window.voicecall.transcripts.filter(t => t.role === 'user' && t.final && t.text).length >= 2
+                      && window.voicecall.events.includes('output_audio_buffer.cleared')""",
+                timeout=40000)
+            page.wait_for_timeout(300)
+            hooks: dict[str, Any] = page.evaluate(
+                "() => ({transcripts: window.voicecall.transcripts, events: window.voicecall.events, "
+                "t: window.voicecall.t, remoteLevelMax: window.voicecall.remoteLevelMax, "
+                "micLevelMax: window.voicecall.micLevelMax, errors: window.voicecall.errors, "
+                "notes: [...document.querySelectorAll('#transcript .msg.assistant .msg-note')].map(e => e.textContent)})")
+            page.click("#connect")  # hang up
+            page.wait_for_function("() => window.voicecall.state === 'disconnected'", timeout=10000)
+        finally:
+            ctx.close()
+    _report(hooks, t_click, q_end, barge_at)
+    transcripts = hooks["transcripts"]
+    user = [t["text"].lower() for t in transcripts if t["role"] == "user" and t["text"]]
+    assistant = [t["text"].lower() for t in transcripts if t["role"] == "assistant" and t["text"]]
+    assert not hooks["errors"], hooks["errors"]
+    assert user and "capital" in user[0] and "france" in user[0], transcripts
+    assert assistant and assistant[0].startswith("you said"), transcripts
+    assert hooks["micLevelMax"] > 0.05
+    # The answer was audible in the page (WebAudio analyser on the remote stream).
+    assert hooks["remoteLevelMax"] > 0.05, hooks["remoteLevelMax"]
+    # Barge-in: the response was cancelled by the user's turn, and the page went quiet right after the clear.
+    events = hooks["t"]["events"]
+    first_done = next(e for e in events if e[1] == "response.done")
+    assert first_done[3] == "cancelled" and first_done[4] == "turn_detected", events
+    assert "interrupted" in hooks["notes"]
+    t_clear = next(e[0] for e in events if e[1] == "output_audio_buffer.cleared")
+    levels = hooks["t"]["levels"]
+    loud_before = [lv for t, lv, _ in levels if t_clear - 600 < t < t_clear and lv > 0.05]
+    assert loud_before, "the answer was not playing when the barge-in cleared it"
+    # The page hears audio some 200 ms after the server sends it (Chrome's jitter buffer and audio output), at
+    # the start as at the clear: the level must drop no later than that playout delay plus 150 ms.
+    t_started = next(e[0] for e in events if e[1] == "output_audio_buffer.started")
+    playout = next(t for t, lv, _ in levels if t > t_started and lv > 0.05) - t_started
+    last_loud = max(t for t, lv, _ in levels if t < t_clear + 1000 and lv > 0.05)
+    print(f"playout delay {playout:.0f} ms; last loud answer audio {last_loud - t_clear:.0f} ms after the clear")
+    assert last_loud - t_clear < playout + 150
+    nxt = [e[0] for e in events if e[1] == "output_audio_buffer.started" and e[0] > t_clear]
+    quiet_window = [lv for t, lv, _ in levels if t_clear + playout + 150 < t < (nxt[0] if nxt else t_clear + 1500)]
+    assert quiet_window and max(quiet_window) < 0.02, max(quiet_window or [0])
+    assert len(user) >= 2 and "stop" in user[1] and "talking" in user[1], transcripts
+    assert not [m for m in console if m.startswith("error")], console
+
+
+def _report(hooks: dict[str, Any], t_click: float, q_end: float, barge_at: float) -> None:
+    """Print the call's timeline (page clock, ms after the click): shown by pytest on failure or with -s."""
+    print(f"question ends at {q_end:.2f} s of the file, barge-in starts at {barge_at:.2f} s")
+    for t, etype, rid, status, reason in hooks["t"]["events"]:
+        print(f"{t - t_click:8.0f} ms  {etype} {rid or ''} {status or ''} {reason or ''}")
+    first_mic = next((t for t, _, mic in hooks["t"]["levels"] if mic > 0.02), None)
+    if first_mic is not None:
+        print(f"mic speech first heard at {first_mic - t_click:.0f} ms (file {LEAD_S:.1f} s)")
+    loud = [t for t, lv, _ in hooks["t"]["levels"] if lv > 0.05]
+    if loud:
+        print(f"remote audio loud from {loud[0] - t_click:.0f} to {loud[-1] - t_click:.0f} ms")
+    print("transcripts:", hooks["transcripts"])
