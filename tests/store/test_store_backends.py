@@ -341,6 +341,13 @@ async def _reconnect_scenario(store: PostgresStore, psycopg: Any) -> None:
     await store.upsert_item(item("c1", "i1", 1.0, "after the restart"))  # retried on a new connection
     d = await store.get_conversation("c1")
     assert d is not None and [i.text for i in d.items] == ["after the restart"]
+    # a query that hangs is abandoned after op_timeout, and the store keeps working
+    store.op_timeout = 0.3
+    with pytest.raises(StoreError, match="took more than"):
+        await store._query("SELECT pg_sleep(5)")
+    store.op_timeout = 30.0
+    d = await store.get_conversation("c1")
+    assert d is not None and len(d.items) == 1
 
 
 # ------------------------------------------------------------------------------------------ URLs

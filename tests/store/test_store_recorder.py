@@ -474,7 +474,9 @@ async def test_out_of_band_response_is_marked(store: Store) -> None:
     assert d.items[1].audio_ms is None
 
 
-async def test_bad_price_overrides_do_not_break_a_session(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+async def test_bad_price_overrides_do_not_break_a_session(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
     rec = recorder(store, prices={"gpt-realtime": {"audio_input": 1}})
     assert "ignoring store.prices" in caplog.text
     for event in full_call():

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -27,6 +27,7 @@ from voicecall.store.base import StoreError, redact
 
 _MIGRATION_LOCK_KEY = 0x766F6963616C6C  # "voicall": serialises migrations of concurrently starting processes
 _pg_sql_cache: dict[str, str] = {}
+T = TypeVar("T")
 
 
 def to_pg(sql: str) -> str:
@@ -46,9 +47,12 @@ class PostgresStore(SQLStore):
     ``migrate_to`` stops the migrations at that version (for tests and tools); normally everything is applied.
     """
 
-    def __init__(self, url: str, *, connect_timeout: int = 10, migrate_to: int | None = None) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout: int = 10, op_timeout: float = 30.0, migrate_to: int | None = None
+    ) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
+        self.op_timeout = op_timeout
         self.migrate_to = migrate_to
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()
@@ -97,20 +101,28 @@ class PostgresStore(SQLStore):
         cur = await conn.execute(to_pg(sql), tuple(params))
         return list(await cur.fetchall())
 
-    async def _with_retry(self, what: str, fn: Any) -> Any:
+    async def _with_retry(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         async with self._lock:
             try:
-                return await fn()
+                return await self._bounded(what, fn)
             except psycopg.OperationalError:
                 # Connection-level failure (server restarted, socket reset): reconnect once and retry.
                 await self._drop()
                 try:
-                    return await fn()
+                    return await self._bounded(what, fn)
                 except psycopg.OperationalError as exc:
                     await self._drop()
                     raise StoreError(
                         f"{self.description}: {what} failed: {redact(str(exc)).strip()}"
                     ) from exc
+
+    async def _bounded(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """``fn()`` within ``op_timeout``: a hung connection (a network partition) must not stall writers."""
+        try:
+            return await asyncio.wait_for(fn(), self.op_timeout)
+        except TimeoutError:
+            await self._drop()
+            raise StoreError(f"{self.description}: {what} took more than {self.op_timeout:.0f} s") from None
 
     # -- Store
     async def open(self) -> None:
@@ -145,7 +157,7 @@ class PostgresStore(SQLStore):
         await self._drop()
 
     async def _execute(self, statements: Sequence[Statement]) -> list[int]:
-        return await self._with_retry("write", lambda: self._run(statements))  # type: ignore[no-any-return]
+        return await self._with_retry("write", lambda: self._run(statements))
 
     async def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return await self._with_retry("read", lambda: self._select(sql, params))  # type: ignore[no-any-return]
+        return await self._with_retry("read", lambda: self._select(sql, params))

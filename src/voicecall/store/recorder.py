@@ -101,8 +101,11 @@ def cut_to_heard(text: str, fraction: float) -> str:
 
 
 def _price_table(prices: Mapping[str, Mapping[str, Any]] | None) -> PriceTable:
-    """A price table that never fails a session: bad overrides are logged and the built-in prices used. (The
-    server should build ``PriceTable(config.store.prices)`` once at start-up, where a ValueError can stop it.)"""
+    """A price table that never fails a session: bad overrides are logged and the built-in prices used.
+
+    The server should build ``PriceTable(config.store.prices)`` once at start-up, where a ValueError can
+    stop it.
+    """
     try:
         return PriceTable(prices)
     except ValueError as exc:
@@ -326,9 +329,11 @@ class ConversationRecorder:
         task = self._task
         if task is None:
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._close_timeout
         try:
             await asyncio.wait_for(self._queue.put(_STOP), timeout=self._close_timeout)
-            await asyncio.wait_for(asyncio.shield(task), timeout=self._close_timeout)
+            await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, deadline - loop.time()))
         except TimeoutError:
             task.cancel()
             log.error(
