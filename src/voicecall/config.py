@@ -106,6 +106,10 @@ class LocalConfig(_Model):
     """Default ``server_vad.silence_duration_ms``."""
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     prefix_padding_ms: int = Field(300, ge=0, le=5000)
+    speculative: bool = True
+    """Start answering at the first 200 ms pause, from the partial transcript, and release the answer at the
+    end-of-turn decision if the final transcript matches (else answer afresh). Cuts the wait after the
+    decision to about the STT's final pass; costs wasted compute when the user goes on talking."""
     preload: bool = True
     """Load every model at start-up (with progress) instead of at the first session."""
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from voicecall.audio import ENGINE_RATE, PCM16, Resampler
 from voicecall.engine.chunker import SpeechChunker
 from voicecall.engine.conversation import Item, SpokenChunk, to_chat_messages
 from voicecall.protocol.ids import new_id
-from voicecall.speech.base import FunctionTool, LLMError, LLMUsage, TextDelta, ToolCallDelta
+from voicecall.speech.base import ChatMessage, FunctionTool, LLMError, LLMUsage, TextDelta, ToolCallDelta
 
 if TYPE_CHECKING:
     from voicecall.engine.session import EngineSession
@@ -90,9 +91,14 @@ class Response:
 class ResponseRunner:
     """Runs one :class:`Response` for a session. Cancel it by cancelling ``response.task``."""
 
-    def __init__(self, session: EngineSession, response: Response) -> None:
+    def __init__(self, session: EngineSession, response: Response, *, held: bool = False,
+                 provisional_user_text: str | None = None) -> None:
         self.s = session
         self.r = response
+        # Held (speculative) mode: everything that reaches the client or the conversation is queued here until
+        # release(); a held runner that is cancelled leaves no trace.
+        self._deferred: list[Callable[[], None]] | None = [] if held else None
+        self._provisional = provisional_user_text
         self._message: Item | None = None
         self._text_parts: list[str] = []  # text mode: all text; audio mode: text spoken so far
         self._calls: dict[int, Item] = {}
@@ -104,8 +110,26 @@ class ResponseRunner:
         self._chunk_ready_at: float | None = None
 
     # ------------------------------------------------------------------------------ events
+    @property
+    def held(self) -> bool:
+        return self._deferred is not None
+
+    def _do(self, action: Callable[[], None]) -> None:
+        """Run an action with outside effects now, or queue it while held."""
+        if self._deferred is not None:
+            self._deferred.append(action)
+        else:
+            action()
+
+    def release(self) -> None:
+        """Adopt a held response: replay what it did so far, in order, then run live."""
+        deferred, self._deferred = self._deferred, None
+        for action in deferred or []:
+            action()
+
     def _emit(self, etype: str, **fields: Any) -> None:
-        self.s.emit({"type": etype, **fields})
+        event = {"type": etype, **fields}
+        self._do(lambda: self.s.emit(event))
 
     def _ids(self, item: Item, output_index: int) -> dict[str, Any]:
         return {"response_id": self.r.id, "item_id": item.id, "output_index": output_index}
@@ -113,18 +137,30 @@ class ResponseRunner:
     def _add_output_item(self, item: Item) -> int:
         idx = len(self.r.output)
         self.r.output.append(item)
-        self._emit("response.output_item.added", response_id=self.r.id, output_index=idx, item=item.to_dict())
-        if self.r.in_conversation:
-            prev = self.s.conversation.add(item)
-            self._emit("conversation.item.added", previous_item_id=prev, item=item.to_dict())
+        snapshot = item.to_dict()
+
+        def publish() -> None:
+            self.s.emit({"type": "response.output_item.added", "response_id": self.r.id, "output_index": idx,
+                         "item": snapshot})
+            if self.r.in_conversation:
+                prev = self.s.conversation.add(item)
+                self.s.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": snapshot})
+
+        self._do(publish)
         return idx
 
     def _done_output_item(self, item: Item, idx: int) -> None:
         item.status = "completed" if self.r.status in ("in_progress", "completed") else "incomplete"
-        self._emit("response.output_item.done", response_id=self.r.id, output_index=idx, item=item.to_dict())
-        if self.r.in_conversation and item.id in self.s.conversation:
-            self._emit("conversation.item.done", previous_item_id=self.s.conversation.previous_of(item.id),
-                       item=item.to_dict())
+        snapshot = item.to_dict()
+
+        def publish() -> None:
+            self.s.emit({"type": "response.output_item.done", "response_id": self.r.id, "output_index": idx,
+                         "item": snapshot})
+            if self.r.in_conversation and item.id in self.s.conversation:
+                self.s.emit({"type": "conversation.item.done",
+                             "previous_item_id": self.s.conversation.previous_of(item.id), "item": snapshot})
+
+        self._do(publish)
 
     @property
     def _audio_mode(self) -> bool:
@@ -152,6 +188,11 @@ class ResponseRunner:
         try:
             context = r.params.input_items if r.params.input_items is not None else s.conversation.items()
             messages = await to_chat_messages(r.params.instructions, context)
+            if self._provisional:
+                if messages and messages[-1].role == "user":
+                    messages[-1].content = f"{messages[-1].content} {self._provisional}"
+                else:
+                    messages.append(ChatMessage("user", self._provisional))
             tools = [FunctionTool(t["name"], t.get("description", ""), t.get("parameters") or {}) for t in r.params.tools]
             max_tokens = None if r.params.max_output_tokens == "inf" else int(r.params.max_output_tokens)
             llm_start = time.monotonic()
@@ -251,23 +292,28 @@ class ResponseRunner:
             pcm = resampler.process(np.concatenate(chunks)) if chunks else np.zeros(0, np.int16)
             if pcm.size == 0:
                 continue
-            start_ms = self._audio_samples / (ENGINE_RATE / 1000)
-            if not r.audio_started:
-                r.audio_started = True
-                now = time.monotonic()
-                r.metrics["tts_first_audio_ms"] = (now - t_req) * 1000
-                self._record_turn_metrics(now)
-                s.on_response_audio_started(r)
-            sep = " " if self._text_parts else ""
-            self._text_parts.append(text)
-            item.content[0]["transcript"] = " ".join(self._text_parts)
-            self._emit("response.output_audio_transcript.delta", **self._ids(item, self._msg_idx), content_index=0,
-                       delta=sep + text)
-            s.transport.send_audio(r.id, item.id, self._msg_idx, 0, pcm, r.params.output_format)
-            item.audio.append(pcm)
-            self._audio_samples += len(pcm)
-            item.audio_ms = self._audio_samples / (ENGINE_RATE / 1000)
-            item.spoken.append(SpokenChunk(text=sep + text, start_ms=start_ms, end_ms=item.audio_ms))
+            if "tts_first_audio_ms" not in r.metrics:
+                r.metrics["tts_first_audio_ms"] = (time.monotonic() - t_req) * 1000
+            self._do(lambda t=text, a=pcm: self._publish_chunk(item, t, a))
+
+    def _publish_chunk(self, item: Item, text: str, pcm: PCM16) -> None:
+        """Send one spoken chunk: its transcript delta, then its audio; keep the text/audio alignment."""
+        s, r = self.s, self.r
+        start_ms = self._audio_samples / (ENGINE_RATE / 1000)
+        if not r.audio_started:
+            r.audio_started = True
+            self._record_turn_metrics(time.monotonic())
+            s.on_response_audio_started(r)
+        sep = " " if self._text_parts else ""
+        self._text_parts.append(text)
+        item.content[0]["transcript"] = " ".join(self._text_parts)
+        s.emit({"type": "response.output_audio_transcript.delta", **self._ids(item, self._msg_idx), "content_index": 0,
+                "delta": sep + text})
+        s.transport.send_audio(r.id, item.id, self._msg_idx, 0, pcm, r.params.output_format)
+        item.audio.append(pcm)
+        self._audio_samples += len(pcm)
+        item.audio_ms = self._audio_samples / (ENGINE_RATE / 1000)
+        item.spoken.append(SpokenChunk(text=sep + text, start_ms=start_ms, end_ms=item.audio_ms))
 
     def _record_turn_metrics(self, first_audio: float) -> None:
         t, m = self.r.timing, self.r.metrics
@@ -282,6 +328,12 @@ class ResponseRunner:
 
     # ----------------------------------------------------------------------------- finish
     def _finish(self) -> None:
+        if self.held and self.r.status != "in_progress" and self.r.status != "completed":
+            self._deferred = None  # a discarded speculation: nothing was ever published
+            return
+        self._do(self._publish_finish)
+
+    def _publish_finish(self) -> None:
         r, s = self.r, self.s
         msg = self._message
         if msg is not None:
@@ -289,15 +341,15 @@ class ResponseRunner:
             text = "".join(self._text_parts) if not self._audio_mode else " ".join(self._text_parts)
             if self._audio_mode:
                 s.transport.end_audio(r.id, msg.id, self._msg_idx, 0)
-                self._emit("response.output_audio.done", **ids, content_index=0)
-                self._emit("response.output_audio_transcript.done", **ids, content_index=0, transcript=text)
+                s.emit({"type": "response.output_audio.done", **ids, "content_index": 0})
+                s.emit({"type": "response.output_audio_transcript.done", **ids, "content_index": 0, "transcript": text})
                 msg.content = [{"type": "output_audio", "transcript": text}]
                 part = {"type": "audio", "transcript": text}
             else:
-                self._emit("response.output_text.done", **ids, content_index=0, text=text)
+                s.emit({"type": "response.output_text.done", **ids, "content_index": 0, "text": text})
                 msg.content = [{"type": "output_text", "text": text}]
                 part = {"type": "text", "text": text}
-            self._emit("response.content_part.done", **ids, content_index=0, part=part)
+            s.emit({"type": "response.content_part.done", **ids, "content_index": 0, "part": part})
             self._done_output_item(msg, self._msg_idx)
         for item in self._calls.values():
             idx = item.__dict__["_idx"]
@@ -306,15 +358,15 @@ class ResponseRunner:
                 json.loads(args)
             except ValueError:
                 log.warning("function call %s produced invalid JSON arguments", item.name)
-            self._emit("response.function_call_arguments.done", **self._ids(item, idx), call_id=item.call_id,
-                       name=item.name, arguments=args)
+            s.emit({"type": "response.function_call_arguments.done", **self._ids(item, idx), "call_id": item.call_id,
+                    "name": item.name, "arguments": args})
             self._done_output_item(item, idx)
         if r.status == "in_progress":
             r.status = "completed"
         r.usage = self._usage()
         done = r.to_dict(s.conversation.id)
         done["x_voicecall"] = {"latency_ms": {k: round(v, 1) for k, v in r.metrics.items()}}
-        self._emit("response.done", response=done)
+        s.emit({"type": "response.done", "response": done})
         s.on_response_done(r)
 
     def _usage(self) -> dict[str, Any]:

@@ -119,6 +119,8 @@ class EngineSession:
         self._expiry: asyncio.TimerHandle | None = None
         self._max_seconds = max_seconds
         self._turn = TurnTiming()
+        self._spec: tuple[str, Response, ResponseRunner] | None = None  # speculative answer to the turn in progress
+        self.speculate = local.speculative
 
     # ------------------------------------------------------------------------------ plumbing
     def emit(self, event: dict[str, Any]) -> None:
@@ -183,6 +185,7 @@ class EngineSession:
             return
         if self._expiry is not None:
             self._expiry.cancel()
+        self._drop_speculation()
         for r in list(self.responses.values()):
             if r.task is not None and not r.task.done():
                 r.status_details = {"type": "cancelled", "reason": "client_cancelled"}
@@ -250,6 +253,30 @@ class EngineSession:
             if item_id in self.conversation:
                 self._truncate(self.conversation.get(item_id), ms)
 
+    def on_speech_paused(self) -> None:  # TurnEvents
+        """Start answering the partial transcript now, held back until the end-of-turn decision confirms it."""
+        td = self.config.turn_detection
+        if not self.speculate or td is None or not td.create_response or self._spec is not None:
+            return
+        if self.active is not None or not self._utt_words:
+            return
+        text = " ".join(self._utt_words)
+        r = Response(id=new_id("resp_"), params=self._default_params())
+        runner = ResponseRunner(self, r, held=True, provisional_user_text=text)
+        r.task = asyncio.create_task(runner.run())
+        self._spec = (text, r, runner)
+
+    def on_speech_resumed(self) -> None:  # TurnEvents
+        self._drop_speculation()
+
+    def _drop_speculation(self) -> None:
+        if self._spec is not None:
+            _, r, _ = self._spec
+            self._spec = None
+            if r.task is not None and not r.task.done():
+                r.status = "cancelled"
+                r.task.cancel()
+
     def on_speech_stopped(self, audio_end_ms: int) -> None:  # TurnEvents
         self._turn.speech_stopped = time.monotonic()
         self._turn.last_speech = self.input.last_speech_time
@@ -257,10 +284,42 @@ class EngineSession:
                    "item_id": self._utt_item_id})
         item = self._commit(None)
         td = self.config.turn_detection
+        spec, self._spec = self._spec, None
         if item is not None and td is not None and td.create_response:
             if self.active is not None and self.active.task is not None and not self.active.task.done():
+                if spec is not None:
+                    self._spec = spec
+                    self._drop_speculation()
                 return  # interrupt_response is off and a response is still running: do not start a second one
-            timing = self._turn
+            if spec is not None:
+                self._spawn(self._confirm_speculation(item, spec, self._turn))
+            else:
+                self._start_response(self._default_params(), self._turn)
+        elif spec is not None:
+            self._spec = spec
+            self._drop_speculation()
+
+    async def _confirm_speculation(self, item: Item, spec: tuple[str, Response, ResponseRunner],
+                                   timing: TurnTiming) -> None:
+        """Adopt the held answer if the final transcript is what it answered; else answer afresh."""
+        text, r, runner = spec
+        assert item.recognized is not None
+        try:
+            final = await asyncio.wait_for(asyncio.shield(item.recognized), 10)
+        except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+            final = ""
+        usable = r.task is not None and (not r.task.done() or r.status == "completed")
+        if usable and _norm(final) == _norm(text) and self.active is None and not self._closed:
+            r.timing = timing
+            r.metrics["speculative"] = 1.0
+            self.responses[r.id] = r
+            self.active = r
+            runner.release()
+            return
+        if r.task is not None and not r.task.done():
+            r.status = "cancelled"
+            r.task.cancel()
+        if self.active is None and not self._closed:
             self._start_response(self._default_params(), timing)
 
     def on_input_audio_buffer_commit(self, event: dict[str, Any]) -> None:
@@ -333,6 +392,7 @@ class EngineSession:
             self._utt_emitted = stable
 
     def on_input_audio_buffer_clear(self, event: dict[str, Any]) -> None:
+        self._drop_speculation()
         self.input.clear()
         self._utt_item_id = None
         self.emit({"type": "input_audio_buffer.cleared"})
@@ -535,6 +595,10 @@ class EngineSession:
     def _cleared_response_id(self, r: Response | None) -> str | None:
         """The response whose audio a clear dropped: the transport knows it even after ``response.done``."""
         return getattr(self.transport, "cleared_response_id", None) or (r.id if r else None)
+
+
+def _norm(text: str) -> str:
+    return " ".join(w.strip(".,!?;:").lower() for w in text.split())
 
 
 def _sniff_event_id(message: str | bytes) -> str | None:

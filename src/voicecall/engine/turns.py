@@ -82,6 +82,15 @@ def _safe_abort(stream: STTStream) -> None:
 class TurnEvents(Protocol):
     def on_speech_started(self, audio_start_ms: int) -> None: ...
     def on_speech_stopped(self, audio_end_ms: int) -> None: ...
+    def on_speech_paused(self) -> None:
+        """Silence for ``PAUSE_MS`` inside a turn: a good moment to start answering speculatively."""
+        ...
+    def on_speech_resumed(self) -> None:
+        """Speech again after ``on_speech_paused``: the turn goes on."""
+        ...
+
+
+PAUSE_MS = 200
 
 
 @dataclass(slots=True)
@@ -180,6 +189,7 @@ class InputAudioBuffer:
         start_frames = 2
         silence_frames = max(1, round(td.silence_duration_ms / (1000 * self._frame / self._vad.sample_rate)))
         low = max(0.0, td.threshold - 0.15)
+        pause_frames = max(1, round(PAUSE_MS / (1000 * self._frame / self._vad.sample_rate)))
         for i in range(n):
             frame = buf[i * self._frame:(i + 1) * self._frame]
             p = self._vad.probability(frame)
@@ -195,11 +205,15 @@ class InputAudioBuffer:
                     self._speech_run = 0
             else:
                 if p >= low:
+                    if self._silence_run >= pause_frames:
+                        self._events.on_speech_resumed()
                     self._silence_run = 0
                     self.last_speech_sample = frame_end_sample
                     self.last_speech_time = time.monotonic()
                 else:
                     self._silence_run += 1
+                    if self._silence_run == pause_frames and pause_frames < silence_frames:
+                        self._events.on_speech_paused()
                     if self._silence_run >= silence_frames:
                         self._end_speech()
         rest = buf[n * self._frame:]

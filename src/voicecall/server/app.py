@@ -49,6 +49,9 @@ class AppState:
         self.mint_rate = RateLimiter(config.server.mint_rate_per_minute)
         self.pipeline: Any = None  # voicecall.speech.registry.Pipeline once loaded (provider local)
         self.store: Any = None  # voicecall.store.base.Store
+        from voicecall.store.pricing import PriceTable
+
+        self.prices = PriceTable(config.store.prices)  # a bad price entry stops start-up here, with its key
         self.started = time.time()
         self._pipeline_lock = asyncio.Lock()
 
@@ -137,6 +140,11 @@ def create_app(config: Config) -> FastAPI:
             from voicecall.gateway.relay import relay_websocket
 
             await relay_websocket(ws, state, principal, subprotocol)
+            return
+        if ws.query_params.get("call_id"):  # sideband onto a local WebRTC call (gateway/local_sideband.py)
+            from voicecall.gateway.local_sideband import serve_local_sideband
+
+            await serve_local_sideband(ws, state, principal, subprotocol)
             return
         from voicecall.transports.websocket_session import serve_engine_websocket
 
