@@ -228,3 +228,11 @@ def cost_usd(
     if _default_table is None:
         _default_table = PriceTable()
     return _default_table.cost_usd(model, usage)
+
+
+class LocalPrices(PriceTable):
+    """Prices for the local engine: every model name costs nothing, even an OpenAI name a client asked for
+    with ``?model=gpt-realtime`` (the answer still comes from this machine's models)."""
+
+    def resolve(self, model: str | None) -> tuple[str | None, ModelPrice]:
+        return None, FREE

@@ -49,10 +49,11 @@ async def serve_engine_websocket(ws: WebSocket, state: AppState, principal: Prin
 
 
 def _recorder(state: AppState, principal: Principal, model: str, transport: str):  # type: ignore[no-untyped-def]
+    from voicecall.store.pricing import LocalPrices
     from voicecall.store.recorder import ConversationRecorder, new_conversation_id
 
     if state.store is None or not state.store.enabled:
         return None
     return ConversationRecorder(state.store, conversation_id=new_conversation_id(), provider=state.provider, model=model,
                                 voice=state.config.voice_call.local.voice, transport=transport, client=principal.label,
-                                prices=state.prices)
+                                prices=LocalPrices() if state.provider == "local" else state.prices)
