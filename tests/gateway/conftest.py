@@ -24,6 +24,7 @@ from tests.gateway.gwtools import (
     Gateway,
     LogCapture,
     gateway_config,
+    leaked_lines,
     start_local_upstream,
 )
 from tests.gateway.upstream_recorder import UpstreamRecorder
@@ -42,18 +43,7 @@ def log_leak_guard() -> Iterator[LogCapture]:
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
-    leaks = []
-    for record in handler.records:
-        if record.threadName.startswith("upstream"):
-            continue
-        try:
-            text = record.getMessage()
-        except Exception:  # noqa: BLE001
-            text = str(record.msg)
-        if record.exc_info and record.exc_info[1] is not None:
-            text += repr(record.exc_info[1])
-        if LEAK_KEY in text:
-            leaks.append(f"{record.name} ({record.threadName}): {text[:200]}")
+    leaks = leaked_lines(handler.records)
     assert not leaks, f"the OpenAI key appeared in log lines: {leaks}"
 
 

@@ -78,6 +78,24 @@ class LogCapture(logging.Handler):
 
 
 # ------------------------------------------------------------------------------------------ servers
+def leaked_lines(records: list[logging.LogRecord], needle: str = LEAK_KEY) -> list[str]:
+    """Log records holding ``needle``, except those of the upstream servers (threads named ``upstream…``: they play
+    OpenAI, which receives the key)."""
+    leaks = []
+    for record in records:
+        if record.threadName.startswith("upstream"):
+            continue
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001
+            text = str(record.msg)
+        if record.exc_info and record.exc_info[1] is not None:
+            text += repr(record.exc_info[1])
+        if needle in text:
+            leaks.append(f"{record.name} ({record.threadName}): {text[:200]}")
+    return leaks
+
+
 class AppThread:
     """A real uvicorn server for an ASGI app, in a named background thread."""
 

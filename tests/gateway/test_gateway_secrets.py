@@ -120,3 +120,21 @@ async def test_client_secret_from_the_local_engine(make_gateway, local_upstream)
     assert secret.value.startswith("ek_")
     assert local_upstream.state.secrets.get(secret.value) is not None  # minted by the local engine
     assert gw.state.secrets.get(secret.value).provider == "openai-realtime"
+
+
+async def test_the_leak_guards_catch_a_leak() -> None:
+    """The suite's guards would notice the key in a response or a log line (so their silence means something)."""
+    import logging
+
+    from tests.gateway.gwtools import LeakGuard, leaked_lines
+
+    guard = LeakGuard(None, LEAK_KEY)
+    guard._check("/x", {"type": "http.response.start", "headers": [(b"x-debug", f"Bearer {LEAK_KEY}".encode())]})
+    guard._check("/x", {"type": "http.response.body", "body": f'{{"k": "{LEAK_KEY}"}}'.encode()})
+    guard._check("/v1/realtime", {"type": "websocket.close", "code": 1011, "reason": LEAK_KEY})
+    guard._check("/ok", {"type": "websocket.send", "text": "nothing to see"})
+    assert len(guard.leaks) == 3
+    record = logging.LogRecord("voicecall.x", logging.DEBUG, __file__, 1, "header: %s", (f"Bearer {LEAK_KEY}",), None)
+    assert len(leaked_lines([record])) == 1
+    record.threadName = "upstream-recorder"  # the stand-in of OpenAI may see the key
+    assert leaked_lines([record]) == []
