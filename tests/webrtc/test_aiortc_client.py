@@ -271,3 +271,57 @@ async def test_vanished_client_is_cleaned_up(make_rtc_server) -> None:
         await asyncio.sleep(0.1)
     assert srv2.state.sessions.count == 0
     assert "did not open" in call.peer.close_reason
+
+
+async def test_data_channel_validation_and_history(make_rtc_server) -> None:
+    srv = make_rtc_server(**{"server.maxMessageBytes": 1024})
+    client = RtcClient(srv.http)
+    try:
+        await client.connect(await new_secret(srv.http))
+        await client.wait_type("session.created", 10)
+        client.dc.send("{not json")
+        bad = await client.wait_type("error", 10)
+        assert bad["error"]["type"] == "invalid_request_error"
+        mark = len(client.events)
+        client.send({"type": "session.update", "event_id": "big", "session": {"type": "realtime",
+                                                                              "instructions": "x" * 2000}})
+        big = await client.wait_type("error", 10, mark)
+        assert big["error"]["code"] == "message_too_large", big
+        mark = len(client.events)
+        client.send({"type": "conversation.item.create", "event_id": "t1", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello there"}]}})
+        client.send({"type": "response.create", "event_id": "t2"})
+        done = await client.wait_type("response.done", 30, mark)
+        assert done["response"]["status"] == "completed"
+        await client.wait_type("output_audio_buffer.stopped", 30, mark)
+        assert not [e for e in client.events[mark:] if e["type"] == "error"]
+    finally:
+        await client.close()
+    for _ in range(50):
+        if srv.state.sessions.count == 0:
+            break
+        await asyncio.sleep(0.1)
+    # The call was recorded in the history with its transport.
+    async with httpx.AsyncClient(base_url=srv.http, timeout=30) as http:
+        convs = (await http.get("/api/conversations")).json()["data"]
+        assert convs and convs[0]["transport"] == "webrtc", convs
+        conv = (await http.get(f"/api/conversations/{convs[0]['id']}")).json()
+        texts = " ".join(str(i.get("text") or "") for i in conv["items"]).lower()
+        assert "hello there" in texts and "you said" in texts, conv["items"]
+
+
+async def test_session_time_limit(make_rtc_server) -> None:
+    srv = make_rtc_server(**{"server.maxSessionSeconds": 1.5})
+    client = RtcClient(srv.http)
+    try:
+        await client.connect(await new_secret(srv.http))
+        err = await client.wait_type("error", 10)
+        assert err["error"]["code"] == "session_expired"
+        for _ in range(50):
+            if srv.state.sessions.count == 0 and client.dc.readyState == "closed":
+                break
+            await asyncio.sleep(0.1)
+        assert srv.state.sessions.count == 0
+        assert client.dc.readyState == "closed"
+    finally:
+        await client.close()

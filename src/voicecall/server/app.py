@@ -110,6 +110,9 @@ def create_app(config: Config) -> FastAPI:
         try:
             yield
         finally:
+            calls = getattr(state, "webrtc_calls", None)  # transports/webrtc_routes.py: hang up live WebRTC calls
+            if calls is not None:
+                await calls.close_all()
             await state.store.close()
 
     app = FastAPI(title="voicecall", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)

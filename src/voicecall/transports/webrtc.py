@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
-from av import AudioFrame
+from av import AudioFrame, Packet
 
 from voicecall.audio import ENGINE_RATE, PCM16, Resampler
 from voicecall.protocol.errors import error_event
@@ -57,6 +57,8 @@ DATA_CHANNEL_OPEN_TIMEOUT = 20.0
 INPUT_BATCH_SAMPLES = 960
 """Engine samples (40 ms at 24 kHz) gathered before feeding the session: halves the per-append VAD/resampler
 overhead of 20 ms RTP frames, for at most 20 ms of extra turn-detection delay."""
+OPUS_BITRATE = 48000
+"""Answer audio is speech in mono: 48 kbit/s Opus is transparent for it (aiortc's own default is 96k stereo)."""
 _MAX_TRACKED_ITEMS = 64
 
 # --------------------------------------------------------------------------------- ICE host addresses
@@ -164,6 +166,25 @@ class AnswerAudioTrack(AudioStreamTrack):
         self.frames_sent = 0
         self.late_frames = 0
         self.cleared_response_id: str | None = None
+        self._opus: Any = None  # libopus encoder once Opus is negotiated (see use_opus)
+
+    def use_opus(self, bitrate: int = OPUS_BITRATE) -> None:
+        """Encode Opus here, on the event loop, and hand aiortc finished packets.
+
+        aiortc would otherwise encode every 20 ms frame in the loop's default thread pool: one thread round trip per
+        frame and session, which under load (GIL contention with model threads, a busy pool) makes frames late.
+        Encoding 20 ms of mono Opus inline costs ~0.1 ms.
+        """
+        from av import CodecContext
+
+        enc = CodecContext.create("libopus", "w")
+        enc.bit_rate = bitrate
+        enc.format = "s16"
+        enc.layout = "mono"
+        enc.sample_rate = RTC_RATE
+        enc.time_base = self._time_base
+        enc.options = {"application": "voip"}
+        self._opus = enc
 
     # ------------------------------------------------------------------------------ producer side
     def push(self, response_id: str, item_id: str, pcm: PCM16) -> None:
@@ -224,8 +245,8 @@ class AnswerAudioTrack(AudioStreamTrack):
         return bool(self._queue) or self._playing is not None
 
     # ------------------------------------------------------------------------------ consumer side
-    async def recv(self) -> AudioFrame:
-        """Next 20 ms frame, at real-time pace (aiortc's sender calls this in a loop)."""
+    async def recv(self) -> AudioFrame | Packet:  # type: ignore[override]
+        """Next 20 ms frame (or its Opus packet), at real-time pace (aiortc's sender calls this in a loop)."""
         if self.readyState != "live":
             raise MediaStreamError
         loop = asyncio.get_running_loop()
@@ -245,9 +266,16 @@ class AnswerAudioTrack(AudioStreamTrack):
         frame.pts = self._pts
         frame.time_base = self._time_base
         self.frames_sent += 1
+        out: AudioFrame | Packet = frame
+        if self._opus is not None:
+            packets = self._opus.encode(frame)
+            if packets:  # libopus emits one packet per 20 ms frame
+                out = packets[0]
+                out.pts = self._pts
+                out.time_base = self._time_base
         for kind, rid in notes:
             (self.callbacks.started if kind == "started" else self.callbacks.stopped)(rid)
-        return frame
+        return out
 
     def _take(self) -> tuple[np.ndarray, list[tuple[str, str]]]:
         """Fill one frame from the queue; returns (1 x 960 int16, [(started|stopped, response_id)])."""
@@ -505,6 +533,10 @@ class WebRTCPeer:
         answer = await self.pc.createAnswer()
         with pinned_host_addresses(self.host_addresses):
             await self.pc.setLocalDescription(answer)
+        for t in self.pc.getTransceivers():
+            codecs = getattr(t, "_codecs", None) or []  # negotiated codecs, preferred first (aiortc internal)
+            if t.sender.track is self.transport.track and codecs and codecs[0].mimeType.lower() == "audio/opus":
+                self.transport.track.use_opus()
         self._spawn(self._watch_open())
         return str(self.pc.localDescription.sdp)
 

@@ -57,6 +57,15 @@ class WebRTCCall:
     def hangup(self, reason: str = "hung up by the client") -> None:
         self.peer.close(reason)
 
+    def stats(self) -> dict[str, Any]:
+        """Counters of this call (no secrets): media frames each way, stalls, events, connection state."""
+        track = self.peer.transport.track
+        return {"id": self.id, "object": "realtime.call", "started_at": int(self.started),
+                "seconds": round(time.time() - self.started, 1), "connection_state": self.peer.pc.connectionState,
+                "data_channel_open": self.peer.transport.channel_open, "frames_sent": track.frames_sent,
+                "late_frames": track.late_frames, "mic_frames": self.peer.mic.frames,
+                "events_sent": self.peer.transport.events_sent, "client": self.principal_label}
+
 
 class CallRegistry:
     """The live WebRTC calls of one app (kept on ``AppState.webrtc_calls``)."""
@@ -116,6 +125,13 @@ def register(app: FastAPI, state: AppState) -> None:
         if state.provider == "openai-realtime":
             return await _delegate(request, state, "create_call")
         return await _create_local_call(request, state, calls)
+
+    @app.get(CALLS_PATH)
+    async def list_calls(request: Request) -> Response:
+        """Live WebRTC calls of this process with their media counters (server API key; for operators and
+        ``voicecall bench sessions``). Not part of OpenAI's API."""
+        state.auth.authenticate(request, allow_secret=False)
+        return JSONResponse({"object": "list", "data": [c.stats() for c in calls]})
 
     @app.post(CALLS_PATH + "/{call_id}/hangup")
     async def hangup_call(call_id: str, request: Request) -> Response:
