@@ -276,10 +276,13 @@ def warm_up(pipeline: Pipeline, progress: Progress | None = None) -> None:
     vad = pipeline.vad.new_stream()
     vad.probability(np.zeros(vad.frame_samples, dtype=np.int16))
     vad.reset()
-    stt = pipeline.stt.new_stream()
-    noise = np.random.default_rng(0).normal(0, 300, 3200).astype(np.int16)
-    stt.feed(noise)
-    stt.finish()
+    stt_warm = getattr(pipeline.stt, "warm_up", None)
+    if callable(stt_warm):
+        stt_warm()
+    else:
+        stt = pipeline.stt.new_stream()
+        stt.feed(np.random.default_rng(0).normal(0, 100, 3200).astype(np.int16))
+        stt.finish()
     llm_warm = getattr(pipeline.llm, "warm_up", None)
     if callable(llm_warm):
         llm_warm()
