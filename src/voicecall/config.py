@@ -185,7 +185,8 @@ class Config(_Model):
     @model_validator(mode="after")
     def _needs_key(self) -> Config:
         vc = self.plugins.voice_call
-        if vc.provider == "openai-realtime" and (vc.openai_realtime.api_key is None or not vc.openai_realtime.api_key.get_secret_value()):
+        key = vc.openai_realtime.api_key
+        if vc.provider == "openai-realtime" and (key is None or not key.get_secret_value()):
             raise ValueError(
                 "provider 'openai-realtime' needs an API key: set plugins.voice-call.openaiRealtime.apiKey "
                 "or the OPENAI_API_KEY environment variable"
@@ -229,7 +230,8 @@ def _apply_env(raw: dict[str, Any], env: dict[str, str]) -> None:
     if env.get("VOICECALL_STORE_URL"):
         _set(raw, ["store", "url"], env["VOICECALL_STORE_URL"])
     if env.get("VOICECALL_WEBRTC_HOST_ADDRESSES"):
-        _set(raw, ["webrtc", "hostAddresses"], [a.strip() for a in env["VOICECALL_WEBRTC_HOST_ADDRESSES"].split(",") if a.strip()])
+        addresses = [a.strip() for a in env["VOICECALL_WEBRTC_HOST_ADDRESSES"].split(",") if a.strip()]
+        _set(raw, ["webrtc", "hostAddresses"], addresses)
     if env.get("VOICECALL_LLM_BASE_URL"):
         _set(raw, [*vc, "local", "llm"], {"type": "openai-compatible", "baseUrl": env["VOICECALL_LLM_BASE_URL"]})
 

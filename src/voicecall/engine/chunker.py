@@ -50,8 +50,8 @@ class SpeechChunker:
     def _find_cut(self) -> int | None:
         buf = self._buf
         for m in _SENTENCE_END.finditer(buf):
-            if _ABBREV.search(buf[: m.end()]) or re.search(r"\d\.\s$", buf[: m.end()]) and m.group(0).startswith(".") and re.match(r"\d", buf[m.end():m.end() + 1] or "x"):
-                continue
+            if _ABBREV.search(buf[: m.end()]):
+                continue  # "Dr. Smith": not the end of a sentence
             return m.end()
         words = len(buf.split())
         if self._first or words >= self.max_words // 2:

@@ -169,7 +169,8 @@ def item_from_client(obj: dict[str, Any]) -> Item:
                 audio_b64 = part.get("audio")
                 transcript = part.get("transcript")
                 if not isinstance(audio_b64, str):
-                    raise ProtocolError("missing_required_parameter", f"'{p}.audio' (base64 PCM16 24 kHz) is required.", p + ".audio")
+                    raise ProtocolError("missing_required_parameter", f"'{p}.audio' (base64 PCM16 24 kHz) is required.",
+                                        p + ".audio")
                 try:
                     raw = base64.b64decode(audio_b64, validate=True)
                 except ValueError:
@@ -191,7 +192,8 @@ def item_from_client(obj: dict[str, Any]) -> Item:
     if itype == "function_call":
         for key in ("call_id", "name"):
             if not isinstance(obj.get(key), str):
-                raise ProtocolError("missing_required_parameter", f"'item.{key}' is required for function_call items.", f"item.{key}")
+                raise ProtocolError("missing_required_parameter", f"'item.{key}' is required for function_call items.",
+                                    f"item.{key}")
         args = obj.get("arguments", "")
         if not isinstance(args, str):
             raise ProtocolError("invalid_type", "item.arguments must be a JSON string.", "item.arguments")

@@ -7,6 +7,7 @@ look for "where is event X handled". The session never touches sockets: it talks
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from voicecall.audio import AudioCodec
+from voicecall.audio import AudioCodec, resample
 from voicecall.config import LocalConfig
 from voicecall.engine.conversation import Conversation, Item, item_from_client
 from voicecall.engine.response import Response, ResponseParams, ResponseRunner, TurnTiming
@@ -406,7 +407,6 @@ class EngineSession:
         if item.role == "user" and item.audio and not item.content[0].get("transcript"):
             item.recognized = asyncio.get_running_loop().create_future()
             stt = SttWorker(self.pipeline.stt, lambda _t: None, None)
-            from voicecall.audio import resample
             stt.feed(resample(np.concatenate(item.audio), 24000, 16000))
             self._spawn(self._finish_transcription(item, stt))
 
@@ -582,7 +582,7 @@ class EngineSession:
 
     def on_output_audio_buffer_clear(self, event: dict[str, Any]) -> None:
         if self.transport.kind != "webrtc":
-            raise ProtocolError("invalid_request_error" if False else "unsupported_event",
+            raise ProtocolError("unsupported_event",
                                 "output_audio_buffer.clear is only available on WebRTC connections; on a WebSocket the "
                                 "client owns playback (use conversation.item.truncate).", "type")
         r = self.active
@@ -603,8 +603,6 @@ def _norm(text: str) -> str:
 
 def _sniff_event_id(message: str | bytes) -> str | None:
     """Best-effort event_id from a message that failed validation (e.g. bad JSON has none)."""
-    import json
-
     try:
         obj = json.loads(message)
     except (ValueError, UnicodeDecodeError):

@@ -282,7 +282,8 @@ def apply_session_update(cfg: SessionConfig, patch: Any, *, voices: set[str], de
         new.output_modalities = parse_modalities(patch["output_modalities"], "session.output_modalities")
     for key, ok in (("tracing", (None,)), ("prompt", (None,)), ("include", (None, [])), ("truncation", ("auto", "disabled"))):
         if key in patch and patch[key] not in ok:
-            raise _err("unsupported_parameter", f"session.{key} = {patch[key]!r} is not supported by this server.", f"session.{key}")
+            raise _err("unsupported_parameter", f"session.{key} = {patch[key]!r} is not supported by this server.",
+                       f"session.{key}")
     if "truncation" in patch:
         new.truncation = patch["truncation"]
     if "tools" in patch:
