@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import sys
-from pathlib import Path
 
 from voicecall import __version__
 
