@@ -38,6 +38,7 @@ from voicecall.gateway.upstream import (
     UpstreamError,
     auth_headers,
     gateway_state,
+    price_table,
     redact,
     request as upstream_request,
     ws_logger,
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("voicecall.gateway")
 
 _CALL_ID = re.compile(r"^[A-Za-z0-9_\-]{1,128}$")
+MAX_OFFER_BYTES = 256 * 1024
+"""Largest accepted request to ``POST /v1/realtime/calls`` (an SDP offer is a few kB)."""
 SIDEBAND_ATTEMPTS = 3
 """Attempts to (re)join a call on the sideband before giving up (the time limit still applies)."""
 
@@ -104,11 +107,16 @@ async def create_call(request: Request, state: AppState) -> Response:
                       "for a new one.")
     ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     client_session: dict[str, Any] | None = None
+    if int(request.headers.get("content-length") or 0) > MAX_OFFER_BYTES:
+        return _error(413, "request_too_large", f"The offer is larger than {MAX_OFFER_BYTES} bytes.")
     if ctype == "application/sdp":
-        sdp = (await request.body()).decode("utf-8", errors="replace")
+        body = await request.body()
+        if len(body) > MAX_OFFER_BYTES:
+            return _error(413, "request_too_large", f"The offer is larger than {MAX_OFFER_BYTES} bytes.")
+        sdp = body.decode("utf-8", errors="replace")
     elif ctype == "multipart/form-data":
         try:
-            form = await request.form()
+            form = await request.form(max_part_size=MAX_OFFER_BYTES)
         except Exception:  # noqa: BLE001 - malformed multipart bodies raise various errors
             return _error(400, "invalid_request", "The multipart body could not be read.")
         sdp = await _part_text(form.get("sdp")) or ""
@@ -271,10 +279,9 @@ class CallSession:
                 status = exc.response.status_code
                 failures += 1
                 log.warning("gateway: call %s: sideband refused (HTTP %d)", self.call_id, status)
-                if status in (400, 404, 410):
-                    if self.joined:  # the call is gone
-                        self.ended_reason = self.ended_reason or "call ended"
-                        self._done.set()
+                if status in (400, 404, 410):  # upstream does not know the call (any more): it is over
+                    self.ended_reason = self.ended_reason or f"call not found upstream (HTTP {status})"
+                    self._done.set()
                     return
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError, asyncio.TimeoutError) as exc:
                 failures += 1
@@ -338,9 +345,7 @@ class CallSession:
                     if isinstance(value, int) and not isinstance(value, bool):
                         self.usage[key] += value
                 if self._prices is None:
-                    from voicecall.store.pricing import PriceTable
-
-                    self._prices = PriceTable(self.state.config.store.prices)
+                    self._prices = price_table(self.state)
                 self.cost_usd += self._prices.cost_usd(self.model, usage)
                 if self.max_spend is not None and self.cost_usd >= self.max_spend:
                     self._spawn_hangup(f"spend limit reached (${self.cost_usd:.4f} >= ${self.max_spend:g})")

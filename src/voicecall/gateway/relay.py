@@ -48,6 +48,7 @@ from voicecall.gateway.upstream import (
     from_status,
     from_transport,
     gateway_state,
+    price_table,
     redact,
     upstream_host,
     ws_logger,
@@ -483,7 +484,7 @@ class Relay:
                     rec.on_client_event(event)
                 return text
         if not self.browser:
-            if rec is None or not ("input_audio_buffer." in text):
+            if rec is None or "input_audio_buffer." not in text:
                 return text
             try:
                 event = json.loads(text)
@@ -589,9 +590,7 @@ class Relay:
             usage = resp.get("usage") if isinstance(resp, dict) else None
             if isinstance(usage, dict):
                 if self._prices is None:
-                    from voicecall.store.pricing import PriceTable
-
-                    self._prices = PriceTable(self.state.config.store.prices)
+                    self._prices = price_table(self.state)
                 self.cost_usd += self._prices.cost_usd(self.model, usage)
                 if self.cost_usd >= self.max_spend:
                     self.stop = "spend"

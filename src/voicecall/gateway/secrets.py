@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi.responses import JSONResponse
 
 from voicecall.gateway import policy
-from voicecall.gateway.upstream import UpstreamError, request
+from voicecall.gateway.upstream import UpstreamError, price_table, request
 
 if TYPE_CHECKING:
     from voicecall.server.app import AppState
@@ -27,9 +27,7 @@ PRICE_FIELDS = ("text_in", "text_cached", "text_out", "audio_in", "audio_cached"
 
 def pricing(state: AppState, model: str) -> dict[str, float]:
     """USD per 1M tokens for ``model`` (built-in table plus ``store.prices``), the six keys the web page shows."""
-    from voicecall.store.pricing import PriceTable
-
-    price = PriceTable(state.config.store.prices).price_for(model).as_dict()
+    price = price_table(state).price_for(model).as_dict()
     return {k: price.get(k, 0.0) for k in PRICE_FIELDS}
 
 

@@ -100,6 +100,16 @@ def redact(text: str, state: AppState | None = None) -> str:
     return _KEYLIKE.sub(lambda m: m.group(1) + "-***", _BEARER.sub(r"\1***", text))
 
 
+def price_table(state: AppState) -> Any:
+    """The app's :class:`~voicecall.store.pricing.PriceTable` (built-in prices plus ``store.prices``)."""
+    table = getattr(state, "prices", None)
+    if table is None:
+        from voicecall.store.pricing import PriceTable
+
+        table = PriceTable(state.config.store.prices)
+    return table
+
+
 def http_client(state: AppState) -> httpx.AsyncClient:
     """A client for one upstream exchange, with connect and total timeouts."""
     t = gateway_state(state).timeouts
