@@ -29,7 +29,7 @@ def segments(probs: list[float], frame_s: float, threshold: float = 0.5, start_f
     non-speech (the hangover is taken off the end), drop segments shorter than ``min_s``."""
     out: list[tuple[float, float]] = []
     run, quiet, start = 0, 0, None
-    hang = int(round(hangover_s / frame_s))
+    hang = round(hangover_s / frame_s)
     for i, p in enumerate(probs):
         if p >= threshold:
             run += 1

@@ -13,8 +13,8 @@ from voicecall.speech.llm_echo import EchoLLM
 from voicecall.speech.registry import adapter_types, load_pipeline, load_stage, resolve_stage
 from voicecall.speech.voices import OPENAI_VOICES, VoiceMap
 
-TEST_STACK = dict(vad=StageConfig(type="energy"), stt=StageConfig(type="pocketsphinx"),
-                  llm=StageConfig(type="echo"), tts=StageConfig(type="tone"))
+TEST_STACK = {"vad": StageConfig(type="energy"), "stt": StageConfig(type="pocketsphinx"),
+              "llm": StageConfig(type="echo"), "tts": StageConfig(type="tone")}
 
 
 def test_same_config_same_objects_and_progress() -> None:
@@ -23,7 +23,7 @@ def test_same_config_same_objects_and_progress() -> None:
     b = load_pipeline(LocalConfig(**TEST_STACK))
     assert (a.vad, a.stt, a.llm, a.tts) == (b.vad, b.stt, b.llm, b.tts)
     assert all(x is y for x, y in zip((a.vad, a.stt, a.llm, a.tts), (b.vad, b.stt, b.llm, b.tts)))
-    assert any(m.startswith("loading llm echo") or m.startswith("llm echo") for m in messages)
+    assert any(m.startswith(("loading llm echo", "llm echo")) for m in messages)
     assert a.types == {"vad": "energy", "stt": "pocketsphinx", "llm": "echo", "tts": "tone"}
     other = load_stage("llm", StageConfig(type="echo", delay=0.01))
     assert other is not a.llm  # other options, other object

@@ -8,13 +8,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from speech_helpers import mic_like, segments, speech_bounds
 
 from voicecall.config import StageConfig
 from voicecall.speech.base import STTModel, VADModel
 from voicecall.speech.registry import load_stage
 from voicecall.speech.stt_pocketsphinx import PocketsphinxSTT
-
-from speech_helpers import mic_like, segments, speech_bounds
 
 
 def probabilities(model: VADModel, pcm: np.ndarray) -> tuple[list[float], float]:

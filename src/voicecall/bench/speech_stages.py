@@ -29,6 +29,7 @@ import numpy as np
 
 from voicecall.audio import resample
 from voicecall.config import StageConfig
+from voicecall.speech.base import LLMUsage, TextDelta
 
 SENTENCES = [
     "The capital of France is Paris.",
@@ -195,7 +196,7 @@ def _bounds(clean: np.ndarray) -> tuple[float, float]:
 
 def _segments(probs: list[float], frame_s: float) -> list[tuple[float, float]]:
     out, run, quiet, start = [], 0, 0, None
-    hang = int(round(0.3 / frame_s))
+    hang = round(0.3 / frame_s)
     for i, p in enumerate(probs):
         if p >= 0.5:
             run, quiet = run + 1, 0
@@ -233,9 +234,9 @@ async def _ttft(llm: Any, messages: list[Any], max_tokens: int = 60) -> tuple[fl
     first = None
     usage = None
     async for chunk in llm.stream_chat(messages, max_tokens=max_tokens):
-        if first is None and getattr(chunk, "text", ""):
+        if first is None and isinstance(chunk, TextDelta) and chunk.text:
             first = time.perf_counter() - t0
-        if type(chunk).__name__ == "LLMUsage":
+        if isinstance(chunk, LLMUsage):
             usage = chunk
     total = time.perf_counter() - t0
     return first or total, total, usage

@@ -28,7 +28,7 @@ def simple_arguments(parameters: dict[str, Any], text: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in parameters.get("required") or []:
         spec = props.get(key) or {}
-        if "enum" in spec and spec["enum"]:
+        if spec.get("enum"):
             out[key] = spec["enum"][0]
         elif "const" in spec:
             out[key] = spec["const"]

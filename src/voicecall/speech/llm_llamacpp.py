@@ -161,9 +161,11 @@ def _tool_prompt(tools: list[FunctionTool]) -> str:
         "<tools>",
         *(json.dumps({"name": t.name, "description": t.description, "parameters": t.parameters}) for t in tools),
         "</tools>",
-        "If one of them is needed, answer with only "
-        '<tool_call>{"name": "<function name>", "arguments": {<arguments>}}</tool_call>. '
-        "Otherwise answer the user directly. Function results come back in <tool_response></tool_response>.",
+        (
+            "If one of them is needed, answer with only "
+            '<tool_call>{"name": "<function name>", "arguments": {<arguments>}}</tool_call>. '
+            "Otherwise answer the user directly. Function results come back in <tool_response></tool_response>."
+        ),
     ]
     return "\n".join(lines)
 
@@ -431,7 +433,8 @@ class LlamaCppLLM:
         seed: int | None = None,
         tool_string_max: int = 100,
     ) -> None:
-        from llama_cpp import Llama  # heavy import, only when this adapter is used
+        import llama_cpp  # heavy import, only when this adapter is used
+        from llama_cpp import Llama
 
         path = Path(model_path) if model_path else default_model_path()
         if not path.is_file():
@@ -449,7 +452,7 @@ class LlamaCppLLM:
         self.tool_string_max = int(tool_string_max)
         llamas = [
             Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads_batch,
-                  verbose=False, **({"seed": seed} if seed is not None else {}))
+                  verbose=False, seed=llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed)
             for _ in range(pool_size)
         ]
         first = llamas[0]
@@ -608,7 +611,7 @@ class LlamaCppLLM:
                 if stop.is_set():  # closed before the worker got to run
                     return
                 self._generate(slot.llama, plan, stop, emit)
-            except BaseException as exc:  # noqa: BLE001 - reported to the consumer
+            except BaseException as exc:  # reported to the consumer
                 log.exception("llama.cpp generation failed")
                 emit(("error", exc))
             finally:

@@ -81,7 +81,7 @@ ADAPTERS: dict[str, dict[str, Adapter]] = {
     },
     "stt": {
         "pocketsphinx": Adapter("stt", "pocketsphinx", "stt_pocketsphinx:PocketsphinxSTT", {
-            "language": _o(str, "language"), "hmm": _o(str, "hmm"), "lm": _o(str, "lm"), "dict": _o(str, "dict"),
+            "language": _o(str, "language"), "hmm": _o(str, "hmm"), "lm": _o(str, "lm"), "dict": _o(str, "dictionary"),
             "poolSize": _o(int, "pool_size"), "maxPoolSize": _o(int, "max_pool_size"),
             "noiseFloor": _o(_NUM, "noise_floor"), "acquireTimeout": _o(_NUM, "acquire_timeout"),
         }, lambda o: f"{o.get('language', 'en-us')}, {o.get('poolSize', 2)} decoders"),

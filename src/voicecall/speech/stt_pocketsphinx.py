@@ -121,15 +121,17 @@ class DecoderPool:
         log.info("pocketsphinx pool grew to %d decoders", self._created)
         return dec
 
-    def release(self, dec: Decoder) -> None:
-        """Give a decoder back (ending any utterance it was still in)."""
-        try:
+    def release(self, dec: Decoder, in_utterance: bool = False) -> None:
+        """Give a decoder back (ending the utterance it may still be in)."""
+        if in_utterance:
             dec.end_utt()
-        except Exception:  # not in an utterance: that is the normal case
-            pass
         with self._cond:
             self._free.append(dec)
             self._cond.notify()
+
+
+def _give_back(pool: DecoderPool, dec: Decoder, in_utterance: list[bool]) -> None:
+    pool.release(dec, in_utterance[0])
 
 
 class PocketsphinxStream:
@@ -140,12 +142,14 @@ class PocketsphinxStream:
     def __init__(self, pool: DecoderPool, noise_floor: float, seed: int | None = None) -> None:
         self._pool = pool
         self._dec: Decoder | None = pool.acquire()
+        self._in_utt = [False]  # shared with the finalizer
         # Return the decoder even if the engine drops the stream without finish()/abort().
-        self._finalizer = weakref.finalize(self, pool.release, self._dec)
+        self._finalizer = weakref.finalize(self, _give_back, pool, self._dec, self._in_utt)
         self._noise = float(noise_floor)
         self._rng = np.random.default_rng(seed)
         self._partial = ""
         self._dec.start_utt()
+        self._in_utt[0] = True
 
     def _prepare(self, pcm: PCM16) -> PCM16:
         if self._noise > 0.0:
@@ -177,6 +181,7 @@ class PocketsphinxStream:
         if dec is None:
             raise RuntimeError("this STT stream is finished")
         try:
+            self._in_utt[0] = False
             dec.end_utt()
             hyp = dec.hyp()
             return hyp.hypstr if hyp is not None else ""
@@ -189,14 +194,14 @@ class PocketsphinxStream:
 
     def _release(self) -> None:
         self._dec = None
-        self._finalizer()  # calls pool.release(decoder) exactly once
+        self._finalizer()  # gives the decoder back exactly once
 
 
 class PocketsphinxSTT:
     """pocketsphinx speech-to-text with a process-wide decoder pool.
 
     Options: ``language`` (``en-us``, the only bundled model), ``hmm``/``lm``/``dict`` (paths to another acoustic
-    model, language model and dictionary), ``poolSize`` (decoders loaded up front, default 2), ``maxPoolSize``
+    model, language model and pronunciation dictionary; ``dict`` is the ``dictionary`` argument here), ``poolSize`` (decoders loaded up front, default 2), ``maxPoolSize``
     (cap, default 8), ``noiseFloor`` (default 30, see the module doc), ``acquireTimeout`` (seconds to wait for a
     free decoder at the cap, default 10).
     """
@@ -209,7 +214,7 @@ class PocketsphinxSTT:
         language: str = "en-us",
         hmm: str | None = None,
         lm: str | None = None,
-        dict: str | None = None,  # noqa: A002 - the option's name in the configuration
+        dictionary: str | None = None,
         pool_size: int = 2,
         max_pool_size: int = 8,
         noise_floor: float = 30.0,
@@ -224,7 +229,7 @@ class PocketsphinxSTT:
         if pool_size < 0 or max_pool_size < 1 or pool_size > max_pool_size:
             raise ValueError(f"need 0 <= poolSize <= maxPoolSize and maxPoolSize >= 1 (got {pool_size}, {max_pool_size})")
         config: dict[str, Any] = {"samprate": SAMPLE_RATE, "logfn": "/dev/null"}
-        for key, value in (("hmm", hmm), ("lm", lm), ("dict", dict)):
+        for key, value in (("hmm", hmm), ("lm", lm), ("dict", dictionary)):
             if value:
                 if not Path(value).exists():
                     raise FileNotFoundError(f"pocketsphinx {key} not found: {value}")
