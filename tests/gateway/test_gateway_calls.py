@@ -164,3 +164,28 @@ async def test_calls_count_against_max_sessions(make_gateway, upstream: Upstream
     r = await post_offer(gw, secret)
     assert r.status_code == 503 and r.json()["error"]["code"] == "session_limit_reached"
     assert len([x for x in upstream.requests if x["path"] == "/v1/realtime/calls"]) == 1
+
+
+async def test_relay_joins_a_call(make_gateway, upstream: UpstreamRecorder) -> None:
+    """``GET /v1/realtime?call_id=`` through the gateway: a trusted client joins any call made through it, a browser
+    only its own."""
+    import json
+
+    from websockets.asyncio.client import connect
+
+    gw = make_gateway(upstream.base_url)
+    secret = await browser_secret(gw)
+    r = await post_offer(gw, secret)
+    call_id = r.headers["location"].rsplit("/", 1)[-1]
+    async with connect(f"{gw.ws}?call_id={call_id}", additional_headers={"Authorization": f"Bearer {GATEWAY_KEY}"}) as ws:
+        first = json.loads(await ws.recv())
+        assert first["type"] == "session.created"
+        assert await wait_until(lambda: upstream.sidebands(call_id) == 2)  # the gateway's own sideband + this one
+    joins = [x["query"] for x in upstream.requests if x["path"] == "/v1/realtime"]
+    assert joins.count({"call_id": call_id}) == 2 and not any("model" in q for q in joins)
+    other = await browser_secret(gw)
+    async with connect(f"{gw.ws}?call_id={call_id}", subprotocols=["realtime", f"openai-insecure-api-key.{other}"]) as ws:
+        err = json.loads(await ws.recv())
+        assert err["type"] == "error" and err["error"]["code"] == "call_not_found"
+        await ws.wait_closed()
+        assert ws.close_code == 1008

@@ -136,6 +136,14 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+async def _abandon(connecting: asyncio.Future[ClientConnection]) -> None:
+    """Stop an upstream connection attempt; close the connection if it got through anyway."""
+    connecting.cancel()
+    with contextlib.suppress(BaseException):
+        conn = await connecting
+        await conn.close()
+
+
 async def _cancel(*tasks: asyncio.Task[Any]) -> None:
     """Cancel ``tasks`` and wait until they are gone."""
     for task in tasks:
@@ -270,7 +278,7 @@ class Relay:
                     msg = recv.result()
                     recv = None
                     if msg["type"] == "websocket.disconnect":
-                        connecting.cancel()
+                        await _abandon(connecting)
                         self.client_close = (msg.get("code") or 1000, msg.get("reason") or "")
                         return "client left before upstream was open"
                     pending.append(msg)
@@ -280,7 +288,7 @@ class Relay:
                 await self._fail(exc)
                 return f"upstream refused: {exc.code}"
         except BaseException:
-            connecting.cancel()
+            await _abandon(connecting)
             if recv is not None:
                 recv.cancel()
             raise
@@ -410,7 +418,7 @@ class Relay:
             await self._close_client(1011, "upstream connection lost")
             return "upstream connection lost"
         code, reason = self.upstream_close
-        if code not in (1000, 1001) and not self.last_was_error:
+        if code not in (1000, 1001, 1005) and not self.last_was_error:
             await self._to_client(error_event(
                 "upstream_closed", f"OpenAI closed the connection (code {code}{': ' + reason if reason else ''}).",
                 type="server_error"))
