@@ -39,6 +39,10 @@ async def test_spoken_turn(rtc_server) -> None:
         assert "a=candidate" in r.text and "127.0.0.1" in r.text
         created = await client.wait_type("session.created", 10)
         assert client.events[0] is created  # queued until the channel opened, and first
+        async with httpx.AsyncClient(base_url=rtc_server.http) as http:
+            listed = (await http.get("/v1/realtime/calls")).json()["data"]
+        assert [c["id"] for c in listed] == [client.call_id]
+        assert listed[0]["inline_decoding"] is True  # aiortc internals as expected: mic decoded on the loop
         done = await _spoken_turn(client)
 
         types = [e["type"] for e in client.events]

@@ -329,6 +329,66 @@ class AnswerAudioTrack(AudioStreamTrack):
 
 
 # ---------------------------------------------------------------------------------- microphone input
+class _InlineDecodeQueue:
+    """Stands in for an aiortc receiver's decoder queue and decodes each encoded frame right away, on the loop.
+
+    aiortc decodes in one thread per receiver and hands every 20 ms frame back to the loop with
+    ``run_coroutine_threadsafe``: two GIL handoffs per frame and session, which under load (model threads holding
+    the GIL) starve the event loop. Decoding 20 ms of Opus costs ~0.05 ms, so doing it inline is cheaper. The
+    receiver's own thread then idles until :meth:`put` (None) ends it, as aiortc's stop() does.
+    """
+
+    def __init__(self, original: Any, output: asyncio.Queue[Any]) -> None:
+        import threading
+
+        self._original = original
+        self._output = output
+        self._stopped = threading.Event()
+        self._decoder: Any = None
+        self._codec_name: str | None = None
+
+    def put(self, task: Any) -> None:
+        if task is None:
+            self._stopped.set()
+            self._original.put(None)
+            return
+        from aiortc.codecs import get_decoder
+
+        codec, encoded = task
+        if codec.name != self._codec_name:
+            self._decoder = get_decoder(codec)
+            self._codec_name = codec.name
+        try:
+            frames = self._decoder.decode(encoded)
+        except Exception as exc:  # noqa: BLE001 - av.FFmpegError and friends: drop the frame, keep the decoder
+            log.debug("could not decode a %s frame: %s", codec.name, exc)
+            return
+        for frame in frames:
+            self._output.put_nowait(frame)
+
+    def get(self) -> None:
+        """Called by aiortc's decoder thread when it started after the swap: wait for the end."""
+        self._stopped.wait()
+        return None
+
+
+def decode_inline(pc: RTCPeerConnection, track: MediaStreamTrack) -> bool:
+    """Make the receiver of ``track`` decode on the event loop (see :class:`_InlineDecodeQueue`). Relies on aiortc
+    internals; returns False (and leaves aiortc's thread in charge) when they are not what this expects."""
+    for t in pc.getTransceivers():
+        receiver = t.receiver
+        if getattr(receiver, "_track", None) is not track:
+            continue
+        attr = "_RTCRtpReceiver__decoder_queue"
+        original = getattr(receiver, attr, None)
+        output = getattr(track, "_queue", None)
+        if original is None or not hasattr(original, "put") or not isinstance(output, asyncio.Queue):
+            return False
+        setattr(receiver, attr, _InlineDecodeQueue(original, output))
+        return True
+    return False
+
+
 class MicrophoneInput:
     """Decoded RTP audio frames -> engine PCM (mono, 24 kHz) in batches of :data:`INPUT_BATCH_SAMPLES`."""
 
@@ -521,6 +581,7 @@ class WebRTCPeer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = asyncio.Event()
         self.close_reason = ""
+        self.inline_decoding = False
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("connectionstatechange", self._on_state)
@@ -548,6 +609,9 @@ class WebRTCPeer:
     # ------------------------------------------------------------------ events from aiortc
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
+            self.inline_decoding = decode_inline(self.pc, track)
+            if not self.inline_decoding:
+                log.debug("aiortc internals changed: microphone audio is decoded in aiortc's thread")
             self._spawn(self._consume(track))
 
     async def _consume(self, track: MediaStreamTrack) -> None:

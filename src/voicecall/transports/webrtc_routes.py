@@ -63,7 +63,7 @@ class WebRTCCall:
         return {"id": self.id, "object": "realtime.call", "started_at": int(self.started),
                 "seconds": round(time.time() - self.started, 1), "connection_state": self.peer.pc.connectionState,
                 "data_channel_open": self.peer.transport.channel_open, "frames_sent": track.frames_sent,
-                "late_frames": track.late_frames, "mic_frames": self.peer.mic.frames,
+                "late_frames": track.late_frames, "mic_frames": self.peer.mic.frames, "inline_decoding": self.peer.inline_decoding,
                 "events_sent": self.peer.transport.events_sent, "client": self.principal_label}
 
 
