@@ -122,6 +122,18 @@ def _gateway(port: int, upstream_port: int, store_url: str, clients: int, ws_imp
                 ws_ping_interval=20, ws_ping_timeout=20, ws=ws_impl)
 
 
+def _raise_priority(target: int = -10) -> int:
+    """Run the benchmark's processes (children inherit it) at a higher CPU priority when allowed, so that other
+    work on the machine disturbs the measurement less. Returns the niceness in force."""
+    try:
+        current = os.nice(0)
+        if current > target:
+            os.nice(target - current)
+    except OSError:
+        pass
+    return os.nice(0)
+
+
 def _wait_port(port: int, proc: Any, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -287,6 +299,7 @@ def run(args: argparse.Namespace) -> int:
     clients = int(args.clients)
     seconds = float(args.seconds)
     out = Path(args.out)
+    niceness = _raise_priority()
     ctx = multiprocessing.get_context("spawn")
     echo_port, gw_port = free_port(), free_port()
     tmp = tempfile.mkdtemp(prefix="voicecall-bench-relay-")
@@ -324,6 +337,7 @@ def run(args: argparse.Namespace) -> int:
     result["loadavg_before"] = list(load_before)
     result["loadavg_after"] = list(os.getloadavg())
     result["settings"]["uvicorn_ws"] = ws_impl
+    result["settings"]["niceness"] = niceness
     samples = {"direct": direct.pop("_samples"), "relay": relay.pop("_samples")}
     paired = result["added_latency_ms"]["p99_paired_median"]
     if paired is not None:

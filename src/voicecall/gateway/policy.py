@@ -8,7 +8,9 @@ Two kinds of client:
   the configured one.
 * **browser** — authenticated with a client secret (``ek_…``) that this server handed out. Of the *locked* fields
   (:data:`LOCKED`) it may set only those named in ``browserOverrides``; everything else it sends (formats, turn
-  detection, transcription, modalities…) passes.
+  detection, transcription, modalities…) passes. The same fields are dropped from the per-response overrides of
+  ``response.create``, and while ``instructions`` is locked a browser may not add ``system`` messages (a second
+  way to instruct the model): :func:`restrict_client_event`.
 
 Names in ``browserOverrides`` are session field names; a few name nested fields (:data:`NESTED`): ``voice`` is
 ``audio.output.voice``, ``speed`` is ``audio.output.speed``, ``turn_detection`` is ``audio.input.turn_detection``,
@@ -168,3 +170,39 @@ def initial_update(cfg: OpenAIRealtimeConfig, secret_session: Mapping[str, Any] 
     session.pop("model", None)
     session["type"] = "realtime"
     return session
+
+
+def _has_system_message(items: Any) -> bool:
+    return isinstance(items, list) and any(isinstance(i, Mapping) and i.get("role") == "system" for i in items)
+
+
+def restrict_client_event(event: dict[str, Any], allowed: Iterable[str]) -> tuple[dict[str, Any] | None, list[str],
+                                                                                   str | None]:
+    """Apply the browser policy to one client event.
+
+    Returns ``(event to forward or None, names of the fields dropped, refusal message or None)``: ``session.update``
+    and ``response.create`` lose the locked fields; a ``system`` message (``conversation.item.create``, or in
+    ``response.input``) is refused while ``instructions`` is locked.
+    """
+    allowed_set = set(allowed)
+    etype = event.get("type")
+    if etype == "session.update" and isinstance(event.get("session"), Mapping):
+        session, dropped = without_locked(event["session"], allowed_set)
+        if dropped:
+            event = {**event, "session": session}
+        return event, dropped, None
+    if etype == "conversation.item.create" and "instructions" not in allowed_set:
+        item = event.get("item")
+        if isinstance(item, Mapping) and item.get("role") == "system":
+            return None, [], "System messages are reserved for this server; send 'user' messages."
+        return event, [], None
+    if etype == "response.create" and isinstance(event.get("response"), Mapping):
+        response, dropped = without_locked(event["response"], allowed_set)
+        if "model" in dropped:
+            dropped.remove("model")
+        if "instructions" not in allowed_set and _has_system_message(response.get("input")):
+            return None, dropped, "System messages are reserved for this server; send 'user' messages."
+        if dropped:
+            event = {**event, "response": response}
+        return event, dropped, None
+    return event, [], None

@@ -510,12 +510,17 @@ class Relay:
             return None
         if type(event) is not dict:
             return text
-        if event.get("type") == "session.update" and isinstance(event.get("session"), dict):
-            session, dropped = policy.without_locked(event["session"], self.oai.browser_overrides)
+        if event.get("type") in ("session.update", "response.create", "conversation.item.create"):
+            allowed, dropped, refusal = policy.restrict_client_event(event, self.oai.browser_overrides)
+            if refusal is not None or allowed is None:
+                self.refusal = error_event("policy_violation", refusal or "Refused by this server's policy.",
+                                           client_event_id=event.get("event_id") if isinstance(
+                                               event.get("event_id"), str) else None)
+                return None
             if dropped:
-                log.debug("gateway: relay for %s: session.update: ignored locked field(s) %s", self.principal.label,
-                          ", ".join(dropped))
-                event["session"] = session
+                log.debug("gateway: relay for %s: %s: ignored locked field(s) %s", self.principal.label,
+                          event.get("type"), ", ".join(dropped))
+                event = allowed
                 text = json.dumps(event)
         if rec is not None:
             rec.on_client_event(event)
