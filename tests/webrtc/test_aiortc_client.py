@@ -73,8 +73,10 @@ async def test_spoken_turn(rtc_server) -> None:
 
 
 async def test_barge_in(make_rtc_server) -> None:
-    # Words stream slowly from the echo LLM, so the response is still running when the user speaks again.
-    srv = make_rtc_server(**{"plugins.voice-call.local.llm": {"type": "echo", "delay": 0.35}})
+    # Words stream slowly from the echo LLM, so the response is still running when the user speaks again, and the
+    # first chunk ("You said:") plays for 1.3 s, so audio is playing when the barge-in clears it.
+    srv = make_rtc_server(**{"plugins.voice-call.local.llm": {"type": "echo", "delay": 0.35},
+                             "plugins.voice-call.local.tts": {"type": "tone", "wordMs": 600}})
     client = RtcClient(srv.http)
     try:
         await client.connect(await new_secret(srv.http))
@@ -102,6 +104,9 @@ async def test_barge_in(make_rtc_server) -> None:
         assert client.loud_frames(t_clear + 0.2, until) == 0
         before = client.loud_frames(t_clear - 0.5, t_clear)
         assert before > 0, "the answer was not audible before the barge-in"
+        last_loud = max(t for t, r in client.received if t < until and r > 0.02)
+        print(f"last loud answer frame {1000 * (last_loud - t_clear):.0f} ms after output_audio_buffer.cleared")
+        assert -0.1 < last_loud - t_clear < 0.2  # playing right up to the clear, silent within 200 ms
         # The second turn is answered normally.
         second = await client.wait_type("conversation.item.input_audio_transcription.completed", 60, mark)
         assert "stop" in second["transcript"].lower() and "talking" in second["transcript"].lower(), second
@@ -327,5 +332,26 @@ async def test_session_time_limit(make_rtc_server) -> None:
             await asyncio.sleep(0.1)
         assert srv.state.sessions.count == 0
         assert client.dc.readyState == "closed"
+    finally:
+        await client.close()
+
+
+async def test_g711_call(rtc_server) -> None:
+    """An offer with only PCMU (as apps that force G.711 do): 8 kHz both ways, still a complete turn."""
+    from aiortc import RTCRtpSender
+
+    client = RtcClient(rtc_server.http)
+    try:
+        pcmu = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == "audio/PCMU"]
+        for t in client.pc.getTransceivers():
+            if t.kind == "audio":
+                t.setCodecPreferences(pcmu)
+        r = await client.connect(await new_secret(rtc_server.http))
+        assert "PCMU/8000" in r.text and "opus" not in r.text.lower()
+        done = await _spoken_turn(client)
+        assert done["response"]["status"] == "completed"
+        heard = client.of_type("conversation.item.input_audio_transcription.completed")[-1]["transcript"].lower()
+        assert heard.startswith("what"), heard  # narrowband audio: the 16 kHz recogniser gets the gist only
+        assert client.loud_frames() >= 10
     finally:
         await client.close()

@@ -139,16 +139,19 @@ def test_browser_call_and_barge_in(make_rtc_server, tmp_path: Path) -> None:
     levels = hooks["t"]["levels"]
     loud_before = [lv for t, lv, _ in levels if t_clear - 600 < t < t_clear and lv > 0.05]
     assert loud_before, "the answer was not playing when the barge-in cleared it"
-    # The page hears audio some 200 ms after the server sends it (Chrome's jitter buffer and audio output), at
-    # the start as at the clear: the level must drop no later than that playout delay plus 150 ms.
+    # The page hears audio 100-250 ms after the server sends it (Chrome's jitter buffer and audio output), at the
+    # start as at the clear: the answer (RMS ~0.28) must fall silent within that playout delay plus 200 ms, and
+    # stay silent until the next answer (what remains is Chrome's concealment fading out, RMS < 0.05).
     t_started = next(e[0] for e in events if e[1] == "output_audio_buffer.started")
     playout = next(t for t, lv, _ in levels if t > t_started and lv > 0.05) - t_started
     last_loud = max(t for t, lv, _ in levels if t < t_clear + 1000 and lv > 0.05)
     print(f"playout delay {playout:.0f} ms; last loud answer audio {last_loud - t_clear:.0f} ms after the clear")
-    assert last_loud - t_clear < playout + 150
+    print("remote level after the clear:", [(round(t - t_clear), round(lv, 3)) for t, lv, _ in levels
+                                            if t_clear - 50 < t < t_clear + 700][::5])
+    assert last_loud - t_clear < playout + 200
     nxt = [e[0] for e in events if e[1] == "output_audio_buffer.started" and e[0] > t_clear]
-    quiet_window = [lv for t, lv, _ in levels if t_clear + playout + 150 < t < (nxt[0] if nxt else t_clear + 1500)]
-    assert quiet_window and max(quiet_window) < 0.02, max(quiet_window or [0])
+    quiet_window = [lv for t, lv, _ in levels if t_clear + playout + 200 < t < (nxt[0] if nxt else t_clear + 1500)]
+    assert quiet_window and max(quiet_window) < 0.05, max(quiet_window or [0])
     assert len(user) >= 2 and "stop" in user[1] and "talking" in user[1], transcripts
     assert not [m for m in console if m.startswith("error")], console
 
