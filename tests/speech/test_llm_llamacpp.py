@@ -90,7 +90,7 @@ async def test_closing_the_stream_stops_generation(llama: Any) -> None:
     t0 = time.perf_counter()
     await stream.aclose()
     while llama._pool.free < llama._pool.size:  # the worker gives the context back when it stops
-        assert time.perf_counter() - t0 < 0.3, "generation did not stop"
+        assert time.perf_counter() - t0 < 1.0, "generation did not stop"  # ~10 ms when idle; 1000 tokens take ~8 s
         await asyncio.sleep(0.002)
     # and the model is immediately usable again
     chunks = await collect(llama, [ChatMessage("user", "Say hello.")], max_tokens=8)
@@ -111,7 +111,7 @@ async def test_cancelling_the_consumer_stops_generation(llama: Any) -> None:
         await task
     t0 = time.perf_counter()
     while llama._pool.free < llama._pool.size:
-        assert time.perf_counter() - t0 < 0.3, "generation did not stop"
+        assert time.perf_counter() - t0 < 1.0, "generation did not stop"  # ~10 ms when idle; 1000 tokens take ~8 s
         await asyncio.sleep(0.002)
 
 

@@ -104,7 +104,7 @@ def test_piper_to_silero_to_pocketsphinx(question_16k: np.ndarray, silero: Any, 
     assert final is not None, "silero never detected the end of speech"
     assert "capital" in final and "france" in final, final
     assert partials and partials[-1].split()[:1] == final.split()[:1]
-    assert final_ms < 400  # the decode already happened while "speaking"
+    assert final_ms < 800  # ~90 ms idle: the decode already happened while "speaking"
 
 
 def test_decoder_pool_lends_and_grows(question_16k: np.ndarray) -> None:
