@@ -70,7 +70,7 @@ def ensure_netns(argv: list[str]) -> None:
     """Re-execute this command inside a loopback-only network namespace unless already inside one."""
     if os.environ.get("VOICECALL_IN_NETNS") == "1":
         return
-    if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode:
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"], capture_output=True, check=False).returncode:
         raise SystemExit("voicecall bench sessions: cannot create a network namespace (unshare -n failed; it needs "
                          "root or user namespaces). WebRTC benchmarks only run inside one, so that ICE stays on "
                          "127.0.0.1. Run as root, or use --transport websocket.")
@@ -500,9 +500,9 @@ def keeps_up(row: dict[str, Any], transport: str, seconds: float) -> bool:
     n = row["sessions"]
     if row["connected"] < n or row["errors"]:
         return False
-    if transport == "webrtc":
-        if row["frames_per_s_mean"] < 0.98 * EXPECTED_FPS or row["frames_per_s_min"] < 0.95 * EXPECTED_FPS:
-            return False
+    if transport == "webrtc" and (row["frames_per_s_mean"] < 0.98 * EXPECTED_FPS
+                                  or row["frames_per_s_min"] < 0.95 * EXPECTED_FPS):
+        return False
     loop_s = len(UTTERANCES[:3]) * (SILENCE_S + 2.0)
     if seconds >= loop_s and row["sessions_answered"] < n:
         return False
@@ -526,7 +526,7 @@ async def _wait_idle(base: str, timeout: float = 30.0) -> None:
 
 
 async def run_async(args: argparse.Namespace) -> dict[str, Any]:
-    counts = sorted(set(int(n) for n in args.sessions))
+    counts = sorted({int(n) for n in args.sessions})
     server: ServerProcess | None = None
     base = args.url
     if base is not None:

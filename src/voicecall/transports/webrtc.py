@@ -367,9 +367,8 @@ class _InlineDecodeQueue:
             self._output.put_nowait(frame)
 
     def get(self) -> None:
-        """Called by aiortc's decoder thread when it started after the swap: wait for the end."""
+        """Called by aiortc's decoder thread when it started after the swap: wait for the end (then None)."""
         self._stopped.wait()
-        return None
 
 
 def decode_inline(pc: RTCPeerConnection, track: MediaStreamTrack) -> bool:
@@ -432,7 +431,7 @@ class MicrophoneInput:
         if arr.dtype != np.int16:  # e.g. fltp from another decoder
             arr = np.clip(arr * 32768.0, -32768, 32767).astype(np.int16) if arr.dtype.kind == "f" else arr.astype(np.int16)
         if channels == 1:
-            return arr.reshape(-1)
+            return arr.reshape(-1)  # type: ignore[return-value]
         if frame.format.is_planar:
             return (arr.astype(np.int32).sum(axis=0) // channels).astype(np.int16)
         inter = arr.reshape(-1, channels)

@@ -29,7 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from voicecall.protocol.errors import ProtocolError
-from voicecall.server.auth import AuthError, Principal, presented_token
+from voicecall.server.auth import Principal, presented_token
 from voicecall.transports.webrtc import SdpError, WebRTCPeer, WebRTCTransport, check_offer
 
 if TYPE_CHECKING:
@@ -185,15 +185,15 @@ async def _read_offer(request: Request, state: AppState) -> tuple[str, dict[str,
             sdp = body.decode("utf-8")
         except UnicodeDecodeError:
             return _error(400, "The SDP offer is not valid UTF-8 text.", "invalid_sdp")
-        initial = dict(principal.secret.session) if principal.secret is not None else None
-        return sdp, initial, principal
+        secret_session = dict(principal.secret.session) if principal.secret is not None else None
+        return sdp, secret_session, principal
     if media == "multipart/form-data":
         principal = state.auth.authenticate(request, allow_secret=False)
         try:
             form = await request.form(max_part_size=MAX_OFFER_BYTES)
         except Exception as exc:  # noqa: BLE001 - malformed multipart bodies raise assorted errors
             return _error(400, f"The multipart body could not be parsed: {exc}", "invalid_request")
-        unknown = [k for k in form.keys() if k not in ("sdp", "session")]
+        unknown = [k for k in form if k not in ("sdp", "session")]
         if unknown:
             return _error(400, f"Unknown form field '{unknown[0]}': send only 'sdp' and 'session'.", "unknown_parameter",
                           param=unknown[0])
@@ -294,7 +294,7 @@ async def _supervise(call: WebRTCCall, calls: CallRegistry, release: Any) -> Non
     finally:
         calls.remove(call.id)
         release()
-        recorder = call.session.recorder
+        recorder: Any = call.session.recorder  # a ConversationRecorder (its close() is async)
         if recorder is not None:
             try:
                 await recorder.close()
@@ -316,5 +316,3 @@ async def _abandon(peer: WebRTCPeer, session: EngineSession | None, recorder: An
         except Exception:  # noqa: BLE001
             log.exception("closing the recorder failed")
 
-
-__all__ = ["CallRegistry", "WebRTCCall", "new_call_id", "register", "AuthError"]
