@@ -15,6 +15,15 @@ Each append's round trip (send -> its echoed delta back) is measured, first **di
 **through the relay**, with the same clients and load. The relay's added latency per message is the difference
 of the two distributions (p50 and p99), its throughput the messages and bytes per second delivered. The relay's
 CPU (of one core) is read from ``/proc``. Prints a table, writes JSON to ``--out`` and a PNG plot beside it.
+
+Direct and relayed streams are all connected for the whole run and take turns in 1 s rounds (ABBA order), so that
+background load on the machine hits both modes alike; ``added_latency_ms.p99_paired_median`` (the median over
+adjacent round pairs of the p99 difference) is the estimate least disturbed by a burst of other work. The processes
+run at a raised priority (nice -10) when allowed.
+
+Developer aids (environment): ``VOICECALL_BENCH_UVICORN_WS`` picks uvicorn's WebSocket implementation for the
+gateway (default ``auto``, as ``voicecall serve``); ``VOICECALL_BENCH_PROFILE=/path.prof`` writes a cProfile of
+the gateway process.
 """
 
 from __future__ import annotations
@@ -88,14 +97,6 @@ def _gateway(port: int, upstream_port: int, store_url: str, clients: int, ws_imp
     from voicecall.server.app import create_app, ws_hard_limit
 
     logging.basicConfig(level=logging.WARNING)
-    if os.environ.get("VOICECALL_BENCH_GC") == "freeze":
-        import gc
-
-        gc.freeze()
-    elif os.environ.get("VOICECALL_BENCH_GC") == "off":
-        import gc
-
-        gc.disable()
     cfg = load_config(None, env={}, overrides={
         "server.host": "127.0.0.1", "server.port": port, "server.maxSessions": clients + 8,
         "store.url": store_url, "server.logLevel": "warning",
