@@ -59,7 +59,7 @@ WARMUP_S = 3.0
 MAX_P95_LATENCY_MS = 2500.0
 ECHO_STACK: dict[str, Any] = {
     "vad": {"type": "energy", "thresholdDbfs": -40},
-    "stt": {"type": "pocketsphinx", "poolSize": 8, "maxPoolSize": 32},
+    "stt": {"type": "pocketsphinx"},
     "llm": {"type": "echo"},
     "tts": {"type": "tone"},
 }
@@ -96,6 +96,10 @@ class ServerProcess:
         if config == "echo":
             local = raw.setdefault("plugins", {}).setdefault("voice-call", {}).setdefault("local", {})
             local.update(ECHO_STACK)
+            # Load the recognisers the trials will need up front: a pocketsphinx decoder created on demand holds
+            # the GIL for ~0.3 s, which would show up as stalls in the trial that first needs it.
+            local["stt"] = {**ECHO_STACK["stt"], "poolSize": max(2, max_sessions // 2 + 2),
+                            "maxPoolSize": max_sessions + 4}
         self.stack = config or "embedded"
         self.port = free_port()
         server = raw.setdefault("server", {})
