@@ -199,14 +199,17 @@ def load_stage(stage: str, cfg: StageConfig, progress: Progress | None = None) -
         with _CACHE_LOCK:
             model = _CACHE.get(key)
         if model is None:
+            if progress:
+                progress(f"loading {what}…")
             t0 = time.perf_counter()
             model = _build(adapter, opts)
             dt = time.perf_counter() - t0
             with _CACHE_LOCK:
                 _CACHE[key] = model
-            log.info("loaded %s in %.2f s", what, dt)
             if progress:
-                progress(f"loading {what}… {dt:.1f} s")
+                progress(f"loaded {what} in {dt:.2f} s")
+            else:
+                log.info("loaded %s in %.2f s", what, dt)
         elif progress:
             progress(f"{what}: already loaded")
     return model
