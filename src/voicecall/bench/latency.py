@@ -92,7 +92,10 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
     server = None
     url = args.url
     if url is None:
-        server = InProcessServer(args.config).__enter__()
+        overrides = {}
+        if getattr(args, "stt_processes", None) is not None:
+            overrides["plugins.voice-call.local.stt.processes"] = args.stt_processes
+        server = InProcessServer(args.config, overrides).__enter__()
         url = server.ws_url
     try:
         progress("synthesizing test utterances…")
@@ -161,6 +164,12 @@ def plot(data: dict[str, Any], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.transport == "webrtc" and args.url is None:
+        import sys
+
+        from voicecall.bench.sessions import ensure_netns
+
+        ensure_netns(sys.argv[1:])  # WebRTC benchmarks run in a loopback-only network namespace
     data = asyncio.run(run_async(args))
     print_table(data)
     out = write_json(args.out, data)

@@ -71,7 +71,7 @@ def ensure_netns(argv: list[str]) -> None:
     if os.environ.get("VOICECALL_IN_NETNS") == "1":
         return
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"], capture_output=True, check=False).returncode:
-        raise SystemExit("voicecall bench sessions: cannot create a network namespace (unshare -n failed; it needs "
+        raise SystemExit("voicecall bench: cannot create a network namespace (unshare -n failed; it needs "
                          "root or user namespaces). WebRTC benchmarks only run inside one, so that ICE stays on "
                          "127.0.0.1. Run as root, or use --transport websocket.")
     env = dict(os.environ, VOICECALL_IN_NETNS="1")
@@ -85,7 +85,7 @@ def ensure_netns(argv: list[str]) -> None:
 class ServerProcess:
     """``voicecall serve`` as a child process on 127.0.0.1 and a free port, with the benchmark's settings."""
 
-    def __init__(self, config: str | None, max_sessions: int) -> None:
+    def __init__(self, config: str | None, max_sessions: int, stt_processes: int | None = None) -> None:
         import yaml
 
         raw: dict[str, Any] = {}
@@ -100,6 +100,10 @@ class ServerProcess:
             # the GIL for ~0.3 s, which would show up as stalls in the trial that first needs it.
             local["stt"] = {**ECHO_STACK["stt"], "poolSize": max(2, max_sessions // 2 + 2),
                             "maxPoolSize": max_sessions + 4}
+        if stt_processes is not None:
+            stt = raw.setdefault("plugins", {}).setdefault("voice-call", {}).setdefault("local", {}).setdefault(
+                "stt", {"type": "pocketsphinx"})
+            stt["processes"] = stt_processes
         self.stack = config or "embedded"
         self.port = free_port()
         server = raw.setdefault("server", {})
@@ -539,7 +543,7 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit("--url must point at 127.0.0.1 (this benchmark never leaves the machine)")
         base = base.replace("ws://", "http://").replace("/v1/realtime", "").rstrip("/")
     else:
-        server = ServerProcess(args.config, max(counts)).__enter__()
+        server = ServerProcess(args.config, max(counts), getattr(args, "stt_processes", None)).__enter__()
         base = server.url
     try:
         progress("synthesizing the test recording…")
