@@ -32,13 +32,13 @@ class ServerThread:
     """A real uvicorn server running ``create_app(config)`` in a background thread."""
 
     def __init__(self, config: Config) -> None:
-        from voicecall.server.app import create_app, ws_hard_limit
+        from voicecall.server.app import create_app, uvicorn_options
 
         self.config = config
         self.port = config.server.port or free_port()
         self.app = create_app(config)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    ws_max_size=ws_hard_limit(config), lifespan="on"))
+                                                    lifespan="on", **uvicorn_options(config)))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

@@ -19,7 +19,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from voicecall.config import ConfigError, load_config
-    from voicecall.server.app import create_app, ws_hard_limit
+    from voicecall.server.app import create_app, uvicorn_options
 
     overrides = {}
     if args.host:
@@ -40,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
              cfg.server.port)
     app = create_app(cfg)
     uvicorn.run(app, host=cfg.server.host, port=cfg.server.port, log_level=cfg.server.log_level,
-                ws_max_size=ws_hard_limit(cfg), ws_ping_interval=20, ws_ping_timeout=20)
+                **uvicorn_options(cfg))
     return 0
 
 

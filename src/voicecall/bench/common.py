@@ -42,7 +42,7 @@ class InProcessServer:
         import uvicorn
 
         from voicecall.config import load_config
-        from voicecall.server.app import create_app
+        from voicecall.server.app import create_app, uvicorn_options
 
         self.port = free_port()
         ov = {"server.host": "127.0.0.1", "server.port": self.port, "store.url": "none",
@@ -51,7 +51,7 @@ class InProcessServer:
         self.config = load_config(config_path, overrides=ov)
         self.app = create_app(self.config)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    ws_max_size=1 << 25))
+                                                    **uvicorn_options(self.config)))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> InProcessServer:

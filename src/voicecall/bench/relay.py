@@ -94,7 +94,7 @@ def _gateway(port: int, upstream_port: int, store_url: str, clients: int, ws_imp
     import uvicorn
 
     from voicecall.config import load_config
-    from voicecall.server.app import create_app, ws_hard_limit
+    from voicecall.server.app import create_app, uvicorn_options
 
     logging.basicConfig(level=logging.WARNING)
     cfg = load_config(None, env={}, overrides={
@@ -119,8 +119,7 @@ def _gateway(port: int, upstream_port: int, store_url: str, clients: int, ws_imp
 
         signal.signal(signal.SIGTERM, dump)
         prof.enable()
-    uvicorn.run(create_app(cfg), host="127.0.0.1", port=port, log_level="warning", ws_max_size=ws_hard_limit(cfg),
-                ws_ping_interval=20, ws_ping_timeout=20, ws=ws_impl)
+    uvicorn.run(create_app(cfg), host="127.0.0.1", port=port, log_level="warning", ws=ws_impl, **uvicorn_options(cfg))
 
 
 def _raise_priority(target: int = -10) -> int:

@@ -82,6 +82,15 @@ def ws_hard_limit(config: Config) -> int:
     return max(config.server.max_message_bytes * 4, 4 << 20)
 
 
+def uvicorn_options(config: Config) -> dict[str, Any]:
+    """WebSocket settings every way of running the app shares (``voicecall serve``, tests, benchmarks).
+
+    permessage-deflate is off: realtime traffic is mostly base64 audio, which does not compress, and deflating
+    every frame costs CPU on the audio path (OpenAI clients offer it by default)."""
+    return {"ws_max_size": ws_hard_limit(config), "ws_ping_interval": 20.0, "ws_ping_timeout": 20.0,
+            "ws_per_message_deflate": False}
+
+
 def _progress(message: str) -> None:
     log.info("%s", message)
 
