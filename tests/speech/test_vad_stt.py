@@ -70,8 +70,13 @@ def test_webrtc_mode_is_validated() -> None:
 
 
 def test_piper_to_silero_to_pocketsphinx(question_16k: np.ndarray, silero: Any, sphinx: Any) -> None:
-    """The whole input path: speech start/end from silero, recognition while speaking, final after the end."""
+    """The whole input path: speech start/end from silero, recognition while speaking, final after the end.
+
+    In-process decoders (``processes: 0``): this loop feeds faster than real time, which a worker process (the
+    default) would only catch up with at ``finish()``; tests/speech/test_stt_process.py covers that mode.
+    """
     assert isinstance(sphinx, STTModel)
+    sphinx = load_stage("stt", StageConfig(type="pocketsphinx", processes=0))
     signal = mic_like(question_16k)
     vad = silero.new_stream()
     stt = None

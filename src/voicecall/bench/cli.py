@@ -20,6 +20,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--runs", type=int, default=10, help="number of turns (default 10)")
     b.add_argument("--transport", choices=["websocket", "webrtc"], default="websocket")
     b.add_argument("--out", default="bench-results/latency.json", help="JSON output file")
+    b.add_argument("--stt-processes", type=int, default=None, metavar="N",
+                   help="run pocketsphinx in N worker processes (stt.processes; 0: in the server process)")
     b.set_defaults(func=_run("voicecall.bench.latency"))
 
     b = bsub.add_parser("sessions", help="concurrent sessions with audio flowing",
@@ -31,6 +33,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--sessions", type=int, nargs="+", default=[1, 4], help="session counts to try (default 1 4)")
     b.add_argument("--seconds", type=float, default=20.0, help="length of each trial (default 20)")
     b.add_argument("--out", default="bench-results/sessions.json")
+    b.add_argument("--stt-processes", type=int, default=None, metavar="N",
+                   help="run pocketsphinx in N worker processes (stt.processes; 0: in the server process)")
     b.set_defaults(func=_run("voicecall.bench.sessions"))
 
     b = bsub.add_parser("stages", help="each speech stage alone (VAD, STT, LLM, TTS)")

@@ -94,6 +94,7 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
     if url is None:
         overrides = {}
         if getattr(args, "stt_processes", None) is not None:
+            overrides["plugins.voice-call.local.stt.type"] = "pocketsphinx"
             overrides["plugins.voice-call.local.stt.processes"] = args.stt_processes
         server = InProcessServer(args.config, overrides).__enter__()
         url = server.ws_url

@@ -16,6 +16,7 @@ Adapter types::
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
 import re
@@ -46,6 +47,8 @@ class Option:
     kind: type | tuple[type, ...]
     kwarg: str
     required: bool = False
+    default: Any = None
+    """Applied by the registry when the option is not given (``None``: the constructor's own default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +66,13 @@ def _stem(key: str, default: str) -> Callable[[dict[str, Any]], str]:
     return lambda opts: Path(opts[key]).name.removesuffix(".onnx").removesuffix(".gguf") if opts.get(key) else default
 
 
-def _o(kind: type | tuple[type, ...], kwarg: str, required: bool = False) -> Option:
-    return Option(kind, kwarg, required)
+def _o(kind: type | tuple[type, ...], kwarg: str, required: bool = False, default: Any = None) -> Option:
+    return Option(kind, kwarg, required, default)
 
 
 _NUM = (int, float)
+STT_PROCESSES_DEFAULT = 2
+"""pocketsphinx worker processes when ``stt.processes`` is not given (0 = decode in the server process)."""
 ADAPTERS: dict[str, dict[str, Adapter]] = {
     "vad": {
         "silero": Adapter("vad", "silero", "vad_silero:SileroVAD",
@@ -84,7 +89,11 @@ ADAPTERS: dict[str, dict[str, Adapter]] = {
             "language": _o(str, "language"), "hmm": _o(str, "hmm"), "lm": _o(str, "lm"), "dict": _o(str, "dictionary"),
             "poolSize": _o(int, "pool_size"), "maxPoolSize": _o(int, "max_pool_size"),
             "noiseFloor": _o(_NUM, "noise_floor"), "acquireTimeout": _o(_NUM, "acquire_timeout"),
-        }, lambda o: f"{o.get('language', 'en-us')}, {o.get('poolSize', 2)} decoders"),
+            # Decoders in worker processes by default: in-process, pocketsphinx holds the GIL for 10-100 ms per
+            # decode call and stalls every other session's audio (docs/speech.md, docs/webrtc.md "Capacity").
+            "processes": _o(int, "processes", default=STT_PROCESSES_DEFAULT),
+        }, lambda o: f"{o.get('language', 'en-us')}, {o.get('poolSize', 2)} decoders"
+                     + (f" in {o['processes']} worker processes" if o.get("processes") else "")),
     },
     "llm": {
         "llama-cpp": Adapter("llm", "llama-cpp", "llm_llamacpp:LlamaCppLLM", {
@@ -160,6 +169,8 @@ def resolve_stage(stage: str, cfg: StageConfig) -> tuple[Adapter, dict[str, Any]
             continue
         opts[key] = _check_type(stage, cfg.type, key, value, adapter.options[key].kind)
     for key, opt in adapter.options.items():
+        if opt.default is not None and key not in opts:
+            opts[key] = opt.default
         if opt.required and key not in opts:
             raise ConfigError(f"local.{stage} type {cfg.type!r} needs the option {key!r}")
     return adapter, opts
@@ -171,11 +182,13 @@ _KEY_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def _build(adapter: Adapter, opts: dict[str, Any]) -> Any:
+def _build(adapter: Adapter, opts: dict[str, Any], progress: Progress | None = None) -> Any:
     module_name, cls_name = adapter.target.split(":")
     module = importlib.import_module(f"{__package__}.{module_name}")
     cls = getattr(module, cls_name)
     kwargs = {adapter.options[k].kwarg: v for k, v in opts.items()}
+    if progress is not None and "progress" in inspect.signature(cls).parameters:
+        kwargs["progress"] = progress  # long loads (worker processes) report their steps
     try:
         return cls(**kwargs)
     except (ValueError, FileNotFoundError) as exc:
@@ -202,7 +215,7 @@ def load_stage(stage: str, cfg: StageConfig, progress: Progress | None = None) -
             if progress:
                 progress(f"loading {what}…")
             t0 = time.perf_counter()
-            model = _build(adapter, opts)
+            model = _build(adapter, opts, progress)
             dt = time.perf_counter() - t0
             with _CACHE_LOCK:
                 _CACHE[key] = model

@@ -17,6 +17,10 @@ worse than a decoder that has heard a few utterances at the session's level (mea
 50 % on the first utterance of a fresh decoder at full scale, 20–25 % once adapted). Pooled decoders keep their
 adapted mean between sessions.
 
+pocketsphinx holds the GIL while it decodes, so with ``processes`` >= 1 (the registry's default is 2) the decoders
+live in worker processes instead (:mod:`voicecall.speech.stt_process`, which runs this class with ``processes=0``
+inside each worker).
+
 Trap: pocketsphinx's feature normalisation breaks on *digital* silence (exact zero samples, as produced by
 synthetic speech or a muted track); WER doubles. Exact-zero samples therefore get a small Gaussian noise floor
 (``noiseFloor``, standard deviation in int16 units; 0 disables). Real microphones never produce exact zeros, so
@@ -31,6 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +208,8 @@ class PocketsphinxSTT:
     Options: ``language`` (``en-us``, the only bundled model), ``hmm``/``lm``/``dict`` (paths to another acoustic
     model, language model and pronunciation dictionary; ``dict`` is the ``dictionary`` argument here), ``poolSize`` (decoders loaded up front, default 2), ``maxPoolSize``
     (cap, default 8), ``noiseFloor`` (default 30, see the module doc), ``acquireTimeout`` (seconds to wait for a
-    free decoder at the cap, default 10).
+    free decoder at the cap, default 10), ``processes`` (0: decode in this process; N >= 1: decode in N worker
+    processes, see :mod:`voicecall.speech.stt_process`; ``poolSize``/``maxPoolSize`` are then split between them).
     """
 
     name = "pocketsphinx"
@@ -219,6 +225,8 @@ class PocketsphinxSTT:
         max_pool_size: int = 8,
         noise_floor: float = 30.0,
         acquire_timeout: float = 10.0,
+        processes: int = 0,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         lang = _LANG_ALIASES.get(language.lower())
         if lang is None and not hmm:
@@ -228,6 +236,8 @@ class PocketsphinxSTT:
             )
         if pool_size < 0 or max_pool_size < 1 or pool_size > max_pool_size:
             raise ValueError(f"need 0 <= poolSize <= maxPoolSize and maxPoolSize >= 1 (got {pool_size}, {max_pool_size})")
+        if processes < 0:
+            raise ValueError(f"processes must be >= 0 (got {processes})")
         config: dict[str, Any] = {"samprate": SAMPLE_RATE, "logfn": "/dev/null"}
         for key, value in (("hmm", hmm), ("lm", lm), ("dict", dictionary)):
             if value:
@@ -236,14 +246,39 @@ class PocketsphinxSTT:
                 config[key] = str(value)
         self.language = lang or language
         self.noise_floor = float(noise_floor)
-        self.pool = DecoderPool(config, pool_size, max_pool_size, acquire_timeout)
+        self.processes = processes
+        self.pool: DecoderPool | None = None
+        self.workers: Any = None  # stt_process.ProcessPool when processes >= 1
+        if processes == 0:
+            self.pool = DecoderPool(config, pool_size, max_pool_size, acquire_timeout)
+            return
+        from .stt_process import ProcessPool
+
+        per = -(-pool_size // processes), -(-max_pool_size // processes)
+        self.workers = ProcessPool(processes, {
+            "language": language, "hmm": hmm, "lm": lm, "dictionary": dictionary, "pool_size": per[0],
+            "max_pool_size": per[1], "noise_floor": noise_floor, "acquire_timeout": 0.0,
+        }, progress)
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (they are also stopped at exit)."""
+        if self.workers is not None:
+            self.workers.close()
 
     def warm_up(self) -> None:
-        """Run every loaded decoder once on a little noise (keeps their cepstral means unchanged)."""
+        """Run every loaded decoder once on a little noise (keeps their cepstral means unchanged).
+
+        Worker processes warm their decoders up themselves before reporting ready.
+        """
+        if self.pool is None:
+            return
         self.pool.warm_up(np.random.default_rng(0).normal(0, 100, 3200).astype(np.int16))
 
-    def new_stream(self, language: str | None = None, prompt: str | None = None) -> PocketsphinxStream:
+    def new_stream(self, language: str | None = None, prompt: str | None = None) -> Any:
         """Start an utterance. ``language`` must match the model's; ``prompt`` is ignored (no biasing)."""
         if language and _LANG_ALIASES.get(language.lower(), language.lower()) != self.language:
             raise ValueError(f"this pocketsphinx model recognises {self.language!r} only, not {language!r}")
+        if self.workers is not None:
+            return self.workers.open(None)
+        assert self.pool is not None
         return PocketsphinxStream(self.pool, self.noise_floor)
