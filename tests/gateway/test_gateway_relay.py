@@ -235,6 +235,8 @@ async def test_browser_subprotocols_and_policy(make_gateway, upstream: UpstreamR
         await ws.send(json.dumps({"type": "response.create", "event_id": "evt_resp", "response": {
             "instructions": "per-response rules", "output_modalities": ["text"]}}))
         await ws.send(json.dumps({"type": "test.ping"}))
+        # allowed events are forwarded verbatim (checked while the client is still connected)
+        assert await wait_until(lambda: any('"test.ping"' in t for _, t in upstream.frames))
     assert updated["type"] == "session.updated"
     assert updated["session"]["instructions"] == "You are the gateway's assistant."
     assert updated["session"]["tools"] == [] and updated["session"]["output_modalities"] == ["text"]

@@ -316,6 +316,9 @@ class Relay:
                     await _cancel(up_task)
                     return await self._spend_exceeded()
                 if self.client_gone:
+                    # Forward what the client sent before it left (the up pump ends at its disconnect).
+                    with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                        await asyncio.wait_for(asyncio.shield(up_task), 2.0)
                     up_task.cancel()
                     await self._close_upstream(1001, "client went away")
                     return "client went away"
