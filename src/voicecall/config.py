@@ -102,13 +102,15 @@ class LocalConfig(_Model):
     """OpenAI voice name -> local voice name overrides (defaults in ``voicecall.speech.voices``)."""
     input_transcription: bool = True
     """Enable input transcription events by default (clients can turn them off with ``session.update``)."""
-    silence_duration_ms: int = Field(400, ge=100, le=5000)
-    """Default ``server_vad.silence_duration_ms``. 400 ms: OpenAI's servers answer after 200 ms (which cuts people
-    off at short pauses), its docs say 500; 400 keeps voice-to-voice under 700 ms with the embedded stack."""
+    silence_duration_ms: int = Field(350, ge=100, le=5000)
+    """Default ``server_vad.silence_duration_ms``. 350 ms: OpenAI's servers answer after 200 ms (which cuts people
+    off at short pauses), its docs say 500. Measured voice-to-voice p50 with the embedded stack: 400 ms -> ~755 ms,
+    350 ms -> ~720-740 ms, 300 ms -> ~735 ms (too little head start for the speculative answer). See
+    docs/benchmarks.md."""
     threshold: float = Field(0.5, ge=0.0, le=1.0)
     prefix_padding_ms: int = Field(300, ge=0, le=5000)
     speculative: bool = True
-    """Start answering at the first 200 ms pause, from the partial transcript, and release the answer at the
+    """Start answering at the first 150 ms pause, from the partial transcript, and release the answer at the
     end-of-turn decision if the final transcript matches (else answer afresh). Cuts the wait after the
     decision to about the STT's final pass; costs wasted compute when the user goes on talking."""
     preload: bool = True

@@ -283,6 +283,7 @@ class EngineSession:
         self._turn.last_speech = self.input.last_speech_time
         self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": audio_end_ms,
                    "item_id": self._utt_item_id})
+        partial = " ".join(self._utt_words)  # what the recogniser had heard when the turn ended
         item = self._commit(None)
         td = self.config.turn_detection
         spec, self._spec = self._spec, None
@@ -293,7 +294,7 @@ class EngineSession:
                     self._drop_speculation()
                 return  # interrupt_response is off and a response is still running: do not start a second one
             if spec is not None:
-                self._spawn(self._confirm_speculation(item, spec, self._turn))
+                self._spawn(self._confirm_speculation(item, spec, self._turn, partial))
             else:
                 self._start_response(self._default_params(), self._turn)
         elif spec is not None:
@@ -301,14 +302,21 @@ class EngineSession:
             self._drop_speculation()
 
     async def _confirm_speculation(self, item: Item, spec: tuple[str, Response, ResponseRunner],
-                                   timing: TurnTiming) -> None:
-        """Adopt the held answer if the final transcript is what it answered; else answer afresh."""
+                                   timing: TurnTiming, partial: str) -> None:
+        """Adopt the held answer if the words it answered are still what was heard; else answer afresh.
+
+        Nothing was heard since the pause when the recogniser's partial is unchanged at the end of the turn: then
+        the answer is released at once, without waiting for the final pass (which only the transcription event
+        waits for). Otherwise the final transcript decides."""
         text, r, runner = spec
         assert item.recognized is not None
-        try:
-            final = await asyncio.wait_for(asyncio.shield(item.recognized), 10)
-        except (asyncio.TimeoutError, Exception):  # noqa: BLE001
-            final = ""
+        if _norm(partial) == _norm(text):
+            final = text
+        else:
+            try:
+                final = await asyncio.wait_for(asyncio.shield(item.recognized), 10)
+            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+                final = ""
         usable = r.task is not None and (not r.task.done() or r.status == "completed")
         if usable and _norm(final) == _norm(text) and self.active is None and not self._closed:
             r.timing = timing

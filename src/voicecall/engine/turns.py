@@ -90,7 +90,7 @@ class TurnEvents(Protocol):
         ...
 
 
-PAUSE_MS = 200
+PAUSE_MS = 150
 
 
 @dataclass(slots=True)
