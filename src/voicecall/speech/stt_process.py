@@ -44,7 +44,14 @@ FINISH_TIMEOUT = 30.0
 # ------------------------------------------------------------------------------------------ worker side
 def _worker_main(conn: Connection, kwargs: dict[str, Any]) -> None:
     """Entry point of a worker process: an in-process recogniser serving streams by id."""
+    import signal
+
     from .stt_pocketsphinx import PocketsphinxSTT
+
+    # Ctrl-C or a SIGTERM to the server's process group is the server's to handle: the worker stops when the server
+    # says so, or when its pipe closes because the server is gone (stop() kills it if it must).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     try:
         stt = PocketsphinxSTT(**kwargs, processes=0)
