@@ -44,6 +44,8 @@ async def test_spoken_turn(rtc_server) -> None:
         assert [c["id"] for c in listed] == [client.call_id]
         assert listed[0]["inline_decoding"] is True  # aiortc internals as expected: mic decoded on the loop
         done = await _spoken_turn(client)
+        # transcription is asynchronous: it may come after response.done, as on OpenAI
+        await client.wait_type("conversation.item.input_audio_transcription.completed", 20)
 
         types = [e["type"] for e in client.events]
         assert "response.output_audio.delta" not in types  # audio travels on the track only
@@ -356,7 +358,8 @@ async def test_g711_call(rtc_server) -> None:
         assert "PCMU/8000" in r.text and "opus" not in r.text.lower()
         done = await _spoken_turn(client)
         assert done["response"]["status"] == "completed"
-        heard = client.of_type("conversation.item.input_audio_transcription.completed")[-1]["transcript"].lower()
+        # transcription is asynchronous: it may come after response.done, as on OpenAI
+        heard = (await client.wait_type("conversation.item.input_audio_transcription.completed", 20))["transcript"].lower()
         assert heard.startswith("what"), heard  # narrowband audio: the 16 kHz recogniser gets the gist only
         assert client.loud_frames() >= 10
     finally:
