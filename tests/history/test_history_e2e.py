@@ -9,34 +9,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 import websockets
 
-from tests import pg
 from tests.conftest import ServerThread, free_port, make_config, speech_pcm
 from tests.engine.sdk_helpers import append_pcm, client_for, collect_until, of_type, recv_json, words
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[str]:
-    with pg.postgres_or_skip() as url:
-        yield url
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'history.db'}"
-    else:
-        server = request.getfixturevalue("pg_server")
-        with pg.fresh_schema(server) as url:
-            yield url
+# The same two backends as the store's own suite: a SQLite file, or a fresh schema on a real PostgreSQL server.
+from tests.store.conftest import pg_server, store_url  # noqa: E402,F401  (pytest fixtures)
 
 
 def _latest(http: str) -> dict:
