@@ -128,3 +128,13 @@ def machine_info() -> dict[str, Any]:
 
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def report(data: dict[str, Any], out: str | Path, print_table: Any, plot: Any) -> int:
+    """Print a benchmark's table, write its JSON to ``out`` and its plot beside it (``.png``)."""
+    print_table(data)
+    path = write_json(out, data)
+    png = path.with_suffix(".png")
+    plot(data, png)
+    print(f"wrote {path} and {png}")
+    return 0

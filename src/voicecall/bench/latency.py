@@ -21,7 +21,7 @@ import numpy as np
 
 from voicecall.audio import ENGINE_RATE
 from voicecall.bench.common import (
-    UTTERANCES, InProcessServer, last_speech_sample, machine_info, progress, summary, utterance_pcm, write_json,
+    UTTERANCES, InProcessServer, last_speech_sample, machine_info, progress, summary, report, utterance_pcm,
 )
 
 CHUNK = ENGINE_RATE // 50  # 20 ms
@@ -171,10 +171,4 @@ def run(args: argparse.Namespace) -> int:
         from voicecall.bench.sessions import ensure_netns
 
         ensure_netns(sys.argv[1:])  # WebRTC benchmarks run in a loopback-only network namespace
-    data = asyncio.run(run_async(args))
-    print_table(data)
-    out = write_json(args.out, data)
-    png = out.with_suffix(".png")
-    plot(data, png)
-    print(f"wrote {out} and {png}")
-    return 0
+    return report(asyncio.run(run_async(args)), args.out, print_table, plot)

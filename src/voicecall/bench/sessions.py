@@ -49,7 +49,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from voicecall.audio import ENGINE_RATE
-from voicecall.bench.common import UTTERANCES, free_port, machine_info, percentile, progress, write_json
+from voicecall.bench.common import UTTERANCES, free_port, machine_info, percentile, progress, report
 
 RTC_RATE = 48000
 FRAME = 960  # 20 ms at 48 kHz
@@ -639,10 +639,4 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``voicecall bench sessions`` (args: url, config, transport, sessions, seconds, out)."""
     if args.transport == "webrtc" and args.url is None:
         ensure_netns(sys.argv[1:])
-    data = asyncio.run(run_async(args))
-    print_table(data)
-    out = write_json(args.out, data)
-    png = out.with_suffix(".png")
-    plot(data, png)
-    print(f"wrote {out} and {png}")
-    return 0
+    return report(asyncio.run(run_async(args)), args.out, print_table, plot)

@@ -286,20 +286,16 @@ class EngineSession:
         partial = " ".join(self._utt_words)  # what the recogniser had heard when the turn ended
         item = self._commit(None)
         td = self.config.turn_detection
-        spec, self._spec = self._spec, None
-        if item is not None and td is not None and td.create_response:
-            if self.active is not None and self.active.task is not None and not self.active.task.done():
-                if spec is not None:
-                    self._spec = spec
-                    self._drop_speculation()
-                return  # interrupt_response is off and a response is still running: do not start a second one
-            if spec is not None:
-                self._spawn(self._confirm_speculation(item, spec, self._turn, partial))
-            else:
-                self._start_response(self._default_params(), self._turn)
-        elif spec is not None:
-            self._spec = spec
+        busy = self.active is not None and self.active.task is not None and not self.active.task.done()
+        if item is None or td is None or not td.create_response or busy:
+            # busy: interrupt_response is off and a response is still running; do not start a second one
             self._drop_speculation()
+            return
+        spec, self._spec = self._spec, None
+        if spec is not None:
+            self._spawn(self._confirm_speculation(item, spec, self._turn, partial))
+        else:
+            self._start_response(self._default_params(), self._turn)
 
     async def _confirm_speculation(self, item: Item, spec: tuple[str, Response, ResponseRunner],
                                    timing: TurnTiming, partial: str) -> None:

@@ -111,17 +111,22 @@ def make_router(
             }
         )
 
-    @router.get("/{conversation_id}", summary="One conversation with its items and responses")
-    async def get_conversation(conversation_id: str) -> Response:
+    async def load_detail(conversation_id: str, doing: str) -> Any:
+        """The conversation's detail, or the error response to return (no store, store failure, unknown id)."""
         store = store_or_error()
         if isinstance(store, JSONResponse):
             return store
         try:
             detail = await store.get_conversation(conversation_id)
         except Exception as exc:  # noqa: BLE001
-            return _unavailable("reading a conversation", exc)
-        if detail is None:
-            return _not_found(conversation_id)
+            return _unavailable(doing, exc)
+        return _not_found(conversation_id) if detail is None else detail
+
+    @router.get("/{conversation_id}", summary="One conversation with its items and responses")
+    async def get_conversation(conversation_id: str) -> Response:
+        detail = await load_detail(conversation_id, "reading a conversation")
+        if isinstance(detail, Response):
+            return detail
         return JSONResponse(detail_json(detail))
 
     @router.delete("/{conversation_id}", status_code=204, summary="Delete a conversation")
@@ -149,15 +154,9 @@ def make_router(
             return error_response(
                 400, f"format must be 'json' or 'md', got {(format or '')[:40]!r}", "invalid_format"
             )
-        store = store_or_error()
-        if isinstance(store, JSONResponse):
-            return store
-        try:
-            detail = await store.get_conversation(conversation_id)
-        except Exception as exc:  # noqa: BLE001
-            return _unavailable("exporting a conversation", exc)
-        if detail is None:
-            return _not_found(conversation_id)
+        detail = await load_detail(conversation_id, "exporting a conversation")
+        if isinstance(detail, Response):
+            return detail
         disposition = f'attachment; filename="{_filename(conversation_id, fmt)}"'
         if fmt == "json":
             body = json.dumps(detail_json(detail), ensure_ascii=False, indent=2) + "\n"
