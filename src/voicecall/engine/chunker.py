@@ -1,7 +1,7 @@
 """Cut a stream of LLM tokens into speakable chunks for TTS.
 
-The first chunk is cut early (at the first clause punctuation, or after ``first_words`` words) so the first audio
-comes quickly; later chunks are whole sentences (or clauses once they grow long), which sound more natural.
+The first chunk is cut early (at the first clause punctuation, or once ``first_words`` words are complete) so the
+first audio comes quickly; later chunks are whole sentences (or clauses once they grow long), which sound more natural.
 Markdown decoration that a TTS would read aloud (``*``, ``#``, backticks, list bullets) is removed.
 """
 
@@ -12,7 +12,7 @@ import re
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*\s")
 _CLAUSE_END = re.compile(r"[,;:—–]\s")
 _MARKDOWN = re.compile(r"[*_#`~|>]+|^\s*[-+]\s+|\[(.*?)\]\(.*?\)", re.MULTILINE)
-_ABBREV = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|St|vs|etc|e\.g|i\.e|No)\.\s$", re.IGNORECASE)
+_ABBREV = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|St|vs|etc|e\.g|i\.e|No)|(?-i:(?<![\w.])(?:[A-Z]\.)*[A-Z]))\.\s$", re.IGNORECASE)
 
 
 def clean_for_speech(text: str) -> str:
@@ -58,8 +58,23 @@ class SpeechChunker:
             m = _CLAUSE_END.search(buf)
             if m and len(buf[: m.end()].split()) >= 2:
                 return m.end()
-        if self._first and words > self.first_words and buf[-1:].isspace():
-            return len(buf)
-        if words > self.max_words and buf[-1:].isspace():
-            return len(buf)
+        limit = self.first_words if self._first else self.max_words
+        if words > limit:
+            return self._word_boundary(limit)
         return None
+
+    def _word_boundary(self, at_least: int) -> int | None:
+        """Where the buffer can be cut after at least ``at_least`` *complete* words.
+
+        LLM tokenizers mostly put the space before a word (``" capital"``, ``" of"``), so the last word of the
+        buffer is complete only once something follows it: the cut goes at the last whitespace, and the word
+        after it (maybe still growing: ``" Tok"`` + ``"yo"``) stays for the next chunk."""
+        buf = self._buf
+        end = len(buf.rstrip())
+        if end < len(buf):
+            cut = len(buf)  # the buffer ends with whitespace: every word in it is complete
+        else:
+            cut = max(buf.rfind(" ", 0, end), buf.rfind("\n", 0, end))
+            if cut <= 0:
+                return None
+        return cut if len(buf[:cut].split()) >= at_least else None

@@ -1,0 +1,64 @@
+"""The speakable-chunk cutter, fed token by token as a real LLM streams (spaces *before* words)."""
+
+from __future__ import annotations
+
+from voicecall.engine.chunker import SpeechChunker, clean_for_speech
+
+
+def feed(tokens: list[str], **kw: int) -> list[str]:
+    c = SpeechChunker(**kw)
+    out: list[str] = []
+    for t in tokens:
+        out += c.push(t)
+    return out + c.flush()
+
+
+def test_first_chunk_is_cut_after_four_complete_words_with_leading_space_tokens() -> None:
+    c = SpeechChunker()
+    got: list[str] = []
+    for t in ["The", " capital", " of", " France"]:
+        got += c.push(t)
+    assert got == []  # "France" might still grow ("Frances…"): not complete yet
+    assert c.push(" is") == ["The capital of France"]
+    assert c.push(" Paris") == []
+    assert c.push(".") == []
+    assert c.flush() == ["is Paris."]
+
+
+def test_a_word_split_over_tokens_is_never_cut_in_half() -> None:
+    chunks = feed(["It", " is", " nine", " in", " Tok", "yo", " now", " and", " sunny", "."])
+    assert chunks[0] == "It is nine in"
+    assert " ".join(chunks) == "It is nine in Tokyo now and sunny."
+
+
+def test_trailing_space_tokens_cut_too() -> None:
+    assert feed(["It ", "is ", "nine ", "in ", "Tokyo ", "now."])[0] == "It is nine in Tokyo"
+
+
+def test_sentences_and_clauses_come_first() -> None:
+    assert feed(["Hi", "!", " How", " are", " you", "?"]) == ["Hi!", "How are you?"]
+    assert feed(["Of", " course", ",", " I", " think", " so", " too", "."])[0] == "Of course,"
+    assert feed(["Well", ",", " I", " think", " so", " too", "."])[0] == "Well, I think so"  # a clause needs 2 words
+
+
+def test_later_chunks_are_sentences_not_four_words() -> None:
+    chunks = feed(["Yes", ".", " The", " ocean", " covers", " most", " of", " the", " planet", " today", "."])
+    assert chunks == ["Yes.", "The ocean covers most of the planet today."]
+
+
+def test_long_runs_without_punctuation_are_cut_at_a_word_boundary() -> None:
+    words = [f" w{i}" for i in range(70)]
+    chunks = feed(["Start."] + words, max_words=30)
+    assert chunks[0] == "Start."
+    assert all(len(c.split()) <= 31 for c in chunks[1:])
+    assert " ".join(chunks[1:]).split() == [w.strip() for w in words]
+
+
+def test_abbreviations_do_not_end_a_sentence_and_markdown_is_not_read() -> None:
+    assert feed(["Ask", " Dr", ".", " Smith", " today", " please", "."])[0] == "Ask Dr. Smith today"
+    assert clean_for_speech("**Bold** and `code` [link](http://x)") == "Bold and code link"
+
+
+def test_initials_do_not_end_a_sentence() -> None:
+    chunks = feed(["Read", " it", ".", " J", ".R", ".R", ".", " Tolkien", " wrote", " it", " well", "."])
+    assert chunks == ["Read it.", "J.R.R. Tolkien wrote it well."]
