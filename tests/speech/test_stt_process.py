@@ -117,3 +117,26 @@ def test_processes_option_is_registered() -> None:
         resolve_stage("stt", StageConfig(type="pocketsphinx", processes="two"))
     with pytest.raises(ValueError, match="processes"):
         PocketsphinxSTT(processes=-1, pool_size=0)
+
+
+def test_interpreter_exits_with_a_pool_never_closed(tmp_path: Any) -> None:
+    """A program that loads the recogniser with worker processes and just ends must exit (multiprocessing's exit
+    hook used to SIGTERM the workers, which ignore it, and then wait for them forever)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "leave.py"
+    script.write_text(
+        # Any library that creates a weakref.finalize before multiprocessing is imported puts weakref's exit hook
+        # behind multiprocessing's: the pool's own finalizer then runs too late.
+        "import weakref\nclass Early: pass\nearly = Early()\nweakref.finalize(early, print)\n"
+        "from voicecall.speech.stt_pocketsphinx import PocketsphinxSTT\n"
+        "if __name__ == '__main__':\n"
+        "    stt = PocketsphinxSTT(pool_size=1, max_pool_size=1, processes=1)\n"
+        "    print('loaded', flush=True)\n"
+    )
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "loaded" in out.stdout
+    assert time.monotonic() - t0 < 60

@@ -9,7 +9,8 @@ and the server answers every question. Measured per N over ``--seconds``:
   ``late`` counts gaps over 100 ms between frames.
 * **answers**: completed responses, and the answer latency (``speech_stopped`` -> first answer audio, as the
   client sees it: ``output_audio_buffer.started`` on WebRTC, the first audio delta on a WebSocket).
-* **server CPU %** (of one core) of the server process, and the load generator's own CPU %.
+* **server CPU %** (of one core) of the server process, of its worker processes (speech recognition), and the load
+  generator's own CPU %.
 
 N "keeps up" when the mean frame rate is >= 98 % of 50/s with no session under 95 % (WebRTC), every session got an
 answer, and the p95 answer latency stays under 2.5 s. The table, JSON (``--out``) and a PNG plot beside it report
@@ -99,7 +100,7 @@ class ServerProcess:
             # Load the recognisers the trials will need up front: a pocketsphinx decoder created on demand holds
             # the GIL for ~0.3 s, which would show up as stalls in the trial that first needs it.
             local["stt"] = {**ECHO_STACK["stt"], "poolSize": max(2, max_sessions // 2 + 2),
-                            "maxPoolSize": max_sessions + 4}
+                            "maxPoolSize": 2 * max_sessions + 4}
         if stt_processes is not None:
             stt = raw.setdefault("plugins", {}).setdefault("voice-call", {}).setdefault("local", {}).setdefault(
                 "stt", {"type": "pocketsphinx"})
@@ -154,6 +155,37 @@ class ServerProcess:
         if self.proc is None:
             return None
         return proc_cpu_seconds(self.proc.pid)
+
+    def worker_cpu_seconds(self) -> dict[int, float]:
+        """CPU seconds of each of the server's child processes (speech worker processes), by pid."""
+        if self.proc is None:
+            return {}
+        out = {}
+        for pid in descendant_pids(self.proc.pid):
+            cpu = proc_cpu_seconds(pid)
+            if cpu is not None:
+                out[pid] = cpu
+        return out
+
+
+def descendant_pids(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (Linux /proc ``children`` lists)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            found += kids
+            todo += kids
+    return found
 
 
 def proc_cpu_seconds(pid: int) -> float | None:
@@ -450,12 +482,14 @@ async def trial(base: str, transport: str, n: int, seconds: float, pcm: np.ndarr
     load0 = os.getloadavg()[0]
     calls0 = await _server_calls(base) if transport == "webrtc" else {}
     cpu0 = server.cpu_seconds() if server else None
+    workers0 = server.worker_cpu_seconds() if server else {}
     me0 = time.process_time()
     window.start = loop.time()
     await asyncio.sleep(seconds)
     window.end = loop.time()
     wall = window.end - window.start
     cpu1 = server.cpu_seconds() if server else None
+    workers1 = server.worker_cpu_seconds() if server else {}
     me1 = time.process_time()
     calls1 = await _server_calls(base) if transport == "webrtc" else {}
     load1 = os.getloadavg()[0]
@@ -471,6 +505,8 @@ async def trial(base: str, transport: str, n: int, seconds: float, pcm: np.ndarr
         "connected": sum(1 for s in results if s.connect_ms is not None),
         "seconds": round(wall, 2),
         "server_cpu_pct": round((cpu1 - cpu0) / wall * 100, 1) if cpu0 is not None and cpu1 is not None else None,
+        "server_workers_cpu_pct": round(sum(v - workers0.get(k, 0.0) for k, v in workers1.items()) / wall * 100, 1)
+        if server else None,
         "client_cpu_pct": round((me1 - me0) / wall * 100, 1),
         "answers": sum(s.answers for s in ok),
         "responses": sum(s.responses for s in ok),
@@ -573,6 +609,8 @@ def _row_text(r: dict[str, Any], transport: str) -> str:
              f"{sfps if sfps is not None else float('nan'):5.1f})  late {r['late_gaps']:3d}"
              if transport == "webrtc" else f"{r['answer_audio_ms_per_s']:6.0f} audio ms/s")
     cpu = f"{r['server_cpu_pct']:5.1f}%" if r["server_cpu_pct"] is not None else "   n/a"
+    if r.get("server_workers_cpu_pct"):
+        cpu += f" + workers {r['server_workers_cpu_pct']:5.1f}%"
     p50 = f"{lat['p50']:.0f}" if lat["p50"] is not None else "-"
     p95 = f"{lat['p95']:.0f}" if lat["p95"] is not None else "-"
     return (f"N={r['sessions']:3d}  {media}  answers {r['answers']:4d} ({r['sessions_answered']}/{r['sessions']} sessions)"
@@ -584,7 +622,8 @@ def _row_text(r: dict[str, Any], transport: str) -> str:
 def print_table(data: dict[str, Any]) -> None:
     webrtc = data["transport"] == "webrtc"
     head = (f"{'N':>4} {'fps mean':>9} {'fps min':>8} {'late':>5}" if webrtc else f"{'N':>4} {'audio ms/s':>10}")
-    head += f" {'answers':>8} {'answered':>9} {'lat p50':>8} {'lat p95':>8} {'srv cpu':>8} {'cli cpu':>8}  keeps up"
+    head += (f" {'answers':>8} {'answered':>9} {'lat p50':>8} {'lat p95':>8} {'srv cpu':>8} {'workers':>8}"
+             f" {'cli cpu':>8}  keeps up")
     print(f"\nconcurrent {data['transport']} sessions, {data['stack']} stack, {data['seconds']:.0f} s per N")
     print(head)
     for r in data["rows"]:
@@ -593,6 +632,8 @@ def print_table(data: dict[str, Any]) -> None:
                  if webrtc else f"{r['sessions']:>4} {r['answer_audio_ms_per_s']:>10.0f}")
         fmt = lambda v: f"{v:>8.0f}" if v is not None else f"{'-':>8}"  # noqa: E731
         cpu = f"{r['server_cpu_pct']:>7.1f}%" if r["server_cpu_pct"] is not None else f"{'n/a':>8}"
+        wcpu = r.get("server_workers_cpu_pct")
+        cpu += f" {wcpu:>7.1f}%" if wcpu is not None else f" {'n/a':>8}"
         cells += (f" {r['answers']:>8} {r['sessions_answered']:>4}/{r['sessions']:<4} {fmt(lat['p50'])} {fmt(lat['p95'])}"
                   f" {cpu} {r['client_cpu_pct']:>7.1f}%  {'yes' if r['keeps_up'] else 'NO'}")
         print(cells)
@@ -622,9 +663,11 @@ def plot(data: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("ms")
     ax.set_xlabel("concurrent sessions")
     ax2 = ax.twinx()
-    ax2.plot(ns, [r["server_cpu_pct"] or 0 for r in rows], "s-", color="tab:red", label="server CPU %")
-    ax2.set_ylabel("server CPU (% of one core)")
-    ax2.set_ylim(0, max(110, max((r["server_cpu_pct"] or 0) for r in rows) * 1.1))
+    total = [(r["server_cpu_pct"] or 0) + (r.get("server_workers_cpu_pct") or 0) for r in rows]
+    ax2.plot(ns, [r["server_cpu_pct"] or 0 for r in rows], "s-", color="tab:red", label="server process CPU %")
+    ax2.plot(ns, total, "s:", color="tab:purple", label="server + worker processes CPU %")
+    ax2.set_ylabel("CPU (% of one core)")
+    ax2.set_ylim(0, max(110, max(total) * 1.1))
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower left", fontsize=8)

@@ -15,12 +15,13 @@ audio onto a pipe.
 * A reader thread per worker receives replies. When a worker dies, its open streams fail (``finish()`` raises a
   ``RuntimeError`` naming the worker, which the engine reports as ``transcription.failed``) and the worker is
   restarted, with an error in the log.
-* Workers exit when the server process exits (``weakref.finalize``/atexit terminates them; a worker whose pipe
-  closes exits on its own).
+* Workers exit when the server process exits (an atexit hook stops them before multiprocessing's own exit hook
+  would wait for them; a worker whose pipe closes exits on its own).
 """
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import multiprocessing as mp
@@ -244,6 +245,10 @@ class ProcessPool:
         t0 = time.perf_counter()
         self.workers: list[_Worker] = [_Worker(self, i) for i in range(processes)]
         self._finalizer = weakref.finalize(self, _shutdown, self.workers, self._state)
+        # Stop the workers at interpreter exit *before* multiprocessing's own exit hook (atexit runs hooks last-in
+        # first-out, and that hook was registered when multiprocessing was imported): it would SIGTERM them, which
+        # they ignore, then join them forever.
+        atexit.register(self._finalizer)
         for w in self.workers:
             self._wait_ready(w)
             if progress:
@@ -264,6 +269,7 @@ class ProcessPool:
     def close(self) -> None:
         """Stop every worker (also done at exit)."""
         self._finalizer()
+        atexit.unregister(self._finalizer)
 
     def _pick(self) -> _Worker:
         with self._lock:
