@@ -136,7 +136,7 @@ def test_interpreter_exits_with_a_pool_never_closed(tmp_path: Any) -> None:
         "    print('loaded', flush=True)\n"
     )
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "loaded" in out.stdout
     assert time.monotonic() - t0 < 60

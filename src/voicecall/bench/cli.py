@@ -45,6 +45,9 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--clients", type=int, default=100)
     b.add_argument("--seconds", type=float, default=10.0)
     b.add_argument("--out", default="bench-results/relay.json")
+    b.add_argument("--no-pin", dest="pin", action="store_false",
+                   help="do not give the gateway a CPU of its own (by default it gets one and the load generator and "
+                        "the echo upstream share the rest, as on separate machines)")
     b.set_defaults(func=_run("voicecall.bench.relay"))
 
 

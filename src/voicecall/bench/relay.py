@@ -16,6 +16,10 @@ Each append's round trip (send -> its echoed delta back) is measured, first **di
 of the two distributions (p50 and p99), its throughput the messages and bytes per second delivered. The relay's
 CPU (of one core) is read from ``/proc``. Prints a table, writes JSON to ``--out`` and a PNG plot beside it.
 
+The gateway, the system under test, gets a CPU of its own (``sched_setaffinity``); the load generator and the echo
+upstream share the others, as callers and OpenAI would be on other machines in a deployment (``--no-pin``: all three
+share every CPU, and the gateway's wake-ups queue behind the load generator's).
+
 Direct and relayed streams are all connected for the whole run and take turns in 1 s rounds (ABBA order), so that
 background load on the machine hits both modes alike; ``added_latency_ms.p99_paired_median`` (the median over
 adjacent round pairs of the p99 difference) is the estimate least disturbed by a burst of other work. The processes
@@ -144,6 +148,23 @@ def _wait_port(port: int, proc: Any, timeout: float = 60.0) -> None:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
+
+
+def _pin(gateway_pid: int | None, echo_pid: int | None) -> dict[str, list[int]] | None:
+    """Give the gateway (the system under test) a core of its own; the load generator (this process) and the echo
+    upstream share the others, as callers and OpenAI would be on other machines in a deployment. ``None`` when the
+    machine has fewer than 2 usable CPUs or affinity cannot be set."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2 or gateway_pid is None or echo_pid is None:
+            return None
+        mine, theirs = cpus[:-1], cpus[-1:]
+        os.sched_setaffinity(gateway_pid, theirs)
+        os.sched_setaffinity(echo_pid, mine)
+        os.sched_setaffinity(0, mine)
+    except (AttributeError, OSError):
+        return None
+    return {"gateway": theirs, "load_generator_and_echo": mine}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -310,6 +331,7 @@ def run(args: argparse.Namespace) -> int:
                           name="bench-gateway")
     echo.start()
     gateway.start()
+    pinning = _pin(gateway.pid, echo.pid) if getattr(args, "pin", True) else None
     load_before = os.getloadavg()
     try:
         _wait_port(echo_port, echo)
@@ -338,6 +360,7 @@ def run(args: argparse.Namespace) -> int:
     result["loadavg_after"] = list(os.getloadavg())
     result["settings"]["uvicorn_ws"] = ws_impl
     result["settings"]["niceness"] = niceness
+    result["settings"]["cpu_pinning"] = pinning
     samples = {"direct": direct.pop("_samples"), "relay": relay.pop("_samples")}
     paired = result["added_latency_ms"]["p99_paired_median"]
     if paired is not None:
