@@ -140,3 +140,24 @@ def test_interpreter_exits_with_a_pool_never_closed(tmp_path: Any) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     assert "loaded" in out.stdout
     assert time.monotonic() - t0 < 60
+
+
+def test_fast_speed_recognises_with_less_cpu(question_16k: np.ndarray) -> None:
+    """``speed: fast`` (for many speakers on few cores) still hears the question, for clearly less decoding CPU
+    than ``accurate`` (a ratio measured in one run, not a wall-clock threshold)."""
+    from voicecall.speech.registry import load_stage
+
+    signal_ = mic_like(question_16k, pad_s=0.3)
+    cost = {}
+    for speed in ("accurate", "fast"):
+        stt = PocketsphinxSTT(pool_size=1, max_pool_size=1, speed=speed)
+        recognise(stt, signal_)  # adapt the cepstral mean once
+        t0 = time.process_time()
+        texts = [recognise(stt, signal_)[0] for _ in range(3)]
+        cost[speed] = time.process_time() - t0
+        assert all("capital" in t for t in texts), (speed, texts)
+    assert cost["fast"] < 0.8 * cost["accurate"], cost
+    _, opts = resolve_stage("stt", StageConfig(type="pocketsphinx", speed="fast"))
+    assert opts["speed"] == "fast"
+    with pytest.raises(ConfigError, match="speed"):
+        load_stage("stt", StageConfig(type="pocketsphinx", speed="ludicrous", processes=0))

@@ -21,8 +21,9 @@ the load generator is as heavy as the server (aiortc costs the same on both side
 (one GIL) would halve what is measured. ``--url`` targets a running server instead (it must be on 127.0.0.1;
 CPU is then not measured).
 
-``--config`` is a YAML file, or one of two built-in stacks: ``echo`` (VAD energy, STT pocketsphinx, LLM echo,
-TTS tone: the engine answering by text echo, which measures transport and engine rather than models) and
+``--config`` is a YAML file, or one of two built-in stacks: ``echo`` (VAD energy, STT pocketsphinx at ``speed:
+fast``, LLM echo, TTS tone: the engine answering every turn with the words it recognised, which measures transport
+and engine rather than models; recognition stays in the loop, at its cheapest setting) and
 ``embedded`` (the default embedded models; the default when ``--config`` is not given).
 
 Network: everything runs on 127.0.0.1, and for WebRTC the command re-executes itself inside a fresh loopback-only
@@ -60,7 +61,7 @@ WARMUP_S = 3.0
 MAX_P95_LATENCY_MS = 2500.0
 ECHO_STACK: dict[str, Any] = {
     "vad": {"type": "energy", "thresholdDbfs": -40},
-    "stt": {"type": "pocketsphinx"},
+    "stt": {"type": "pocketsphinx", "speed": "fast"},
     "llm": {"type": "echo"},
     "tts": {"type": "tone"},
 }

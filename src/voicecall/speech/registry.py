@@ -89,10 +89,11 @@ ADAPTERS: dict[str, dict[str, Adapter]] = {
             "language": _o(str, "language"), "hmm": _o(str, "hmm"), "lm": _o(str, "lm"), "dict": _o(str, "dictionary"),
             "poolSize": _o(int, "pool_size"), "maxPoolSize": _o(int, "max_pool_size"),
             "noiseFloor": _o(_NUM, "noise_floor"), "acquireTimeout": _o(_NUM, "acquire_timeout"),
+            "speed": _o(str, "speed"),
             # Decoders in worker processes by default: in-process, pocketsphinx holds the GIL for 10-100 ms per
             # decode call and stalls every other session's audio (docs/speech.md, docs/webrtc.md "Capacity").
             "processes": _o(int, "processes", default=STT_PROCESSES_DEFAULT),
-        }, lambda o: f"{o.get('language', 'en-us')}, {o.get('poolSize', 2)} decoders"
+        }, lambda o: f"{o.get('language', 'en-us')}, {o.get('speed', 'accurate')}, {o.get('poolSize', 2)} decoders"
                      + (f" in {o['processes']} worker processes" if o.get("processes") else "")),
     },
     "llm": {

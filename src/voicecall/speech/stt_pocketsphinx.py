@@ -48,6 +48,14 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 LANGUAGES = ("en-us",)
+SPEEDS: dict[str, dict[str, Any]] = {
+    # pocketsphinx's own defaults: a fast forward search, then a flat-lexicon second pass and a lattice best path.
+    "accurate": {},
+    # Half the acoustic frames scored (ds 2), 2 Gaussians per mixture, tighter HMM/word pruning with phonetic
+    # lookahead, no second pass: about half the CPU of "accurate" for a higher word error rate (docs/speech.md).
+    "fast": {"ds": 2, "topn": 2, "maxhmmpf": 3000, "maxwpf": 5, "pl_window": 5, "fwdflat": False},
+}
+"""Decoder settings by ``speed`` (the cost/accuracy trade-off for many concurrent speakers on few cores)."""
 _LANG_ALIASES = {"en": "en-us", "en-us": "en-us", "en_us": "en-us", "english": "en-us"}
 
 
@@ -208,7 +216,8 @@ class PocketsphinxSTT:
     Options: ``language`` (``en-us``, the only bundled model), ``hmm``/``lm``/``dict`` (paths to another acoustic
     model, language model and pronunciation dictionary; ``dict`` is the ``dictionary`` argument here), ``poolSize`` (decoders loaded up front, default 2), ``maxPoolSize``
     (cap, default 8), ``noiseFloor`` (default 30, see the module doc), ``acquireTimeout`` (seconds to wait for a
-    free decoder at the cap, default 10), ``processes`` (0: decode in this process; N >= 1: decode in N worker
+    free decoder at the cap, default 10), ``speed`` (``accurate``, the default, or ``fast``: see :data:`SPEEDS`),
+    ``processes`` (0: decode in this process; N >= 1: decode in N worker
     processes, see :mod:`voicecall.speech.stt_process`; ``poolSize``/``maxPoolSize`` are then split between them).
     """
 
@@ -225,6 +234,7 @@ class PocketsphinxSTT:
         max_pool_size: int = 8,
         noise_floor: float = 30.0,
         acquire_timeout: float = 10.0,
+        speed: str = "accurate",
         processes: int = 0,
         progress: Callable[[str], None] | None = None,
     ) -> None:
@@ -238,7 +248,9 @@ class PocketsphinxSTT:
             raise ValueError(f"need 0 <= poolSize <= maxPoolSize and maxPoolSize >= 1 (got {pool_size}, {max_pool_size})")
         if processes < 0:
             raise ValueError(f"processes must be >= 0 (got {processes})")
-        config: dict[str, Any] = {"samprate": SAMPLE_RATE, "logfn": "/dev/null"}
+        if speed not in SPEEDS:
+            raise ValueError(f"unknown speed {speed!r}; use one of: {', '.join(SPEEDS)}")
+        config: dict[str, Any] = {"samprate": SAMPLE_RATE, "logfn": "/dev/null", **SPEEDS[speed]}
         for key, value in (("hmm", hmm), ("lm", lm), ("dict", dictionary)):
             if value:
                 if not Path(value).exists():
@@ -257,7 +269,7 @@ class PocketsphinxSTT:
         per = -(-pool_size // processes), -(-max_pool_size // processes)
         self.workers = ProcessPool(processes, {
             "language": language, "hmm": hmm, "lm": lm, "dictionary": dictionary, "pool_size": per[0],
-            "max_pool_size": per[1], "noise_floor": noise_floor, "acquire_timeout": 0.0,
+            "max_pool_size": per[1], "noise_floor": noise_floor, "acquire_timeout": 0.0, "speed": speed,
         }, progress)
 
     def close(self) -> None:
