@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -21,7 +22,14 @@ import numpy as np
 
 from voicecall.audio import ENGINE_RATE
 from voicecall.bench.common import (
-    UTTERANCES, InProcessServer, last_speech_sample, machine_info, progress, summary, report, utterance_pcm,
+    UTTERANCES,
+    InProcessServer,
+    last_speech_sample,
+    machine_info,
+    progress,
+    report,
+    summary,
+    utterance_pcm,
 )
 
 CHUNK = ENGINE_RATE // 50  # 20 ms
@@ -45,6 +53,7 @@ async def one_turn_ws(url: str, pcm: np.ndarray) -> dict[str, Any]:
         first_audio: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         transcript: list[str] = []
+        heard = asyncio.Event()
 
         async def reader() -> None:
             async for raw in ws:
@@ -54,6 +63,7 @@ async def one_turn_ws(url: str, pcm: np.ndarray) -> dict[str, Any]:
                     first_audio.set_result(time.perf_counter())
                 elif t == "conversation.item.input_audio_transcription.completed":
                     transcript.append(ev["transcript"])
+                    heard.set()
                 elif t == "response.output_audio_transcript.done":
                     result["answer"] = ev["transcript"]
                 elif t == "response.done" and not done.done():
@@ -81,8 +91,11 @@ async def one_turn_ws(url: str, pcm: np.ndarray) -> dict[str, Any]:
             for k, v in resp.get("x_voicecall", {}).get("latency_ms", {}).items():
                 result["server_" + k if k == "voice_to_voice_ms" else k] = v
             result["status"] = resp["status"]
-        except asyncio.TimeoutError:
+        except TimeoutError:
             result["status"] = "timeout"
+        # A speculative answer does not wait for the final transcript, which may come after response.done.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(heard.wait(), 5)
         result["heard"] = " ".join(transcript)
         rtask.cancel()
     return result
