@@ -136,9 +136,7 @@ class OpenAIRealtimeConfig(_Model):
     @field_validator("model")
     @classmethod
     def _model(cls, v: str) -> str:
-        if v == "gpt-4o-realtime" or v.startswith("gpt-4o-realtime-preview") or v.startswith(
-            "gpt-4o-mini-realtime-preview"
-        ):
+        if v == "gpt-4o-realtime" or v.startswith(("gpt-4o-realtime-preview", "gpt-4o-mini-realtime-preview")):
             raise ValueError(
                 f"model {v!r} is a beta-era preview model; OpenAI turned the beta Realtime API off in 2026. "
                 "Use 'gpt-realtime' (or gpt-realtime-mini / gpt-realtime-2)."

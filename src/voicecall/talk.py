@@ -92,7 +92,7 @@ async def talk(path: str | Path, *, url: str, out: str | Path | None = None, api
                             if ev2["type"] == "conversation.item.input_audio_transcription.completed":
                                 result.user_transcript = ev2["transcript"]
                                 break
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                 break
     if out:

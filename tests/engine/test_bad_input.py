@@ -30,21 +30,21 @@ CASES = [
      "item_id", "e6"),
     ('{"type": "conversation.item.retrieve", "item_id": "item_nope", "event_id": "e7"}', "item_retrieve_invalid_item_id",
      "item_id", "e7"),
-    ('{"type": "conversation.item.truncate", "item_id": "item_nope", "content_index": 0, "audio_end_ms": 10, '
-     '"event_id": "e8"}', "item_truncate_invalid_item_id", "item_id", "e8"),
-    ('{"type": "conversation.item.create", "previous_item_id": "item_nope", "event_id": "e9", "item": {"type": '
-     '"message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}}',
+    (('{"type": "conversation.item.truncate", "item_id": "item_nope", "content_index": 0, "audio_end_ms": 10, '
+      '"event_id": "e8"}'), "item_truncate_invalid_item_id", "item_id", "e8"),
+    (('{"type": "conversation.item.create", "previous_item_id": "item_nope", "event_id": "e9", "item": {"type": '
+      '"message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}}'),
      "item_create_invalid_previous_item_id", "previous_item_id", "e9"),
     ('{"type": "session.update", "event_id": "e10", "session": {"type": "realtime", "temperature": 0.8}}',
      "unknown_parameter", "session.temperature", "e10"),
     ('{"type": "session.update", "event_id": "e11", "session": {"type": "realtime", "voice": "alloy"}}',
      "unknown_parameter", "session.voice", "e11"),
-    ('{"type": "session.update", "event_id": "e12", "session": {"type": "realtime", "audio": {"output": {"voice": '
-     '"nobody"}}}}', "invalid_value", "session.audio.output.voice", "e12"),
-    ('{"type": "session.update", "event_id": "e13", "session": {"type": "realtime", "audio": {"input": {"format": '
-     '{"type": "audio/pcm", "rate": 16000}}}}}', "invalid_value", "session.audio.input.format.rate", "e13"),
-    ('{"type": "session.update", "event_id": "e14", "session": {"type": "realtime", "tools": [{"type": "mcp", '
-     '"server_label": "x"}]}}', "unsupported_parameter", "session.tools[0].type", "e14"),
+    (('{"type": "session.update", "event_id": "e12", "session": {"type": "realtime", "audio": {"output": {"voice": '
+      '"nobody"}}}}'), "invalid_value", "session.audio.output.voice", "e12"),
+    (('{"type": "session.update", "event_id": "e13", "session": {"type": "realtime", "audio": {"input": {"format": '
+      '{"type": "audio/pcm", "rate": 16000}}}}}'), "invalid_value", "session.audio.input.format.rate", "e13"),
+    (('{"type": "session.update", "event_id": "e14", "session": {"type": "realtime", "tools": [{"type": "mcp", '
+      '"server_label": "x"}]}}'), "unsupported_parameter", "session.tools[0].type", "e14"),
     ('{"type": "response.create", "event_id": "e15", "response": {"conversation": "other"}}', "invalid_value",
      "response.conversation", "e15"),
     ('{"type": "conversation.item.truncate", "item_id": 5, "content_index": 0, "audio_end_ms": 10, "event_id": "e16"}',

@@ -64,7 +64,7 @@ async def test_pause_and_resume_gives_one_answer_with_the_whole_turn(local_serve
 
 def test_cli_help_everywhere() -> None:
     for args in ([], ["serve"], ["talk"], ["bench"], ["bench", "latency"], ["bench", "sessions"], ["history"]):
-        out = subprocess.run([*VOICECALL, *args, "--help"], capture_output=True, text=True, timeout=60)
+        out = subprocess.run([*VOICECALL, *args, "--help"], capture_output=True, text=True, timeout=60, check=False)
         assert out.returncode == 0, (args, out.stderr)
         assert "usage:" in out.stdout
 
@@ -73,7 +73,8 @@ def test_cli_serve_rejects_bad_config(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("plugins:\n  voice-call:\n    provider: openai-realtime\n    openaiRealtime:\n"
                    "      apiKey: sk-test\n      voice: nova\n")
-    out = subprocess.run([*VOICECALL, "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([*VOICECALL, "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=60,
+                         check=False)
     assert out.returncode == 2
     assert "openaiRealtime.voice" in out.stderr and "nova" in out.stderr and "sk-test" not in out.stderr
 
@@ -83,7 +84,7 @@ def test_cli_talk(local_server: ServerThread, tmp_path: Path) -> None:
     write_wav(question, speech_pcm("What is the capital of France?", rate=16000, lead_s=0.3, tail_s=0.3), 16000)
     reply = tmp_path / "reply.wav"
     out = subprocess.run([*VOICECALL, "talk", str(question), "--url", local_server.ws, "--out", str(reply)],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert "capital" in out.stdout and "france" in out.stdout.lower()
     pcm, rate = read_wav(reply)

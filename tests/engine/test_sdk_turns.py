@@ -9,12 +9,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from tests.conftest import ServerThread, speech_pcm
-from tests.engine.sdk_helpers import (
-    append_pcm, audio_of, client_for, collect_until, index_of, of_type, recv_json, words,
-)
+from tests.engine.sdk_helpers import append_pcm, audio_of, client_for, collect_until, index_of, of_type, recv_json, words
 
 QUESTION = "What is the capital of France?"
 

@@ -48,7 +48,7 @@ async def test_sdp_proxy_sideband_and_hangup(make_gateway, upstream: UpstreamRec
     call_id = r.headers["location"].rsplit("/", 1)[-1]
     assert r.headers["location"] == f"/v1/realtime/calls/{call_id}" and call_id in upstream.calls
     # upstream got exactly OpenAI's unified-interface request
-    req = [x for x in upstream.requests if x["path"] == "/v1/realtime/calls"][0]
+    req = next(x for x in upstream.requests if x["path"] == "/v1/realtime/calls")
     assert req["headers"]["authorization"] == f"Bearer {LEAK_KEY}" and "openai-beta" not in req["headers"]
     assert req["parts"]["sdp"]["data"] == OFFER and req["parts"]["sdp"]["content_type"] == "application/sdp"
     assert req["parts"]["session"]["content_type"] == "application/json"

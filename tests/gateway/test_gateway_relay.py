@@ -247,7 +247,7 @@ async def test_browser_subprotocols_and_policy(make_gateway, upstream: UpstreamR
     resp = [json.loads(t) for _, t in upstream.frames if '"response.create"' in t]
     assert resp == [{"type": "response.create", "event_id": "evt_resp", "response": {"output_modalities": ["text"]}}]
     assert not any("new rules" in t for _, t in upstream.frames)
-    ws_req = [r for r in upstream.requests if r["path"] == "/v1/realtime"][0]
+    ws_req = next(r for r in upstream.requests if r["path"] == "/v1/realtime")
     assert "sec-websocket-protocol" not in ws_req["headers"]
     sent = [json.loads(t) for _, t in upstream.frames]
     assert sent[1]["session"] == {"type": "realtime", "output_modalities": ["text"],

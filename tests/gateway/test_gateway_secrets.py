@@ -26,7 +26,7 @@ async def test_sdk_client_secrets_create(make_gateway, upstream: UpstreamRecorde
                  "audio": {"output": {"voice": "cedar"}}})
     assert secret.value.startswith("ek_")
     assert abs(secret.expires_at - (time.time() + 120)) < 5
-    sent = [r for r in upstream.requests if r["path"] == "/v1/realtime/client_secrets"][0]
+    sent = next(r for r in upstream.requests if r["path"] == "/v1/realtime/client_secrets")
     # a trusted client's session is taken, but the model is the configured one
     assert sent["json"] == {"expires_after": {"anchor": "created_at", "seconds": 120},
                             "session": {"type": "realtime", "model": MODEL, "instructions": "Backend says hi.",
@@ -45,7 +45,7 @@ async def test_browser_session(make_gateway, upstream: UpstreamRecorder) -> None
     assert info["calls_url"] == "/v1/realtime/calls" and info["ice_servers"] == []
     assert info["pricing"] == {"text_in": 4.0, "text_cached": 0.4, "text_out": 16.0, "audio_in": 32.0,
                                "audio_cached": 0.4, "audio_out": 64.0}
-    sent = [r for r in upstream.requests if r["path"] == "/v1/realtime/client_secrets"][0]["json"]
+    sent = next(r for r in upstream.requests if r["path"] == "/v1/realtime/client_secrets")["json"]
     # the browser chose the voice (browserOverrides: [voice]) but not the instructions
     assert sent["session"] == {"type": "realtime", "model": MODEL, "instructions": "You are the gateway's assistant.",
                                "audio": {"output": {"voice": "cedar"}}}

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import secrets
 import threading
 import time
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 from fastapi import FastAPI, Request, WebSocket
@@ -155,7 +156,7 @@ class UpstreamRecorder:
         assert self.proxy is not None
         return f"http://127.0.0.1:{self.proxy.port}/v1"
 
-    def __enter__(self) -> UpstreamRecorder:
+    def __enter__(self) -> Self:
         ready = threading.Event()
 
         def run() -> None:
@@ -205,10 +206,8 @@ class UpstreamRecorder:
 
         async def send() -> None:
             for ws in list(self._sidebands.get(call_id, [])):
-                try:
+                with contextlib.suppress(Exception):  # the sideband may have gone already
                     await ws.send_text(json.dumps(event))
-                except Exception:  # noqa: BLE001
-                    pass
 
         asyncio.run_coroutine_threadsafe(send(), self.loop).result(5)
 
@@ -220,7 +219,7 @@ class UpstreamRecorder:
         auth = headers.get("authorization")
         if auth != f"Bearer {self.key}":
             self.violations.append(f"{what}: Authorization is not 'Bearer <server key>'")
-        for name in headers.keys():
+        for name in headers:
             if name.lower() == "openai-beta":
                 self.violations.append(f"{what}: OpenAI-Beta header sent")
             if name.lower() in ("x-api-key", "api-key", "cookie"):
@@ -339,10 +338,8 @@ class UpstreamRecorder:
             call["ended"] = True
             self.hangups.append(call_id)
             for ws in list(self._sidebands.get(call_id, [])):
-                try:
+                with contextlib.suppress(Exception):  # the sideband may have gone already
                     await ws.close(1000, "call ended")
-                except Exception:  # noqa: BLE001
-                    pass
             return Response(status_code=200)
 
         @app.websocket("/v1/realtime")

@@ -17,9 +17,6 @@ import websockets
 from tests.conftest import ServerThread, free_port, make_config, speech_pcm
 from tests.engine.sdk_helpers import append_pcm, client_for, collect_until, of_type, recv_json, words
 
-# The same two backends as the store's own suite: a SQLite file, or a fresh schema on a real PostgreSQL server.
-from tests.store.conftest import pg_server, store_url  # noqa: E402,F401  (pytest fixtures)
-
 
 def _latest(http: str) -> dict:
     r = httpx.get(f"{http}/api/conversations?limit=1", timeout=10)

@@ -20,8 +20,8 @@ except ImportError:  # not installed in the venv: use the source tree
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests import pg  # noqa: E402
-from voicecall.store import Store, open_store  # noqa: E402
+from tests import pg
+from voicecall.store import Store, open_store
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 

@@ -27,9 +27,9 @@ T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def conv(cid: str, started: datetime, **kw: Any) -> ConversationRecord:
-    fields: dict[str, object] = dict(
-        provider="local", model="voicecall-local", voice="marin", transport="websocket", client="127.0.0.1"
-    )
+    fields: dict[str, object] = {
+        "provider": "local", "model": "voicecall-local", "voice": "marin", "transport": "websocket", "client": "127.0.0.1"
+    }
     fields.update(kw)
     return ConversationRecord(id=cid, started_at=started, **fields)  # type: ignore[arg-type]
 
@@ -244,13 +244,13 @@ async def test_upgrade_from_0001_keeps_data(store_url: str) -> None:
     await old._execute(
         [
             (
-                "INSERT INTO conversations (id, provider, model, voice, transport, client, started_at, "
-                "title, cost_usd, item_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ("INSERT INTO conversations (id, provider, model, voice, transport, client, started_at, "
+                 "title, cost_usd, item_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                 ("old1", "local", "m", "marin", "websocket", "1.2.3.4", to_iso(T0), "Old call", 0.5, 2),
             ),
             (
-                "INSERT INTO items (conversation_id, id, position, role, type, text, created_at, done_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                ("INSERT INTO items (conversation_id, id, position, role, type, text, created_at, done_at) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
                 (
                     "old1",
                     "i1",
@@ -263,8 +263,8 @@ async def test_upgrade_from_0001_keeps_data(store_url: str) -> None:
                 ),
             ),
             (
-                "INSERT INTO items (conversation_id, id, position, role, type, text, created_at, done_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                ("INSERT INTO items (conversation_id, id, position, role, type, text, created_at, done_at) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
                 (
                     "old1",
                     "i2",

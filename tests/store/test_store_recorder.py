@@ -37,14 +37,14 @@ from voicecall.store.recorder import b64_decoded_len, cut_to_heard
 
 
 def recorder(store: Store, **kw: Any) -> ConversationRecorder:
-    args: dict[str, Any] = dict(
-        conversation_id="conv_test",
-        provider="openai-realtime",
-        model="gpt-realtime",
-        voice="marin",
-        transport="relay",
-        client="127.0.0.1 key:ops",
-    )
+    args: dict[str, Any] = {
+        "conversation_id": "conv_test",
+        "provider": "openai-realtime",
+        "model": "gpt-realtime",
+        "voice": "marin",
+        "transport": "relay",
+        "client": "127.0.0.1 key:ops",
+    }
     args.update(kw)
     return ConversationRecorder(store, **args)
 
@@ -431,7 +431,7 @@ def test_cut_to_heard(text: str, fraction: float, expected: str) -> None:
 
 
 def test_b64_decoded_len() -> None:
-    for n in range(0, 10):
+    for n in range(10):
         assert b64_decoded_len(base64.b64encode(b"x" * n).decode()) == n
 
 

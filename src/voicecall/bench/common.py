@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -54,7 +54,7 @@ class InProcessServer:
                                                     **uvicorn_options(self.config)))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> InProcessServer:
+    def __enter__(self) -> Self:
         progress("starting an in-process server (loading models)…")
         self.thread.start()
         while not self.server.started:

@@ -45,7 +45,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlparse
 
 import numpy as np
@@ -123,7 +123,7 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> Self:
         import httpx
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("VOICECALL_")}
@@ -631,7 +631,7 @@ def print_table(data: dict[str, Any]) -> None:
         lat = r["answer_latency_ms"]
         cells = (f"{r['sessions']:>4} {r['frames_per_s_mean']:>9.1f} {r['frames_per_s_min']:>8.1f} {r['late_gaps']:>5}"
                  if webrtc else f"{r['sessions']:>4} {r['answer_audio_ms_per_s']:>10.0f}")
-        fmt = lambda v: f"{v:>8.0f}" if v is not None else f"{'-':>8}"  # noqa: E731
+        fmt = lambda v: f"{v:>8.0f}" if v is not None else f"{'-':>8}"
         cpu = f"{r['server_cpu_pct']:>7.1f}%" if r["server_cpu_pct"] is not None else f"{'n/a':>8}"
         wcpu = r.get("server_workers_cpu_pct")
         cpu += f" {wcpu:>7.1f}%" if wcpu is not None else f" {'n/a':>8}"

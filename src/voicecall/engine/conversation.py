@@ -224,7 +224,7 @@ async def to_chat_messages(instructions: str, items: list[Item], stt_timeout: fl
                     p.get("type") == "input_text" or p.get("transcript") for p in item.content):
                 try:
                     text = await asyncio.wait_for(asyncio.shield(item.recognized), stt_timeout)
-                except (asyncio.TimeoutError, asyncio.CancelledError, Exception):  # noqa: BLE001 - no words, no message
+                except (TimeoutError, asyncio.CancelledError, Exception):  # noqa: BLE001 - no words, no message
                     text = ""
             if not text.strip():
                 continue

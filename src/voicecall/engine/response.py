@@ -247,7 +247,7 @@ class ResponseRunner:
             s.emit_error("llm_error", f"The language model failed: {exc}", type="server_error")
             if self._tts_task is not None:
                 self._tts_task.cancel()
-        except Exception as exc:  # noqa: BLE001 - a response must always end with response.done
+        except Exception as exc:  # a response must always end with response.done
             log.exception("response %s failed", r.id)
             r.status = "failed"
             r.status_details = {"type": "failed", "error": {"type": "server_error", "code": "internal_error",

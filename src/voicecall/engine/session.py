@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -75,7 +75,7 @@ class Recorder(Protocol):
 
 
 class EngineSession:
-    HANDLERS: dict[str, str] = {
+    HANDLERS: ClassVar[dict[str, str]] = {
         "session.update": "on_session_update",
         "input_audio_buffer.append": "on_input_audio_buffer_append",
         "input_audio_buffer.commit": "on_input_audio_buffer_commit",
@@ -132,11 +132,11 @@ class EngineSession:
         if self.recorder is not None:
             try:
                 self.recorder.on_server_event(event)
-            except Exception:  # noqa: BLE001 - recording never breaks a session
+            except Exception:  # recording never breaks a session
                 log.exception("recorder failed")
 
     def emit_error(self, code: str, message: str, *, param: str | None = None, client_event_id: str | None = None,
-                   type: str = "invalid_request_error") -> None:  # noqa: A002
+                   type: str = "invalid_request_error") -> None:
         self.emit(error_event(code, message, param=param, client_event_id=client_event_id, type=type))
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -311,7 +311,7 @@ class EngineSession:
         else:
             try:
                 final = await asyncio.wait_for(asyncio.shield(item.recognized), 10)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+            except (TimeoutError, Exception):  # noqa: BLE001
                 final = ""
         usable = r.task is not None and (not r.task.done() or r.status == "completed")
         if usable and _norm(final) == _norm(text) and self.active is None and not self._closed:
@@ -351,7 +351,7 @@ class EngineSession:
         stt = seg.stt
         if stt is None:  # no streaming recogniser (e.g. buffer filled before speech): recognise now
             stt = SttWorker(self.pipeline.stt, lambda _t: None, self.input.language)
-            stt.feed(self.input._stt_resampler.process(seg.pcm))  # noqa: SLF001 - same session's resampler
+            stt.feed(self.input._stt_resampler.process(seg.pcm))  # same session's resampler
         self._spawn(self._finish_transcription(item, stt))
         return item
 
@@ -359,7 +359,7 @@ class EngineSession:
         assert item.recognized is not None
         try:
             text = await stt.finish()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.exception("speech recognition failed")
             item.recognized.set_result("")
             if self.config.transcription is not None:

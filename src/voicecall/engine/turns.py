@@ -75,7 +75,7 @@ class SttWorker:
 def _safe_abort(stream: STTStream) -> None:
     try:
         stream.abort()
-    except Exception:  # noqa: BLE001 - best effort release
+    except Exception:  # best effort release
         log.debug("stt abort failed", exc_info=True)
 
 

@@ -40,10 +40,10 @@ from voicecall.gateway.upstream import (
     gateway_state,
     price_table,
     redact,
-    request as upstream_request,
     ws_logger,
     ws_url,
 )
+from voicecall.gateway.upstream import request as upstream_request
 
 if TYPE_CHECKING:
     from voicecall.server.app import AppState
@@ -78,7 +78,7 @@ def call_id_from_location(location: str | None) -> str | None:
     return None
 
 
-def _error(status: int, code: str, message: str, type: str = "invalid_request_error") -> JSONResponse:  # noqa: A002
+def _error(status: int, code: str, message: str, type: str = "invalid_request_error") -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": type, "code": code, "param": None}},
                         status_code=status)
 
@@ -283,7 +283,7 @@ class CallSession:
                     self.ended_reason = self.ended_reason or f"call not found upstream (HTTP {status})"
                     self._done.set()
                     return
-            except (OSError, InvalidHandshake, InvalidURI, TimeoutError, asyncio.TimeoutError) as exc:
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
                 failures += 1
                 log.warning("gateway: call %s: sideband connect failed: %s", self.call_id, type(exc).__name__)
             else:

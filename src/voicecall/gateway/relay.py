@@ -349,7 +349,7 @@ class Relay:
                                  compression=None, logger=ws_logger())
         except InvalidStatus as exc:
             err = _ws_status_error(self.state, exc)
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             err = from_transport(self.state, exc, "WebSocket")
         except (OSError, InvalidHandshake, InvalidURI) as exc:
             err = from_transport(self.state, exc, "WebSocket")
@@ -540,15 +540,14 @@ class Relay:
                 if self.init_pending:
                     try:
                         msg = await asyncio.wait_for(up.recv(), max(0.01, self.init_deadline - time.monotonic()))
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         await self._end_init()
                         continue
                 else:
                     msg = await up.recv()
                 if isinstance(msg, str):
-                    if self.init_pending:
-                        if not await self._init_step(msg):
-                            continue
+                    if self.init_pending and not await self._init_step(msg):
+                        continue
                     out = self._inspect_down(msg)
                     if out is None:
                         continue

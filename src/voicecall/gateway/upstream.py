@@ -121,7 +121,7 @@ class NoDebugLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """A logger for the ``websockets`` client that is never enabled for DEBUG: at DEBUG, ``websockets`` logs every
     handshake header, and ours carries the key."""
 
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging API
+    def isEnabledFor(self, level: int) -> bool:  # logging API name
         return level > logging.DEBUG and self.logger.isEnabledFor(level)
 
 
@@ -139,7 +139,7 @@ class UpstreamError(Exception):
     """
 
     def __init__(self, status: int, code: str, message: str, *, retry_after: str | None = None,
-                 type: str = "server_error", close_code: int = 1011) -> None:  # noqa: A002 - protocol field
+                 type: str = "server_error", close_code: int = 1011) -> None:  # `type`: the protocol field
         super().__init__(message)
         self.status = status
         self.code = code

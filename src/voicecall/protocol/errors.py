@@ -16,7 +16,7 @@ from voicecall.protocol.ids import event_id
 
 class ProtocolError(Exception):
     def __init__(self, code: str, message: str, param: str | None = None,
-                 type: str = "invalid_request_error") -> None:  # noqa: A002 - protocol field name
+                 type: str = "invalid_request_error") -> None:  # `type`: the protocol field name
         super().__init__(message)
         self.code = code
         self.message = message
@@ -25,7 +25,7 @@ class ProtocolError(Exception):
 
 
 def error_event(code: str, message: str, *, param: str | None = None, client_event_id: str | None = None,
-                type: str = "invalid_request_error") -> dict[str, Any]:  # noqa: A002
+                type: str = "invalid_request_error") -> dict[str, Any]:
     return {
         "type": "error",
         "event_id": event_id(),

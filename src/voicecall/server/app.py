@@ -95,7 +95,7 @@ def _progress(message: str) -> None:
     log.info("%s", message)
 
 
-def error_response(status: int, message: str, code: str | None = None, type: str = "invalid_request_error",  # noqa: A002
+def error_response(status: int, message: str, code: str | None = None, type: str = "invalid_request_error",
                    headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": type, "code": code, "param": None}}, status_code=status,
                         headers=headers)

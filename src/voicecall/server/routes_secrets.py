@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from voicecall.protocol.errors import ProtocolError
-from voicecall.protocol.session import SessionConfig, TurnDetection, Transcription, apply_session_update
+from voicecall.protocol.session import SessionConfig, Transcription, TurnDetection, apply_session_update
 
 if TYPE_CHECKING:
     from voicecall.server.app import AppState

@@ -77,7 +77,7 @@ class StoreURL:
 def parse_store_url(url: str) -> StoreURL:
     """Validate and split a ``store.url``; :class:`ValueError` with the accepted forms when it is wrong."""
     if not isinstance(url, str):
-        raise ValueError(f"store.url must be a string; use one of: {_FORMS}")
+        raise ValueError(f"store.url must be a string; use one of: {_FORMS}")  # noqa: TRY004 - callers catch ValueError
     text = url.strip()
     if text.lower() == "none":
         return StoreURL("none")

@@ -241,16 +241,16 @@ def _touch(conversation_id: str, when: datetime | None) -> Statement:
     """Move ``last_activity_at`` forward (never back)."""
     ts = to_iso(when or utcnow())
     return (
-        "UPDATE conversations SET last_activity_at = CASE WHEN last_activity_at IS NULL "
-        "OR last_activity_at < ? THEN ? ELSE last_activity_at END WHERE id = ?",
+        ("UPDATE conversations SET last_activity_at = CASE WHEN last_activity_at IS NULL "
+         "OR last_activity_at < ? THEN ? ELSE last_activity_at END WHERE id = ?"),
         (ts, ts, conversation_id),
     )
 
 
 def _count_items(conversation_id: str) -> Statement:
     return (
-        "UPDATE conversations SET item_count = (SELECT COUNT(*) FROM items WHERE conversation_id = ?) "
-        "WHERE id = ?",
+        ("UPDATE conversations SET item_count = (SELECT COUNT(*) FROM items WHERE conversation_id = ?) "
+         "WHERE id = ?"),
         (conversation_id, conversation_id),
     )
 
@@ -385,8 +385,8 @@ class SQLStore(Store):
                     ),
                 ),
                 (
-                    "UPDATE conversations SET cost_usd = COALESCE((SELECT SUM(cost_usd) FROM responses "
-                    "WHERE conversation_id = ?), 0) WHERE id = ?",
+                    ("UPDATE conversations SET cost_usd = COALESCE((SELECT SUM(cost_usd) FROM responses "
+                     "WHERE conversation_id = ?), 0) WHERE id = ?"),
                     (cid, cid),
                 ),
                 _touch(cid, response.done_at or response.created_at),
@@ -397,8 +397,8 @@ class SQLStore(Store):
         counts = await self._execute(
             [
                 (
-                    "UPDATE conversations SET ended_at = COALESCE(last_activity_at, started_at) "
-                    "WHERE ended_at IS NULL AND started_at <= ?",
+                    ("UPDATE conversations SET ended_at = COALESCE(last_activity_at, started_at) "
+                     "WHERE ended_at IS NULL AND started_at <= ?"),
                     (to_iso(now or utcnow()),),
                 )
             ]

@@ -145,7 +145,7 @@ def make_router(
     @router.get("/{conversation_id}/export", summary="Download a conversation as JSON or Markdown")
     async def export_conversation(
         conversation_id: str,
-        format: str | None = Query(None, description="json (default) or md"),  # noqa: A002 - API name
+        format: str | None = Query(None, description="json (default) or md"),  # `format`: the API's query parameter
     ) -> Response:
         fmt = (format or "json").strip().lower()
         if fmt == "markdown":

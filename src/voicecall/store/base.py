@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 Transport = Literal["websocket", "webrtc", "relay", "sideband"]
 TRANSPORTS: tuple[str, ...] = ("websocket", "webrtc", "relay", "sideband")
@@ -136,7 +136,7 @@ def from_iso(text: str | None) -> datetime | None:
     """Inverse of :func:`to_iso` (accepts any ISO-8601 form ``datetime.fromisoformat`` reads)."""
     if text is None:
         return None
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC)
@@ -204,7 +204,7 @@ class Store(ABC):
     def description(self) -> str:
         """A human-readable, secret-free name of the database (for logs)."""
 
-    async def __aenter__(self) -> Store:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 

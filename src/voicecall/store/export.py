@@ -84,7 +84,7 @@ def format_duration(seconds: float | None) -> str:
     """``42 s``, ``3 min 12 s``, ``1 h 02 min``."""
     if seconds is None or seconds < 0:
         return "-"
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s} s"
     if s < 3600:

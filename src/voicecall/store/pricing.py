@@ -100,7 +100,7 @@ def is_openai_model(model: str | None) -> bool:
 
 def _validate_override(model: str, values: Mapping[str, Any]) -> dict[str, float]:
     if not isinstance(values, Mapping):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004 - a configuration error, reported as ValueError like the others
             f"store.prices.{model} must be a mapping of {', '.join(PRICE_KEYS)} to USD per 1M tokens"
         )
     out: dict[str, float] = {}

@@ -473,7 +473,7 @@ class WebRTCTransport:
         try:
             self.channel.send(msg)
             self.events_sent += 1
-        except Exception:  # noqa: BLE001 - the channel died under us; the call is closing
+        except Exception:  # the channel died under us; the call is closing
             log.debug("data channel send failed", exc_info=True)
 
     @property
@@ -621,7 +621,7 @@ class WebRTCPeer:
                 return
             try:
                 self.mic.push(frame)  # type: ignore[arg-type]
-            except Exception:  # noqa: BLE001 - one bad frame must not end the call
+            except Exception:  # one bad frame must not end the call
                 log.exception("could not process a microphone frame")
 
     def _feed(self, pcm: PCM16) -> None:
@@ -667,7 +667,7 @@ class WebRTCPeer:
                 continue
             try:
                 await self.session.handle_message(msg)
-            except Exception:  # noqa: BLE001 - as on the WebSocket, the session goes on
+            except Exception:  # as on the WebSocket, the session goes on
                 log.exception("handling a data-channel message failed")
                 self.transport.send_event(error_event("internal_error", "The server failed to handle the event.",
                                                       param=None, type="server_error"))
@@ -698,7 +698,7 @@ class WebRTCPeer:
             self._inbox.put_nowait(None)
             self.transport.track.stop()
             await self.pc.close()
-        except Exception:  # noqa: BLE001 - teardown must finish
+        except Exception:  # teardown must finish
             log.exception("error while closing a WebRTC call")
         finally:
             current = asyncio.current_task()

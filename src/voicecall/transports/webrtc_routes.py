@@ -100,7 +100,7 @@ def new_call_id() -> str:
     return "rtc_" + secrets.token_hex(16)
 
 
-def _error(status: int, message: str, code: str | None, type: str = "invalid_request_error",  # noqa: A002
+def _error(status: int, message: str, code: str | None, type: str = "invalid_request_error",
            param: str | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": type, "code": code, "param": param}},
                         status_code=status)
@@ -298,7 +298,7 @@ async def _supervise(call: WebRTCCall, calls: CallRegistry, release: Any) -> Non
         if recorder is not None:
             try:
                 await recorder.close()
-            except Exception:  # noqa: BLE001 - history must not break teardown
+            except Exception:  # history must not break teardown
                 log.exception("closing the call's recorder failed")
         call.ended.set()
         log.info("WebRTC call %s ended after %.1f s: %s", call.id, time.time() - call.started, call.peer.close_reason)
@@ -313,6 +313,6 @@ async def _abandon(peer: WebRTCPeer, session: EngineSession | None, recorder: An
     if recorder is not None:
         try:
             await recorder.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("closing the recorder failed")
 
