@@ -6,7 +6,6 @@ OpenAI key (the leak guard)."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.chromium import chromium_or_skip, chromium_page, hang_up
 from tests.conftest import netns_required
 from tests.gateway.gwtools import LEAK_KEY, conversations, wait_until
 from voicecall.audio import write_wav
@@ -34,40 +34,29 @@ def test_served_pages_hold_no_key(make_gateway, upstream) -> None:
 def test_browser_call_through_the_gateway(make_gateway, local_upstream, tmp_path: Path) -> None:
     netns_required()
     from tests.webrtc.conftest import QUESTION, RTC_RATE, speech
-    from tests.webrtc.test_browser import CHROMIUM_FLAGS, _chromium_or_skip
 
-    chromium = _chromium_or_skip()
-    from playwright.sync_api import sync_playwright
+    chromium = chromium_or_skip()
 
     # No client keys on this gateway: the page calls /session without credentials (loopback only).
     gw = make_gateway(f"{local_upstream.http}/v1", **{"server.apiKeys": []})
     wav = tmp_path / "mic.wav"
     write_wav(wav, np.concatenate([speech(QUESTION, RTC_RATE, lead_s=1.0, tail_s=6.0, seed=2)]), RTC_RATE)
-    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)
-    with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            profile, headless=True, executable_path=chromium,
-            args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={wav}%noloop"])
-        try:
-            page = ctx.pages[0] if ctx.pages else ctx.new_page()
-            requests: list[str] = []
-            page.on("request", lambda r: requests.append(f"{r.method} {r.url}"))
-            page.goto(f"{gw.http}/")
-            page.wait_for_function("() => window.voicecall && window.voicecall.client")
-            page.evaluate("() => { window.voicecall.client.audioConstraints = "
-                          "{echoCancellation: false, noiseSuppression: false, autoGainControl: false}; }")
-            page.click("#connect")
-            page.wait_for_function("() => window.voicecall.state === 'connected'", timeout=15000)
-            page.wait_for_function(
-                """() => window.voicecall.transcripts.some(t => t.role === 'assistant' && t.text)
-                      && window.voicecall.events.includes('output_audio_buffer.stopped')""", timeout=40000)
-            hooks: dict[str, Any] = page.evaluate(
-                "() => ({transcripts: window.voicecall.transcripts, errors: window.voicecall.errors, "
-                "remoteLevelMax: window.voicecall.remoteLevelMax})")
-            page.click("#connect")  # hang up
-            page.wait_for_function("() => window.voicecall.state === 'disconnected'", timeout=10000)
-        finally:
-            ctx.close()
+    with chromium_page(chromium, wav, tmp_path) as page:
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(f"{r.method} {r.url}"))
+        page.goto(f"{gw.http}/")
+        page.wait_for_function("() => window.voicecall && window.voicecall.client")
+        page.evaluate("() => { window.voicecall.client.audioConstraints = "
+                      "{echoCancellation: false, noiseSuppression: false, autoGainControl: false}; }")
+        page.click("#connect")
+        page.wait_for_function("() => window.voicecall.state === 'connected'", timeout=15000)
+        page.wait_for_function(
+            """() => window.voicecall.transcripts.some(t => t.role === 'assistant' && t.text)
+                  && window.voicecall.events.includes('output_audio_buffer.stopped')""", timeout=40000)
+        hooks: dict[str, Any] = page.evaluate(
+            "() => ({transcripts: window.voicecall.transcripts, errors: window.voicecall.errors, "
+            "remoteLevelMax: window.voicecall.remoteLevelMax})")
+        hang_up(page)
     assert not hooks["errors"], hooks["errors"]
     user = [t["text"].lower() for t in hooks["transcripts"] if t["role"] == "user" and t["text"]]
     assistant = [t["text"].lower() for t in hooks["transcripts"] if t["role"] == "assistant" and t["text"]]

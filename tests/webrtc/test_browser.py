@@ -13,27 +13,18 @@ barge-in comes: it must end ``cancelled`` / ``turn_detected`` and the page's rem
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tests.chromium import chromium_or_skip, chromium_page, hang_up
 from tests.webrtc.conftest import BARGE_IN, QUESTION, RTC_RATE, speech
 from voicecall.audio import write_wav
 
 pytestmark = [pytest.mark.webrtc, pytest.mark.browser]
 
-CHROMIUM = os.environ.get("VOICECALL_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required", "--allow-loopback-in-peer-connection",
-]
 # Slow words from the echo LLM and long tone bursts: the first answer chunk ("You said:") plays for ~2.5 s while
 # the rest of the answer is still being generated (8 words x 0.45 s), which is when the barge-in lands.
 BROWSER_STACK = {
@@ -59,21 +50,6 @@ INSTRUMENT = """() => {
 }"""
 
 
-def _chromium_or_skip() -> str:
-    path = shutil.which(CHROMIUM) or (CHROMIUM if os.path.exists(CHROMIUM) else None)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"Chromium is required in CI but {CHROMIUM} is missing (apt-get install chromium)")
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set VOICECALL_CHROMIUM)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("playwright (python) is required in CI")
-        pytest.skip("playwright is not installed")
-    return path
-
-
 def _mic_wav(path: Path) -> tuple[Path, float, float]:
     """The fake microphone: lead silence, question, pause, barge-in utterance, tail. Returns (path, question end,
     barge-in start) in seconds of the file."""
@@ -85,41 +61,30 @@ def _mic_wav(path: Path) -> tuple[Path, float, float]:
 
 
 def test_browser_call_and_barge_in(make_rtc_server, tmp_path: Path) -> None:
-    chromium = _chromium_or_skip()
-    from playwright.sync_api import sync_playwright
-
+    chromium = chromium_or_skip()
     srv = make_rtc_server(**BROWSER_STACK)
     wav, q_end, barge_at = _mic_wav(tmp_path / "mic.wav")
-    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)
-    with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            profile, headless=True, executable_path=chromium,
-            args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={wav}%noloop"])
-        try:
-            page = ctx.pages[0] if ctx.pages else ctx.new_page()
-            console: list[str] = []
-            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-            page.goto(f"{srv.http}/")
-            page.wait_for_function("() => window.voicecall && window.voicecall.client")
-            page.evaluate(INSTRUMENT)
-            t_click = page.evaluate("() => performance.now()")
-            page.click("#connect")
-            page.wait_for_function("() => window.voicecall.state === 'connected'", timeout=15000)
-            # Wait for the barge-in turn to be transcribed (or give up after the file has played).
-            page.wait_for_function(
-                """() => window.voicecall.transcripts.filter(t => t.role === 'user' && t.final && t.text).length >= 2
-                      && window.voicecall.events.includes('output_audio_buffer.cleared')""",
-                timeout=40000)
-            page.wait_for_timeout(300)
-            hooks: dict[str, Any] = page.evaluate(
-                "() => ({transcripts: window.voicecall.transcripts, events: window.voicecall.events, "
-                "t: window.voicecall.t, remoteLevelMax: window.voicecall.remoteLevelMax, "
-                "micLevelMax: window.voicecall.micLevelMax, errors: window.voicecall.errors, "
-                "notes: [...document.querySelectorAll('#transcript .msg.assistant .msg-note')].map(e => e.textContent)})")
-            page.click("#connect")  # hang up
-            page.wait_for_function("() => window.voicecall.state === 'disconnected'", timeout=10000)
-        finally:
-            ctx.close()
+    with chromium_page(chromium, wav, tmp_path) as page:
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        page.goto(f"{srv.http}/")
+        page.wait_for_function("() => window.voicecall && window.voicecall.client")
+        page.evaluate(INSTRUMENT)
+        t_click = page.evaluate("() => performance.now()")
+        page.click("#connect")
+        page.wait_for_function("() => window.voicecall.state === 'connected'", timeout=15000)
+        # Wait for the barge-in turn to be transcribed (or give up after the file has played).
+        page.wait_for_function(
+            """() => window.voicecall.transcripts.filter(t => t.role === 'user' && t.final && t.text).length >= 2
+                  && window.voicecall.events.includes('output_audio_buffer.cleared')""",
+            timeout=40000)
+        page.wait_for_timeout(300)
+        hooks: dict[str, Any] = page.evaluate(
+            "() => ({transcripts: window.voicecall.transcripts, events: window.voicecall.events, "
+            "t: window.voicecall.t, remoteLevelMax: window.voicecall.remoteLevelMax, "
+            "micLevelMax: window.voicecall.micLevelMax, errors: window.voicecall.errors, "
+            "notes: [...document.querySelectorAll('#transcript .msg.assistant .msg-note')].map(e => e.textContent)})")
+        hang_up(page)
     _report(hooks, t_click, q_end, barge_at)
     transcripts = hooks["transcripts"]
     user = [t["text"].lower() for t in transcripts if t["role"] == "user" and t["text"]]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.params import Depends as DependsParam
@@ -25,6 +25,8 @@ log = logging.getLogger("voicecall.store")
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 200
+
+_T = TypeVar("_T")
 
 
 def error_response(
@@ -84,6 +86,16 @@ def make_router(
         except Exception as exc:  # noqa: BLE001
             return _unavailable("getting the store", exc)
 
+    async def with_store(doing: str, op: Callable[[Store], Awaitable[_T]]) -> _T | JSONResponse:
+        """``op(store)``'s result, or the error response to return (no store, or the store failed: 503)."""
+        store = store_or_error()
+        if isinstance(store, JSONResponse):
+            return store
+        try:
+            return await op(store)
+        except Exception as exc:  # noqa: BLE001
+            return _unavailable(doing, exc)
+
     @router.get("", summary="List conversations, newest first")
     async def list_conversations(
         limit: str | None = Query(None, description=f"1..{MAX_LIMIT}, default {DEFAULT_LIMIT}"),
@@ -113,13 +125,9 @@ def make_router(
 
     async def load_detail(conversation_id: str, doing: str) -> Any:
         """The conversation's detail, or the error response to return (no store, store failure, unknown id)."""
-        store = store_or_error()
-        if isinstance(store, JSONResponse):
-            return store
-        try:
-            detail = await store.get_conversation(conversation_id)
-        except Exception as exc:  # noqa: BLE001
-            return _unavailable(doing, exc)
+        detail = await with_store(doing, lambda store: store.get_conversation(conversation_id))
+        if isinstance(detail, JSONResponse):
+            return detail
         return _not_found(conversation_id) if detail is None else detail
 
     @router.get("/{conversation_id}", summary="One conversation with its items and responses")
@@ -131,13 +139,9 @@ def make_router(
 
     @router.delete("/{conversation_id}", status_code=204, summary="Delete a conversation")
     async def delete_conversation(conversation_id: str) -> Response:
-        store = store_or_error()
-        if isinstance(store, JSONResponse):
-            return store
-        try:
-            deleted = await store.delete_conversation(conversation_id)
-        except Exception as exc:  # noqa: BLE001
-            return _unavailable("deleting a conversation", exc)
+        deleted = await with_store("deleting a conversation", lambda store: store.delete_conversation(conversation_id))
+        if isinstance(deleted, JSONResponse):
+            return deleted
         if not deleted:
             return _not_found(conversation_id)
         return Response(status_code=204)
