@@ -27,11 +27,13 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # Every test runs inside a loopback-only network namespace (tests/netns-run): nothing can leave this machine.
-test: $(STAMP)
+test: lint
 	tests/netns-run $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Style and types are part of the test run: ruff (rules in pyproject.toml) and mypy (every function typed).
 lint: $(STAMP)
-	$(BIN)/python -m ruff check src tests || true
+	$(BIN)/python -m ruff check src tests
+	$(BIN)/python -m mypy src
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -81,7 +81,7 @@ def utterance_pcm(text: str, rate: int = ENGINE_RATE, noise: float = 60.0) -> np
     from voicecall.config import LocalConfig
     from voicecall.speech.registry import load_stage
 
-    tts = load_stage("tts", LocalConfig().tts)  # only the TTS: no LLM, no recogniser processes in the client
+    tts = load_stage("tts", LocalConfig.model_validate({}).tts)  # only the TTS: no LLM, no recogniser processes in the client
     pcm = np.concatenate(list(tts.synthesize(text)))
     pcm = resample(pcm, tts.sample_rate, rate).astype(np.float64)
     pcm += np.random.default_rng(7).normal(0, noise, pcm.shape)

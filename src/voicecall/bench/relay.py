@@ -381,7 +381,7 @@ def _report(clients: int, seconds: float, direct: dict[str, Any], relay: dict[st
     def ratio(a: float | None, b: float | None) -> float | None:
         return None if a is None or not b else a / b
 
-    result = {
+    result: dict[str, Any] = {
         "benchmark": "relay", "machine": machine_info(),
         "settings": {"clients": clients, "seconds": seconds, "append_ms": APPEND_MS, "sample_rate": 24000,
                      "append_base64_chars": SAMPLES * 2 * 4 // 3, "compression": "none",

@@ -55,9 +55,9 @@ class SpeechChunker:
             return m.end()
         words = len(buf.split())
         if self._first or words >= self.max_words // 2:
-            m = _CLAUSE_END.search(buf)
-            if m and len(buf[: m.end()].split()) >= 2:
-                return m.end()
+            clause = _CLAUSE_END.search(buf)
+            if clause and len(buf[: clause.end()].split()) >= 2:
+                return clause.end()
         limit = self.first_words if self._first else self.max_words
         if words > limit:
             return self._word_boundary(limit)

@@ -8,6 +8,7 @@ Event order follows OpenAI's: ``response.created`` → (per output item) ``respo
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -21,7 +22,15 @@ from voicecall.audio import ENGINE_RATE, PCM16, Resampler
 from voicecall.engine.chunker import SpeechChunker
 from voicecall.engine.conversation import Item, SpokenChunk, to_chat_messages
 from voicecall.protocol.ids import new_id
-from voicecall.speech.base import ChatMessage, FunctionTool, LLMError, LLMUsage, TextDelta, ToolCallDelta
+from voicecall.speech.base import (
+    ChatMessage,
+    FunctionTool,
+    LLMError,
+    LLMUsage,
+    TextDelta,
+    ToolCallDelta,
+    TTSModel,
+)
 
 if TYPE_CHECKING:
     from voicecall.engine.session import EngineSession
@@ -86,6 +95,11 @@ class Response:
             "usage": self.usage,
             "metadata": self.params.metadata,
         }
+
+
+def _synthesize(tts: TTSModel, text: str, voice: str | None, speed: float) -> list[PCM16]:
+    """All of one chunk's audio (run in a worker thread)."""
+    return list(tts.synthesize(text, voice, speed))
 
 
 class ResponseRunner:
@@ -288,13 +302,13 @@ class ResponseRunner:
             if text is None:
                 break
             t_req = time.monotonic()
-            chunks: list[PCM16] = await asyncio.to_thread(lambda t=text: list(tts.synthesize(t, voice, speed)))
+            chunks: list[PCM16] = await asyncio.to_thread(_synthesize, tts, text, voice, speed)
             pcm = resampler.process(np.concatenate(chunks)) if chunks else np.zeros(0, np.int16)
             if pcm.size == 0:
                 continue
             if "tts_first_audio_ms" not in r.metrics:
                 r.metrics["tts_first_audio_ms"] = (time.monotonic() - t_req) * 1000
-            self._do(lambda t=text, a=pcm: self._publish_chunk(item, t, a))
+            self._do(functools.partial(self._publish_chunk, item, text, pcm))
 
     def _publish_chunk(self, item: Item, text: str, pcm: PCM16) -> None:
         """Send one spoken chunk: its transcript delta, then its audio; keep the text/audio alignment."""

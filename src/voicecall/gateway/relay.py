@@ -459,24 +459,28 @@ class Relay:
         """Forward one client message; ``False`` once upstream is closed."""
         up = self.upstream
         assert up is not None
-        text = msg.get("text")
-        data: str | bytes | None = text
-        if text is None:
-            data = msg.get("bytes")
-            if data is None:
+        text: str | None = msg.get("text")
+        data: str | bytes
+        if text is not None:
+            data = text
+        else:
+            raw: bytes | None = msg.get("bytes")
+            if raw is None:
                 return True
+            data = raw
         if len(data) > self.max_bytes:
             await self._to_client(error_event(
                 "message_too_large", f"The message is {len(data)} bytes; this server accepts at most "
                 f"{self.max_bytes} bytes per message. Send audio in smaller appends."))
             return True
         if text is not None:
-            data = self._inspect_up(text)
-            if data is None:
+            inspected = self._inspect_up(text)
+            if inspected is None:
                 if self.refusal is not None:
                     refusal, self.refusal = self.refusal, None
                     await self._to_client(refusal)
                 return True
+            data = inspected
         try:
             await up.send(data)
         except ConnectionClosed:

@@ -68,7 +68,8 @@ async def mint_upstream(state: AppState, session_patch: dict[str, Any], ttl: int
              "browser" if browser else "client_secrets", int(expires_at - time.time()))
     if not browser:
         return data
-    model = upstream_session.get("model") if isinstance(upstream_session.get("model"), str) else cfg.model
+    asked = upstream_session.get("model")
+    model: str = asked if isinstance(asked, str) and asked else cfg.model
     return {"value": value, "expires_at": int(expires_at), "session": upstream_session,
             "provider": "openai-realtime", "model": model, "calls_url": "/v1/realtime/calls",
             "ice_servers": ice_servers or [], "pricing": pricing(state, model)}
