@@ -27,7 +27,9 @@ pytestmark = [pytest.mark.webrtc, pytest.mark.browser]
 
 # Slow words from the echo LLM and long tone bursts: the first answer chunk ("You said:") plays for ~2.5 s while
 # the rest of the answer is still being generated (8 words x 0.45 s), which is when the barge-in lands.
+SERVER_INSTRUCTIONS = "Answer like a ship's captain, in one sentence."
 BROWSER_STACK = {
+    "plugins.voice-call.local.instructions": SERVER_INSTRUCTIONS,
     "plugins.voice-call.local.llm": {"type": "echo", "delay": 0.45},
     "plugins.voice-call.local.tts": {"type": "tone", "wordMs": 1200, "gapMs": 40, "amplitude": 0.4},
 }
@@ -73,6 +75,13 @@ def test_browser_call_and_barge_in(make_rtc_server, tmp_path: Path) -> None:
         t_click = page.evaluate("() => performance.now()")
         page.click("#connect")
         page.wait_for_function("() => window.voicecall.state === 'connected'", timeout=15000)
+        # The page sent no instructions of its own (its field is empty): the server's configured ones are in force,
+        # and the page shows them (from session.created) as the field's placeholder.
+        page.wait_for_function("() => document.querySelector('#instructions').placeholder !== ''"
+                               " && window.voicecall.events.includes('session.created')", timeout=5000)
+        field = page.evaluate("() => ({value: document.querySelector('#instructions').value, "
+                              "placeholder: document.querySelector('#instructions').placeholder})")
+        assert field == {"value": "", "placeholder": SERVER_INSTRUCTIONS}, field
         # Wait for the barge-in turn to be transcribed (or give up after the file has played).
         page.wait_for_function(
             """() => window.voicecall.transcripts.filter(t => t.role === 'user' && t.final && t.text).length >= 2

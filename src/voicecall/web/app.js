@@ -21,7 +21,8 @@ const els = {
 
 const SETTINGS_KEY = "voicecall.settings";
 const API_KEY_KEY = "voicecall.apiKey";
-const DEFAULT_INSTRUCTIONS = "You are a friendly, helpful voice assistant. Keep your answers short and conversational.";
+// What this page used to fill in by default: a saved copy of it means "no instructions of my own" (the server's).
+const OLD_DEFAULT_INSTRUCTIONS = "You are a friendly, helpful voice assistant. Keep your answers short and conversational.";
 const REMOTE_SPEAKING_HOLD_MS = 300;
 const MAX_EVENTS = 500;
 
@@ -37,7 +38,15 @@ function saveSettings() {
 }
 const saved = loadSettings();
 if (saved.voice && GA_VOICES.includes(saved.voice)) els.voice.value = saved.voice;
-els.instructions.value = typeof saved.instructions === "string" ? saved.instructions : DEFAULT_INSTRUCTIONS;
+els.instructions.value = typeof saved.instructions === "string" && saved.instructions !== OLD_DEFAULT_INSTRUCTIONS
+  ? saved.instructions : "";
+let serverInstructions = null; // the server's own instructions, learnt from session.created while the field is empty
+
+/** The field's instructions, or undefined when it is empty: the server's configured instructions apply. */
+function ownInstructions() {
+  const text = els.instructions.value.trim();
+  return text ? els.instructions.value : undefined;
+}
 
 function getApiKey() {
   try { return sessionStorage.getItem(API_KEY_KEY) || ""; } catch { return ""; }
@@ -73,7 +82,7 @@ const bubbles = new Map(); // itemId -> {el, textEl, entry, committed}
 
 const client = new RealtimeClient({
   voice: els.voice.value,
-  instructions: els.instructions.value,
+  instructions: ownInstructions(),
   apiKey: getApiKey,
   onStateChange,
   onError,
@@ -94,7 +103,7 @@ function startCall() {
   hideError();
   saveSettings();
   client.voice = els.voice.value;
-  client.instructions = els.instructions.value;
+  client.instructions = ownInstructions();
   client.startRecording(); // one press connects and starts talking
   updateMuteButton();
   if (hadCall) addDivider("Reconnecting…"); // after a dropped call: keep its transcript
@@ -431,6 +440,12 @@ function onEvent(ev) {
       }
       break;
     }
+    case "session.created":
+      if (ownInstructions() === undefined && ev.session && typeof ev.session.instructions === "string") {
+        serverInstructions = ev.session.instructions;
+        els.instructions.placeholder = serverInstructions;
+      }
+      break;
     case "session.updated":
       if (pendingSettingsUpdate) {
         pendingSettingsUpdate = false;
@@ -559,7 +574,12 @@ function applySetting(partial) {
 }
 
 els.voice.addEventListener("change", () => applySetting({ audio: { output: { voice: els.voice.value } } }));
-els.instructions.addEventListener("change", () => applySetting({ instructions: els.instructions.value }));
+els.instructions.addEventListener("change", () => {
+  const own = ownInstructions();
+  if (own !== undefined) applySetting({ instructions: own });
+  else if (client.state === "connected" && serverInstructions !== null) applySetting({ instructions: serverInstructions });
+  else { client.instructions = undefined; saveSettings(); flashSaved("Saved. The server's instructions apply."); }
+});
 
 // ---------------------------------------------------------------------------------------------- API key
 
