@@ -66,6 +66,9 @@ class WebRTCConfig(_Model):
     """Addresses to advertise as ICE host candidates (empty: every interface). Tests pin ``[127.0.0.1]``."""
     ice_servers: list[IceServer] = Field(default_factory=list)
     """STUN/TURN servers, for deployments behind NAT."""
+    jitter_buffer_frames: int = Field(1, ge=1, le=16)
+    """20 ms microphone frames the receive jitter buffer holds before decoding (aiortc's own default: 4, i.e. 60 ms
+    more before the VAD hears the end of speech). Reordering is handled either way: a gap is waited for."""
 
 
 class StoreConfig(_Model):
@@ -175,7 +178,7 @@ class PluginsConfig(_Model):
 
 class Config(_Model):
     server: ServerConfig = Field(default_factory=lambda: ServerConfig.model_validate({}))
-    webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
+    webrtc: WebRTCConfig = Field(default_factory=lambda: WebRTCConfig.model_validate({}))
     store: StoreConfig = Field(default_factory=StoreConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
 

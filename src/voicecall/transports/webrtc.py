@@ -371,6 +371,26 @@ class _InlineDecodeQueue:
         self._stopped.wait()
 
 
+def set_jitter_prefetch(pc: RTCPeerConnection, track: MediaStreamTrack, frames: int) -> int | None:
+    """Make the receive jitter buffer of ``track`` release a frame once ``frames`` frames are queued (aiortc holds
+    4 for audio: 60 ms of latency on every microphone frame that buys nothing here, since a gap is waited for, not
+    skipped, whatever the prefetch). Relies on aiortc internals; returns the prefetch in force, or ``None`` when
+    they are not what this expects (aiortc's own buffer then stays)."""
+    from aiortc.jitterbuffer import JitterBuffer
+
+    for t in pc.getTransceivers():
+        receiver = t.receiver
+        if getattr(receiver, "_track", None) is not track:
+            continue
+        attr = "_RTCRtpReceiver__jitter_buffer"
+        current = getattr(receiver, attr, None)
+        if not isinstance(current, JitterBuffer) or any(p is not None for p in getattr(current, "_packets", [1])):
+            return None  # not aiortc's audio buffer as expected, or media already flowing
+        setattr(receiver, attr, JitterBuffer(capacity=current.capacity, prefetch=frames))
+        return frames
+    return None
+
+
 def decode_inline(pc: RTCPeerConnection, track: MediaStreamTrack) -> bool:
     """Make the receiver of ``track`` decode on the event loop (see :class:`_InlineDecodeQueue`). Relies on aiortc
     internals; returns False (and leaves aiortc's thread in charge) when they are not what this expects."""
@@ -568,7 +588,7 @@ class WebRTCPeer:
 
     def __init__(self, transport: WebRTCTransport, *, ice_servers: Sequence[IceServer] = (),
                  host_addresses: Sequence[str] = (), max_message_bytes: int = 16 * 1024 * 1024,
-                 open_timeout: float = DATA_CHANNEL_OPEN_TIMEOUT) -> None:
+                 open_timeout: float = DATA_CHANNEL_OPEN_TIMEOUT, jitter_buffer_frames: int = 1) -> None:
         self.transport = transport
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self.host_addresses = list(host_addresses)
@@ -581,6 +601,8 @@ class WebRTCPeer:
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.inline_decoding = False
+        self.jitter_buffer_frames = jitter_buffer_frames
+        self.jitter_prefetch: int | None = None  # what the microphone's jitter buffer holds (None: aiortc's own)
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("connectionstatechange", self._on_state)
@@ -608,6 +630,7 @@ class WebRTCPeer:
     # ------------------------------------------------------------------ events from aiortc
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
+            self.jitter_prefetch = set_jitter_prefetch(self.pc, track, self.jitter_buffer_frames)
             self.inline_decoding = decode_inline(self.pc, track)
             if not self.inline_decoding:
                 log.debug("aiortc internals changed: microphone audio is decoded in aiortc's thread")

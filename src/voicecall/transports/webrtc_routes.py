@@ -64,6 +64,7 @@ class WebRTCCall:
                 "seconds": round(time.time() - self.started, 1), "connection_state": self.peer.pc.connectionState,
                 "data_channel_open": self.peer.transport.channel_open, "frames_sent": track.frames_sent,
                 "late_frames": track.late_frames, "mic_frames": self.peer.mic.frames, "inline_decoding": self.peer.inline_decoding,
+                "jitter_buffer_frames": self.peer.jitter_prefetch,
                 "events_sent": self.peer.transport.events_sent, "client": self.principal_label}
 
 
@@ -253,7 +254,8 @@ async def _create_local_call(request: Request, state: AppState, calls: CallRegis
         model = model or cfg.voice_call.local.model
         transport = WebRTCTransport(on_close=lambda reason: peer.close(reason) if peer is not None else None)
         peer = WebRTCPeer(transport, ice_servers=cfg.webrtc.ice_servers, host_addresses=cfg.webrtc.host_addresses,
-                          max_message_bytes=cfg.server.max_message_bytes)
+                          max_message_bytes=cfg.server.max_message_bytes,
+                          jitter_buffer_frames=cfg.webrtc.jitter_buffer_frames)
         recorder = _recorder(state, principal, model, "webrtc")
         session = EngineSession(pipeline, cfg.voice_call.local, transport, model=model, recorder=recorder,
                                 max_seconds=cfg.server.max_session_seconds)
