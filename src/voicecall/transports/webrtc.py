@@ -378,34 +378,34 @@ def set_jitter_prefetch(pc: RTCPeerConnection, track: MediaStreamTrack, frames: 
     they are not what this expects (aiortc's own buffer then stays)."""
     from aiortc.jitterbuffer import JitterBuffer
 
+    receiver = _receiver_of(pc, track)
+    attr = "_RTCRtpReceiver__jitter_buffer"
+    current = getattr(receiver, attr, None)
+    if not isinstance(current, JitterBuffer) or any(p is not None for p in getattr(current, "_packets", [1])):
+        return None  # not aiortc's audio buffer as expected, or media already flowing
+    setattr(receiver, attr, JitterBuffer(capacity=current.capacity, prefetch=frames))
+    return frames
+
+
+def _receiver_of(pc: RTCPeerConnection, track: MediaStreamTrack) -> Any:
+    """The RTCRtpReceiver whose remote track is ``track`` (``None`` if none is)."""
     for t in pc.getTransceivers():
-        receiver = t.receiver
-        if getattr(receiver, "_track", None) is not track:
-            continue
-        attr = "_RTCRtpReceiver__jitter_buffer"
-        current = getattr(receiver, attr, None)
-        if not isinstance(current, JitterBuffer) or any(p is not None for p in getattr(current, "_packets", [1])):
-            return None  # not aiortc's audio buffer as expected, or media already flowing
-        setattr(receiver, attr, JitterBuffer(capacity=current.capacity, prefetch=frames))
-        return frames
+        if getattr(t.receiver, "_track", None) is track:
+            return t.receiver
     return None
 
 
 def decode_inline(pc: RTCPeerConnection, track: MediaStreamTrack) -> bool:
     """Make the receiver of ``track`` decode on the event loop (see :class:`_InlineDecodeQueue`). Relies on aiortc
     internals; returns False (and leaves aiortc's thread in charge) when they are not what this expects."""
-    for t in pc.getTransceivers():
-        receiver = t.receiver
-        if getattr(receiver, "_track", None) is not track:
-            continue
-        attr = "_RTCRtpReceiver__decoder_queue"
-        original = getattr(receiver, attr, None)
-        output = getattr(track, "_queue", None)
-        if original is None or not hasattr(original, "put") or not isinstance(output, asyncio.Queue):
-            return False
-        setattr(receiver, attr, _InlineDecodeQueue(original, output))
-        return True
-    return False
+    receiver = _receiver_of(pc, track)
+    attr = "_RTCRtpReceiver__decoder_queue"
+    original = getattr(receiver, attr, None)
+    output = getattr(track, "_queue", None)
+    if original is None or not hasattr(original, "put") or not isinstance(output, asyncio.Queue):
+        return False
+    setattr(receiver, attr, _InlineDecodeQueue(original, output))
+    return True
 
 
 class MicrophoneInput:
