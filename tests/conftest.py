@@ -7,66 +7,31 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 
 from voicecall.audio import ENGINE_RATE, resample, write_wav
 from voicecall.config import Config, load_config
+from voicecall.server.thread import ServerThread as BaseServerThread
+from voicecall.server.thread import free_port
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerThread:
-    """A real uvicorn server running ``create_app(config)`` in a background thread."""
+class ServerThread(BaseServerThread):
+    """A real uvicorn server running ``create_app(config)`` in a background thread (``with``: started/stopped)."""
 
     def __init__(self, config: Config) -> None:
         from voicecall.server.app import create_app, uvicorn_options
 
         self.config = config
-        self.port = config.server.port or free_port()
-        self.app = create_app(config)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on", **uvicorn_options(config)))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/realtime"
+        super().__init__(create_app(config), config.server.port, start_timeout=120.0, **uvicorn_options(config))
 
     @property
     def state(self) -> Any:
         return self.app.state.vc
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        deadline = time.monotonic() + 120
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError("server thread died during start-up")
-            if time.monotonic() > deadline:
-                raise TimeoutError("server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
 
 
 def make_config(tmp_path: Path, **overrides: Any) -> Config:

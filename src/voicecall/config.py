@@ -168,8 +168,8 @@ class OpenAIRealtimeConfig(_Model):
 
 class VoiceCallConfig(_Model):
     provider: Literal["local", "openai-realtime"] = "local"
-    openai_realtime: OpenAIRealtimeConfig = Field(default_factory=lambda: OpenAIRealtimeConfig.model_validate({}))
-    local: LocalConfig = Field(default_factory=lambda: LocalConfig.model_validate({}))
+    openai_realtime: OpenAIRealtimeConfig = Field(default_factory=OpenAIRealtimeConfig)
+    local: LocalConfig = Field(default_factory=LocalConfig)
 
 
 class PluginsConfig(_Model):
@@ -177,8 +177,8 @@ class PluginsConfig(_Model):
 
 
 class Config(_Model):
-    server: ServerConfig = Field(default_factory=lambda: ServerConfig.model_validate({}))
-    webrtc: WebRTCConfig = Field(default_factory=lambda: WebRTCConfig.model_validate({}))
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
 

@@ -6,16 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
-from tests.conftest import free_port
 from voicecall.config import load_config
+from voicecall.server.thread import ServerThread, free_port
 
 LEAK_KEY = "sk-test-DO-NOT-LEAK-" + secrets.token_hex(12)
 GATEWAY_KEY = "gw-client-key-" + secrets.token_hex(6)
@@ -96,39 +93,11 @@ def leaked_lines(records: list[logging.LogRecord], needle: str = LEAK_KEY) -> li
     return leaks
 
 
-class AppThread:
+class AppThread(ServerThread):
     """A real uvicorn server for an ASGI app, in a named background thread."""
 
     def __init__(self, app: Any, name: str, port: int | None = None, ws_max_size: int = 32 * 1024 * 1024) -> None:
-        self.app = app
-        self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    ws_max_size=ws_max_size, lifespan="on",
-                                                    timeout_graceful_shutdown=2))
-        self.thread = threading.Thread(target=self.server.run, name=name, daemon=True)
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/realtime"
-
-    def start(self) -> AppThread:
-        self.thread.start()
-        deadline = time.monotonic() + 180
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError("server thread died during start-up")
-            if time.monotonic() > deadline:
-                raise TimeoutError("server did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
+        super().__init__(app, port, name=name, ws_max_size=ws_max_size, timeout_graceful_shutdown=2)
 
 
 class Gateway(AppThread):

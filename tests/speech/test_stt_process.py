@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from speech_helpers import mic_like
 
+from voicecall.bench.signals import mic_like
 from voicecall.config import ConfigError, StageConfig
 from voicecall.speech.registry import resolve_stage
 from voicecall.speech.stt_pocketsphinx import PocketsphinxSTT

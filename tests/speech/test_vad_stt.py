@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from speech_helpers import mic_like, segments, speech_bounds
 
+from voicecall.bench.signals import mic_like, segments, speech_bounds
 from voicecall.config import StageConfig
 from voicecall.speech.base import STTModel, VADModel
 from voicecall.speech.registry import load_stage

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from datetime import datetime
 from typing import Any
 
 Event = dict[str, Any]
@@ -290,3 +291,18 @@ def full_call() -> list[Event]:
             msg("item_u3", "user", [{"type": "input_text", "text": "Thanks, that's enough."}]), "item_a2"
         ),
     ]
+
+
+async def record_full_call(store: Any, started_at: datetime, client: str,
+                           metrics: dict[str, dict[str, float]] | None = None) -> None:
+    """:func:`full_call` recorded as the relay's conversation ``conv_call`` (gpt-realtime, marin), with optional
+    per-response engine metrics, and closed (everything written)."""
+    from voicecall.store import ConversationRecorder
+
+    rec = ConversationRecorder(store, conversation_id="conv_call", provider="openai-realtime", model="gpt-realtime",
+                               voice="marin", transport="relay", client=client, started_at=started_at)
+    for event in full_call():
+        rec.on_server_event(event)
+    for response_id, latency in (metrics or {}).items():
+        rec.on_response_metrics(response_id, latency)
+    await rec.close()

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from fastapi import FastAPI, Header, HTTPException
 
-from tests.store.store_events import full_call
-from voicecall.store import ConversationRecorder, Store
+from tests.store.store_events import record_full_call
+from voicecall.store import Store
 from voicecall.store.api import make_router
 from voicecall.store.base import ConversationRecord
 
@@ -26,20 +26,7 @@ def require_key(authorization: str | None = Header(None)) -> None:
 
 @pytest.fixture
 async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
-    rec = ConversationRecorder(
-        store,
-        conversation_id="conv_call",
-        provider="openai-realtime",
-        model="gpt-realtime",
-        voice="marin",
-        transport="relay",
-        client="10.1.1.1",
-        started_at=T0 + timedelta(hours=1),
-    )
-    for event in full_call():
-        rec.on_server_event(event)
-    rec.on_response_metrics("resp_2", {"voice_to_voice_ms": 910.0})
-    await rec.close()
+    await record_full_call(store, T0 + timedelta(hours=1), "10.1.1.1", {"resp_2": {"voice_to_voice_ms": 910.0}})
     for n in range(5):
         await store.start_conversation(
             ConversationRecord(

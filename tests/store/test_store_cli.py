@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.store.store_events import full_call
-from voicecall.store import ConversationRecord, ConversationRecorder, open_store
+from tests.store.store_events import record_full_call
+from voicecall.store import ConversationRecord, open_store
 from voicecall.store.cli import add_history_parser
 
 T0 = datetime(2026, 6, 1, 8, 0, 0, tzinfo=UTC)
@@ -34,19 +34,7 @@ def run(argv: list[str], global_config: bool = False) -> int:
 def populate(url: str) -> None:
     async def main() -> None:
         async with open_store(url) as store:
-            rec = ConversationRecorder(
-                store,
-                conversation_id="conv_call",
-                provider="openai-realtime",
-                model="gpt-realtime",
-                voice="marin",
-                transport="relay",
-                client="10.0.0.1",
-                started_at=T0 + timedelta(hours=1),
-            )
-            for e in full_call():
-                rec.on_server_event(e)
-            await rec.close()
+            await record_full_call(store, T0 + timedelta(hours=1), "10.0.0.1")
             for n in range(3):
                 await store.start_conversation(
                     ConversationRecord(

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import socket
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Self
@@ -14,6 +12,7 @@ from typing import Any, Self
 import numpy as np
 
 from voicecall.audio import ENGINE_RATE, resample
+from voicecall.server.thread import ServerThread, free_port
 
 UTTERANCES = [
     "What is the capital of France?",
@@ -29,51 +28,32 @@ def progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class InProcessServer:
+class InProcessServer(ServerThread):
     """``voicecall serve`` in a background thread, on 127.0.0.1 and a free port."""
 
     def __init__(self, config_path: str | None, overrides: dict[str, Any] | None = None) -> None:
-        import uvicorn
-
         from voicecall.config import load_config
         from voicecall.server.app import create_app, uvicorn_options
 
-        self.port = free_port()
-        ov = {"server.host": "127.0.0.1", "server.port": self.port, "store.url": "none",
+        port = free_port()
+        ov = {"server.host": "127.0.0.1", "server.port": port, "store.url": "none",
               "webrtc.hostAddresses": ["127.0.0.1"]}
         ov.update(overrides or {})
         self.config = load_config(config_path, overrides=ov)
-        self.app = create_app(self.config)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    **uvicorn_options(self.config)))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        super().__init__(create_app(self.config), port, name="bench-server", start_timeout=600.0,
+                         **uvicorn_options(self.config))
 
-    def __enter__(self) -> Self:
+    def start(self) -> Self:
         progress("starting an in-process server (loading models)…")
-        self.thread.start()
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError("server failed to start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        return super().start()
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/realtime"
+        return self.ws
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.http
 
 
 def utterance_pcm(text: str, rate: int = ENGINE_RATE, noise: float = 60.0) -> np.ndarray:
@@ -81,7 +61,7 @@ def utterance_pcm(text: str, rate: int = ENGINE_RATE, noise: float = 60.0) -> np
     from voicecall.config import LocalConfig
     from voicecall.speech.registry import load_stage
 
-    tts = load_stage("tts", LocalConfig.model_validate({}).tts)  # only the TTS: no LLM, no recogniser processes in the client
+    tts = load_stage("tts", LocalConfig().tts)  # only the TTS: no LLM, no recogniser processes in the client
     pcm = np.concatenate(list(tts.synthesize(text)))
     pcm = resample(pcm, tts.sample_rate, rate).astype(np.float64)
     pcm += np.random.default_rng(7).normal(0, noise, pcm.shape)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from voicecall.audio import resample
+from voicecall.bench.signals import mic_like, segments, speech_bounds
 from voicecall.config import StageConfig
 from voicecall.speech.base import LLMUsage, TextDelta
 
@@ -79,13 +80,6 @@ def wer(ref: str, hyp: str) -> tuple[int, int]:
     return prev[-1], len(r)
 
 
-def mic_like(pcm16k: np.ndarray | Any, pad_s: float = 0.5, noise_sd: float = 100.0, seed: int = 0) -> np.ndarray:
-    pad = np.zeros(int(16000 * pad_s))
-    x = np.concatenate([pad, pcm16k.astype(np.float64), pad])
-    x += np.random.default_rng(seed).normal(0, noise_sd, x.shape[0])
-    return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
-
-
 def _load(stage: str, type_: str, **opts: Any) -> Any:
     from voicecall.speech.registry import load_stage
 
@@ -133,7 +127,7 @@ def intelligibility(tts: Any, sentences: list[str]) -> dict[str, Any]:
     for scored in (False, True):
         for i, text in enumerate(sentences):
             pcm = resample(np.concatenate(list(tts.synthesize(text))), tts.sample_rate, 16000)
-            x = mic_like(at_level(pcm), seed=i + 100 * scored)  # type: ignore[arg-type]
+            x = mic_like(at_level(pcm), pad_s=0.5, seed=i + 100 * scored)  # type: ignore[arg-type]
             stream = stt.new_stream()
             t0 = time.perf_counter()
             for k in range(0, x.shape[0], 512):  # as the engine does: 32 ms frames while the user speaks
@@ -167,10 +161,10 @@ def vad_bench(sentences_16k: list[np.ndarray], reps_frames: int) -> dict[str, An
         starts, ends, found = [], [], 0
         for i, clean in enumerate(sentences_16k):
             x = mic_like(clean, pad_s=1.0, seed=i)
-            truth = _bounds(clean)
+            truth = speech_bounds(clean)
             s = model.new_stream()
             probs = [s.probability(x[k:k + n]) for k in range(0, x.shape[0] - n + 1, n)]
-            segs = _segments(probs, n / 16000)
+            segs = segments(probs, n / 16000, keep_open=False)
             if len(segs) == 1:
                 found += 1
                 starts.append(segs[0][0] - 1.0 - truth[0])
@@ -183,34 +177,6 @@ def vad_bench(sentences_16k: list[np.ndarray], reps_frames: int) -> dict[str, An
             "end_error_ms_mean": float(np.mean(ends)) * 1000 if ends else None,
             "end_error_ms_max": float(np.max(np.abs(ends))) * 1000 if ends else None,
         }
-    return out
-
-
-def _bounds(clean: np.ndarray) -> tuple[float, float]:
-    hop = 160
-    m = clean.shape[0] // hop
-    level = 20 * np.log10(np.sqrt((clean[: m * hop].astype(np.float64).reshape(m, hop) ** 2).mean(1)) / 32768 + 1e-9)
-    loud = np.flatnonzero(level > -40)
-    return loud[0] / 100, (loud[-1] + 1) / 100
-
-
-def _segments(probs: list[float], frame_s: float) -> list[tuple[float, float]]:
-    out, run, quiet, start = [], 0, 0, None
-    hang = round(0.3 / frame_s)
-    for i, p in enumerate(probs):
-        if p >= 0.5:
-            run, quiet = run + 1, 0
-            if start is None and run >= 2:
-                start = (i - 1) * frame_s
-        else:
-            run = 0
-            if start is not None:
-                quiet += 1
-                if quiet >= hang:
-                    end = (i - quiet + 1) * frame_s
-                    if end - start >= 0.25:
-                        out.append((start, end))
-                    start, quiet = None, 0
     return out
 
 

@@ -811,13 +811,19 @@ class ConversationRecorder:
             r = self._responses[response_id] = _Response(response_id, self._clock(), self._mono())
         return r
 
-    def _on_response_created(self, event: Mapping[str, Any]) -> None:
+    def _response_of(self, event: Mapping[str, Any]) -> tuple[Mapping[str, Any], _Response] | None:
+        """The ``response`` object of a ``response.created``/``.done`` event and its record."""
         resp = event.get("response")
         if not isinstance(resp, Mapping):
-            return
+            return None
         r = self._response(resp.get("id"))
-        if r is None:
+        return None if r is None else (resp, r)
+
+    def _on_response_created(self, event: Mapping[str, Any]) -> None:
+        found = self._response_of(event)
+        if found is None:
             return
+        resp, r = found
         r.created_at, r.created_mono = self._clock(), self._mono()
         r.out_of_band = (
             "conversation_id" in resp and resp.get("conversation_id") is None
@@ -925,12 +931,10 @@ class ConversationRecorder:
                     break
 
     def _on_response_done(self, event: Mapping[str, Any]) -> None:
-        resp = event.get("response")
-        if not isinstance(resp, Mapping):
+        found = self._response_of(event)
+        if found is None:
             return
-        r = self._response(resp.get("id"))
-        if r is None:
-            return
+        resp, r = found
         r.status = str(resp.get("status") or "completed")
         details = resp.get("status_details")
         r.status_details = dict(details) if isinstance(details, Mapping) else None

@@ -1,11 +1,13 @@
-"""Helpers shared by the speech-stage tests and usable by the benchmark (no fixtures here)."""
+"""Test signals and their ground truth, shared by ``voicecall bench stages`` and the speech-stage tests."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 
-def mic_like(pcm16k: np.ndarray, pad_s: float = 1.0, noise_sd: float = 100.0, seed: int = 0) -> np.ndarray:
+def mic_like(pcm16k: np.ndarray | Any, pad_s: float = 1.0, noise_sd: float = 100.0, seed: int = 0) -> np.ndarray:
     """Speech with ``pad_s`` of silence each side and a Gaussian noise floor (about -50 dBFS at sd 100)."""
     pad = np.zeros(int(16000 * pad_s), dtype=np.float64)
     x = np.concatenate([pad, pcm16k.astype(np.float64), pad])
@@ -24,9 +26,10 @@ def speech_bounds(clean: np.ndarray, rate: int = 16000, dbfs: float = -40.0) -> 
 
 
 def segments(probs: list[float], frame_s: float, threshold: float = 0.5, start_frames: int = 2,
-             hangover_s: float = 0.3, min_s: float = 0.25) -> list[tuple[float, float]]:
+             hangover_s: float = 0.3, min_s: float = 0.25, keep_open: bool = True) -> list[tuple[float, float]]:
     """The probe's decision logic: start after ``start_frames`` speech frames, end after ``hangover_s`` of
-    non-speech (the hangover is taken off the end), drop segments shorter than ``min_s``."""
+    non-speech (the hangover is taken off the end), drop segments shorter than ``min_s``. A segment still open at
+    the end of ``probs`` ends there (``keep_open``) or is dropped."""
     out: list[tuple[float, float]] = []
     run, quiet, start = 0, 0, None
     hang = round(hangover_s / frame_s)
@@ -45,6 +48,6 @@ def segments(probs: list[float], frame_s: float, threshold: float = 0.5, start_f
                     if end - start >= min_s:
                         out.append((start, end))
                     start, quiet = None, 0
-    if start is not None:
+    if start is not None and keep_open:
         out.append((start, len(probs) * frame_s))
     return out
