@@ -75,7 +75,9 @@ async def test_list_and_paging(client: httpx.AsyncClient) -> None:
         "title",
         "cost_usd",
         "item_count",
+        "metadata",
     }
+    assert first["metadata"] == {}
     assert first["started_at"] == "2026-05-01T10:30:00.000000Z"
     assert (
         first["title"] == "What's the weather in Paris?"

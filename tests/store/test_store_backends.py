@@ -19,6 +19,7 @@ from voicecall.store import (
     open_store,
     parse_store_url,
 )
+from voicecall.store._sql import load_migrations
 from voicecall.store.base import decode_cursor, encode_cursor, make_title, redact, to_iso
 from voicecall.store.postgres import PostgresStore
 from voicecall.store.sqlite import SQLiteStore
@@ -89,12 +90,14 @@ async def test_conversation_items_responses_roundtrip(store: Store) -> None:
             created_at=T0 + timedelta(seconds=3),
         )
     )
-    await store.update_conversation("c1", title="Hello there", voice="cedar")
+    await store.update_conversation("c1", title="Hello there", voice="cedar",
+                                    metadata={"tracing": {"workflow_name": "w", "metadata": {"k": "v"}}})
     await store.end_conversation("c1", T0 + timedelta(minutes=2))
 
     d = await store.get_conversation("c1")
     assert d is not None
     c = d.conversation
+    assert c.metadata == {"tracing": {"workflow_name": "w", "metadata": {"k": "v"}}}
     assert (c.title, c.voice, c.model, c.item_count, c.client) == (
         "Hello there",
         "cedar",
@@ -284,10 +287,11 @@ async def test_upgrade_from_0001_keeps_data(store_url: str) -> None:
     await new.open()
     try:
         assert isinstance(new, (SQLiteStore, PostgresStore))
-        assert await new.schema_version() == 2
+        assert await new.schema_version() == load_migrations()[-1].version
         d = await new.get_conversation("old1")
         assert d is not None
         assert d.conversation.title == "Old call" and d.conversation.cost_usd == 0.5
+        assert d.conversation.metadata == {}  # 0003
         assert [i.text for i in d.items] == ["first", "second"]
         assert d.conversation.last_activity_at == T0 + timedelta(seconds=9)  # backfilled by 0002
         assert await new.close_dangling(T0 + timedelta(days=1)) == 1
@@ -301,7 +305,7 @@ async def test_upgrade_from_0001_keeps_data(store_url: str) -> None:
         await new.close()
     again = open_store(store_url)  # opening an up-to-date database changes nothing
     await again.open()
-    assert await again.schema_version() == 2  # type: ignore[attr-defined]
+    assert await again.schema_version() == load_migrations()[-1].version  # type: ignore[attr-defined]
     await again.close()
 
 

@@ -499,6 +499,8 @@ class Relay:
                     rec.on_client_event(event)
                 return text
         if not self.browser:
+            if '"session.update"' in text:
+                return self._session_update_up(text)
             if rec is None or "input_audio_buffer." not in text:
                 return text
             try:
@@ -531,6 +533,24 @@ class Relay:
                 text = json.dumps(event)
         if rec is not None:
             rec.on_client_event(event)
+        return text
+
+    def _session_update_up(self, text: str) -> str:
+        """A trusted client's ``session.update`` without ``model``: the gateway keeps its configured model (the
+        stock SDKs always send theirs), and upstream's ``session.updated`` says which one that is."""
+        try:
+            event = json.loads(text)
+        except ValueError:
+            return text
+        session = event.get("session") if type(event) is dict and event.get("type") == "session.update" else None
+        if type(session) is dict and "model" in session:
+            if session["model"] != self.oai.model:
+                log.debug("gateway: relay for %s: session.update asked for model %r; keeping %r",
+                          self.principal.label, str(session["model"])[:60], self.oai.model)
+            event["session"] = {k: v for k, v in session.items() if k != "model"}
+            text = json.dumps(event)
+        if self.recorder is not None and type(event) is dict:
+            self.recorder.on_client_event(event)
         return text
 
     # -------------------------------------------------------------------------------------- upstream -> client

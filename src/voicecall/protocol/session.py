@@ -82,13 +82,18 @@ class SessionConfig:
     tool_choice: str | dict[str, Any] = "auto"
     max_output_tokens: int | str = "inf"
     truncation: str = "auto"
+    tracing: str | dict[str, Any] | None = None
+    """``"auto"``, ``{workflow_name, group_id, metadata}`` or ``None``: kept in the conversation's history."""
+    noise_reduction: dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning: dict[str, Any] | None = None
     expires_at: int = field(default_factory=lambda: int(time.time()) + 3600)
 
     def to_dict(self) -> dict[str, Any]:
         def fmt(f: str) -> dict[str, Any]:
             return {"type": f, "rate": 24000} if f == "audio/pcm" else {"type": f}
 
-        return {
+        out: dict[str, Any] = {
             "type": "realtime",
             "object": "realtime.session",
             "id": self.id,
@@ -98,7 +103,7 @@ class SessionConfig:
             "tools": copy.deepcopy(self.tools),
             "tool_choice": copy.deepcopy(self.tool_choice),
             "max_output_tokens": self.max_output_tokens,
-            "tracing": None,
+            "tracing": copy.deepcopy(self.tracing),
             "truncation": self.truncation,
             "prompt": None,
             "expires_at": self.expires_at,
@@ -106,13 +111,18 @@ class SessionConfig:
                 "input": {
                     "format": fmt(self.input_format),
                     "transcription": self.transcription.to_dict() if self.transcription else None,
-                    "noise_reduction": None,
+                    "noise_reduction": copy.deepcopy(self.noise_reduction),
                     "turn_detection": self.turn_detection.to_dict() if self.turn_detection else None,
                 },
                 "output": {"format": fmt(self.output_format), "voice": self.voice, "speed": self.speed},
             },
             "include": None,
         }
+        if self.parallel_tool_calls is not None:
+            out["parallel_tool_calls"] = self.parallel_tool_calls
+        if self.reasoning is not None:
+            out["reasoning"] = copy.deepcopy(self.reasoning)
+        return out
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -266,21 +276,29 @@ def apply_session_update(cfg: SessionConfig, patch: Any, *, voices: set[str], de
         raise _err("unknown_parameter", "Unknown parameter: 'session.temperature'. The GA Realtime API has no temperature.",
                    "session.temperature")
     _unknown(patch, {"type", "model", "instructions", "output_modalities", "audio", "tools", "tool_choice",
-                     "max_output_tokens", "tracing", "truncation", "prompt", "include", "id", "object", "expires_at"},
-             "session.")
+                     "max_output_tokens", "tracing", "truncation", "prompt", "include", "parallel_tool_calls",
+                     "reasoning", "id", "object", "expires_at"}, "session.")
     if patch.get("type", "realtime") != "realtime":
         if patch.get("type") == "transcription":
             raise _err("unsupported_parameter", "Transcription-only sessions are not supported; use type 'realtime' "
                        "with audio.input.transcription set.", "session.type")
         raise _err("invalid_value", f"Invalid value: {patch.get('type')!r}. Supported values are: 'realtime'.", "session.type")
     new = replace(cfg, tools=list(cfg.tools), output_modalities=list(cfg.output_modalities))
-    if "model" in patch and patch["model"] != cfg.model:
-        raise _err("invalid_value", "The session model cannot be changed with session.update.", "session.model")
+    if "model" in patch:
+        # The local engine serves the same stack whatever the name (as with ?model=): it reports what was asked.
+        new.model = _expect(patch["model"], str, "session.model", "a string") or cfg.model
+    if "tracing" in patch:
+        new.tracing = parse_tracing(patch["tracing"], cfg.tracing)
+    if "parallel_tool_calls" in patch:
+        new.parallel_tool_calls = _expect(patch["parallel_tool_calls"], bool, "session.parallel_tool_calls",
+                                          "a boolean")
+    if "reasoning" in patch:
+        new.reasoning = parse_reasoning(patch["reasoning"])
     if "instructions" in patch:
         new.instructions = _expect(patch["instructions"], str, "session.instructions", "a string")
     if "output_modalities" in patch:
         new.output_modalities = parse_modalities(patch["output_modalities"], "session.output_modalities")
-    for key, ok in (("tracing", (None,)), ("prompt", (None,)), ("include", (None, [])), ("truncation", ("auto", "disabled"))):
+    for key, ok in (("prompt", (None,)), ("include", (None, [])), ("truncation", ("auto", "disabled"))):
         if key in patch and patch[key] not in ok:
             raise _err("unsupported_parameter", f"session.{key} = {patch[key]!r} is not supported by this server.",
                        f"session.{key}")
@@ -305,9 +323,8 @@ def apply_session_update(cfg: SessionConfig, patch: Any, *, voices: set[str], de
             _unknown(inp, {"format", "transcription", "turn_detection", "noise_reduction"}, "session.audio.input.")
             if "format" in inp:
                 new.input_format = parse_format(inp["format"], "session.audio.input.format")
-            if "noise_reduction" in inp and inp["noise_reduction"] is not None:
-                raise _err("unsupported_parameter", "Noise reduction is not supported by this server; send null.",
-                           "session.audio.input.noise_reduction")
+            if "noise_reduction" in inp:
+                new.noise_reduction = parse_noise_reduction(inp["noise_reduction"], "session.audio.input.noise_reduction")
             if "transcription" in inp:
                 new.transcription = _parse_transcription(inp["transcription"], stt_models)
             if "turn_detection" in inp:
@@ -331,6 +348,52 @@ def apply_session_update(cfg: SessionConfig, patch: Any, *, voices: set[str], de
                                "session.audio.output.speed")
                 new.speed = float(s)
     return new
+
+
+def parse_tracing(value: Any, current: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+    """``"auto"``, ``{workflow_name, group_id, metadata}`` or ``None``. As on OpenAI, a trace cannot be changed once
+    enabled: repeating it (or ``"auto"``, which keeps it) is fine, another one is an error."""
+    param = "session.tracing"
+    if value is None or value == "auto":
+        new: str | dict[str, Any] | None = value
+    else:
+        _expect(value, dict, param, "'auto', an object or null")
+        _unknown(value, {"workflow_name", "group_id", "metadata"}, param + ".")
+        for key in ("workflow_name", "group_id"):
+            if value.get(key) is not None:
+                _expect(value[key], str, f"{param}.{key}", "a string")
+        if value.get("metadata") is not None:
+            _expect(value["metadata"], dict, param + ".metadata", "an object")
+        new = copy.deepcopy(value)
+    if new == "auto" and isinstance(current, dict):
+        return current
+    if current is None or new == current:
+        return new
+    raise _err("invalid_value", "The session's tracing configuration cannot be changed once tracing is enabled.", param)
+
+
+def parse_noise_reduction(value: Any, param: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    _expect(value, dict, param, "an object or null")
+    _unknown(value, {"type"}, param + ".")
+    if value.get("type") not in ("near_field", "far_field"):
+        raise _err("invalid_value", f"Invalid value: {value.get('type')!r}. Supported values are: 'near_field', "
+                   "'far_field'.", param + ".type")
+    return {"type": value["type"]}
+
+
+def parse_reasoning(value: Any) -> dict[str, Any] | None:
+    param = "session.reasoning"
+    if value is None:
+        return None
+    _expect(value, dict, param, "an object or null")
+    _unknown(value, {"effort"}, param + ".")
+    effort = value.get("effort")
+    if effort is not None and effort not in ("minimal", "low", "medium", "high", "xhigh"):
+        raise _err("invalid_value", f"Invalid value: {effort!r}. Supported values are: 'minimal', 'low', 'medium', "
+                   "'high', 'xhigh'.", param + ".effort")
+    return {"effort": effort} if effort is not None else {}
 
 
 def parse_voice(value: Any, param: str, voices: set[str]) -> str:

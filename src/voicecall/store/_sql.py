@@ -107,7 +107,7 @@ def record_migration_statement(m: Migration) -> Statement:
 # ---------------------------------------------------------------------------------------- row mapping
 CONV_COLUMNS = (
     "id, provider, model, voice, transport, client, started_at, ended_at, title, cost_usd, "
-    "item_count, last_activity_at"
+    "item_count, last_activity_at, metadata"
 )
 ITEM_COLUMNS = (
     "id, conversation_id, position, role, type, text, audio_ms, truncated, created_at, done_at, extra"
@@ -142,6 +142,7 @@ CONVERSATION_UPSERT = upsert_sql(
         "cost_usd",
         "item_count",
         "last_activity_at",
+        "metadata",
     ),
     ("id",),
     ("provider", "model", "voice", "transport", "client"),  # a retried start must not reset the rest
@@ -199,7 +200,13 @@ def conversation_from_row(row: Row) -> ConversationRecord:
         cost_usd=float(row[9] or 0.0),
         item_count=int(row[10] or 0),
         last_activity_at=from_iso(row[11]),
+        metadata=_json_object(row[12]),
     )
+
+
+def _json_object(text: str | None) -> dict[str, Any]:
+    value = _loads(text)
+    return value if isinstance(value, dict) else {}
 
 
 def item_from_row(row: Row) -> ItemRecord:
@@ -287,6 +294,7 @@ class SQLStore(Store):
                         float(record.cost_usd),
                         0,
                         started,
+                        _dumps(record.metadata) or "{}",
                     ),
                 )
             ]
@@ -299,10 +307,11 @@ class SQLStore(Store):
         model: str | None = None,
         voice: str | None = None,
         title: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         sets: list[str] = []
         params: list[Any] = []
-        for column, value in (("model", model), ("voice", voice), ("title", title)):
+        for column, value in (("model", model), ("voice", voice), ("title", title), ("metadata", _dumps(metadata))):
             if value is not None:
                 sets.append(f"{column} = ?")
                 params.append(value)

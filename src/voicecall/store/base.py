@@ -63,6 +63,8 @@ class ConversationRecord:
     last_activity_at: datetime | None = None
     """Time of the last write for this conversation; a crash leaves ``ended_at`` empty and this is used
     instead."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Session facts worth keeping with the history, e.g. ``tracing`` (the session's tracing configuration)."""
 
 
 @dataclass(slots=True)
@@ -233,8 +235,9 @@ class Store(ABC):
         model: str | None = None,
         voice: str | None = None,
         title: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
-        """Change the given (non-``None``) metadata fields."""
+        """Change the given (non-``None``) fields (``metadata`` replaces the whole object)."""
 
     @abstractmethod
     async def end_conversation(self, conversation_id: str, ended_at: datetime) -> None:
@@ -308,6 +311,7 @@ class NullStore(Store):
         model: str | None = None,
         voice: str | None = None,
         title: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         return None
 

@@ -30,6 +30,7 @@ def conversation_json(c: ConversationRecord) -> dict[str, Any]:
         "title": c.title,
         "cost_usd": round(c.cost_usd, 6),
         "item_count": c.item_count,
+        "metadata": c.metadata,
     }
 
 

@@ -701,9 +701,14 @@ class ConversationRecorder:
             self._conversation.model = changes["model"] = model
         if isinstance(voice, str) and voice and voice != self._conversation.voice:
             self._conversation.voice = changes["voice"] = voice
-        if changes:
+        metadata: dict[str, Any] | None = None
+        if "tracing" in session and session["tracing"] != self._conversation.metadata.get("tracing"):
+            metadata = self._conversation.metadata = {**self._conversation.metadata, "tracing": session["tracing"]}
+        if changes or metadata is not None:
             cid = self.conversation_id
-            self._enqueue("update_conversation", lambda s: s.update_conversation(cid, **changes))
+            model_, voice_ = changes.get("model"), changes.get("voice")
+            self._enqueue("update_conversation",
+                          lambda s: s.update_conversation(cid, model=model_, voice=voice_, metadata=metadata))
 
     def _item_event(self, event: Mapping[str, Any], *, done: bool) -> None:
         item = event.get("item")
