@@ -52,8 +52,8 @@ def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     """Start gateways (``make_gateway(base_url, **config overrides)``); stopped, and checked for leaks, after."""
     started: list[Gateway] = []
 
-    def factory(base_url: str, **overrides: Any) -> Gateway:
-        gw = Gateway(gateway_config(tmp_path, base_url, **overrides))
+    def factory(base_url: str, ws: Any = None, **overrides: Any) -> Gateway:
+        gw = Gateway(gateway_config(tmp_path, base_url, **overrides), ws=ws)
         gw.start()
         started.append(gw)
         return gw

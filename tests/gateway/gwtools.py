@@ -37,12 +37,25 @@ class LeakGuard:
         self.needle_b = needle.encode()
         self.leaks: list[str] = []
         self.messages = 0
+        self.frame_messages = 0  # of which written through the voicecall.frames extension (the relay's fast path)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
+        frames = (scope.get("extensions") or {}).get("voicecall.frames")
+        if isinstance(frames, dict) and frames.get("socket") is not None:  # the relay's frame-level writes
+            sock = frames["socket"]
+            send_frame = sock.send_frame
+
+            def guarded_frame(data: bytes, text: bool = True) -> bool:
+                self.messages += 1
+                self.frame_messages += 1
+                self._check(path, {"type": "websocket.frame", "bytes": data})
+                return bool(send_frame(data, text))
+
+            sock.send_frame = guarded_frame
 
         async def guarded(message: dict[str, Any]) -> None:
             self.messages += 1
@@ -96,16 +109,20 @@ def leaked_lines(records: list[logging.LogRecord], needle: str = LEAK_KEY) -> li
 class AppThread(ServerThread):
     """A real uvicorn server for an ASGI app, in a named background thread."""
 
-    def __init__(self, app: Any, name: str, port: int | None = None, ws_max_size: int = 32 * 1024 * 1024) -> None:
-        super().__init__(app, port, name=name, ws_max_size=ws_max_size, timeout_graceful_shutdown=2)
+    def __init__(self, app: Any, name: str, port: int | None = None, ws_max_size: int = 32 * 1024 * 1024,
+                 ws: Any = "auto") -> None:
+        super().__init__(app, port, name=name, ws_max_size=ws_max_size, timeout_graceful_shutdown=2, ws=ws)
 
 
 class Gateway(AppThread):
     """A gateway server: ``state`` is its AppState, ``guard`` the leak guard on everything it sends."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, ws: Any = None) -> None:
+        """``ws``: uvicorn's WebSocket protocol; by default the one ``voicecall serve`` runs (with the frame-level
+        extension the relay uses)."""
         from voicecall.gateway.upstream import Timeouts, gateway_state
         from voicecall.server.app import create_app
+        from voicecall.server.ws_protocol import FrameWebSocketProtocol
 
         self.config = config
         fastapi_app = create_app(config)
@@ -113,7 +130,7 @@ class Gateway(AppThread):
         gateway_state(self.state).timeouts = Timeouts(connect=2.0, request=3.0, sideband_retry=0.2)
         self.guard = LeakGuard(fastapi_app, LEAK_KEY)
         super().__init__(self.guard, "gateway", port=config.server.port,
-                         ws_max_size=config.server.max_message_bytes * 2)
+                         ws_max_size=config.server.max_message_bytes * 2, ws=ws or FrameWebSocketProtocol)
 
 
 def gateway_config(tmp_path: Path, base_url: str, **overrides: Any) -> Any:

@@ -123,7 +123,10 @@ def _gateway(port: int, upstream_port: int, store_url: str, clients: int, ws_imp
 
         signal.signal(signal.SIGTERM, dump)
         prof.enable()
-    uvicorn.run(create_app(cfg), host="127.0.0.1", port=port, log_level="warning", ws=ws_impl, **uvicorn_options(cfg))
+    options = uvicorn_options(cfg)
+    if ws_impl != "auto":
+        options["ws"] = ws_impl
+    uvicorn.run(create_app(cfg), host="127.0.0.1", port=port, log_level="warning", **options)
 
 
 def _raise_priority(target: int = -10) -> int:

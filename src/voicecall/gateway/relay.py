@@ -12,13 +12,24 @@ What the relay does, in order:
 4. sends a first ``session.update`` with the server's session (instructions, voice; or the session of the client
    secret the client authenticated with) and folds its answer into the ``session.created`` the client sees, so the
    client gets one ``session.created`` that already shows the effective configuration;
-5. relays: the original text of every frame is forwarded (no re-serialisation), with back-pressure (each direction
-   awaits the send before reading the next frame). Audio frames (``input_audio_buffer.append``,
-   ``response.output_audio.delta``) are recognised from their first bytes and never parsed whole; other frames are
-   parsed only when the history recorder, the spend limit or the browser policy needs them;
+5. relays: the original bytes of every message are forwarded (no re-serialisation);
 6. ends on either side's close, propagating code and reason (upstream 4000 -> client 4000), after
    ``server.maxSessionSeconds`` (``error`` ``session_expired``, close 1000), or when ``openaiRealtime.maxSpendUsd``
    is passed (``error`` ``spend_limit_reached``, close 1008).
+
+The hot path (:meth:`Relay.client_message`, :meth:`Relay.upstream_message`) runs inside the sockets' I/O callbacks
+(:mod:`voicecall.transports.frames`): a message is handled and written to the other socket within the
+``data_received`` call that parsed it, with no task, future or queue per message. Each direction:
+
+* **size** first (``len(data)``, before anything looks inside);
+* **peek** (:mod:`voicecall.protocol.peek`): ``input_audio_buffer.append`` / ``response.output_audio.delta`` in the
+  usual shapes are recognised from their first bytes and forwarded as they are; history gets their audio byte
+  count (and the delta's ids, read with a bounded pattern) without a JSON parse;
+* anything else takes the **slow path** (``_inspect_up`` / ``_inspect_down``): parsed when the history recorder,
+  the spend limit or the browser policy needs it;
+* **back-pressure**: a write goes to the destination's transport buffer at once; when that buffer passes its
+  high-water mark the relay stops reading the source until it drains (``pause_reading`` / ``on_writable``), so
+  per session at most a buffer's worth of bytes waits, and a slow reader slows only its own sender.
 
 Upstream refusals (HTTP 401/403/429/5xx on the handshake, unreachable, timeout) reach the client as an ``error``
 event (``upstream_unauthorized``, ``upstream_rate_limited``, ``upstream_unavailable``, ``upstream_unreachable``,
@@ -37,8 +48,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketState
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from voicecall.gateway import policy
 from voicecall.gateway.upstream import (
@@ -54,8 +64,18 @@ from voicecall.gateway.upstream import (
     ws_logger,
     ws_url,
 )
+from voicecall.gateway.upstream_ws import UpstreamConnection, open_upstream
 from voicecall.protocol.errors import error_event
 from voicecall.protocol.ids import new_id
+from voicecall.protocol.peek import (
+    ERROR_PREFIXES,
+    b64_bytes,
+    delta_ids,
+    peek_append,
+    peek_audio_delta,
+    unique_keys,
+)
+from voicecall.transports.frames import FrameSocket, frame_socket
 
 if TYPE_CHECKING:
     from voicecall.server.app import AppState
@@ -64,92 +84,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voicecall.gateway")
 
-APPEND = "input_audio_buffer.append"
-AUDIO_DELTA = "response.output_audio.delta"
 PREOPEN_FRAMES = 256
-"""Client frames kept while the upstream socket opens (25 s of 100 ms appends); past that the relay stops reading
+"""Client frames kept while the upstream socket opens (5 s of 20 ms appends); past that the relay stops reading
 the client until upstream is open."""
 INIT_WAIT_SECONDS = 5.0
 """How long ``session.created`` is held back waiting for the answer to the relay's first ``session.update``."""
-SMALL = 512
-"""Frames shorter than this are never audio; longer ones are checked for the audio fast paths first."""
-_APPEND_PREFIXES = ('{"type":"input_audio_buffer.append","audio":"', '{"type": "input_audio_buffer.append", "audio": "')
-_DELTA_PREFIXES = ('{"type":"response.output_audio.delta"', '{"type": "response.output_audio.delta"')
-_DELTA_MARKERS = ('"delta":"', '"delta": "')
-_ERROR_PREFIXES = ('{"type":"error"', '{"type": "error"')
 _SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
 
-# ------------------------------------------------------------------------------------------ frame peeking
-def split_append(text: str) -> tuple[dict[str, Any], int, int] | None:
-    """Recognise a plain ``input_audio_buffer.append`` without parsing its audio.
-
-    Returns ``(event without audio, start, end)`` where ``text[start:end]`` is the base64 audio, or ``None`` when
-    ``text`` is not in the usual shape (``{"type": "input_audio_buffer.append", "audio": "…"`` first, optionally an
-    ``event_id`` after). Safe against smuggling: the audio string is checked to hold no escape, and everything
-    around it is parsed as JSON, so what upstream will see is exactly an append.
-    """
-    for prefix in _APPEND_PREFIXES:
-        if text.startswith(prefix):
-            start = len(prefix)
-            end = text.find('"', start)
-            if end < 0 or text.find("\\", start, end) >= 0:
-                return None
-            try:
-                event = json.loads(prefix + text[end:], object_pairs_hook=_unique_keys)
-            except ValueError:
-                return None
-            if type(event) is dict and event.get("type") == APPEND:
-                return event, start, end
-            return None
-    return None
-
-
-def split_audio_delta(text: str) -> tuple[dict[str, Any], int, int] | None:
-    """Recognise a ``response.output_audio.delta`` without parsing its audio: ``(event without delta, start,
-    end)`` with ``text[start:end]`` the base64 audio, or ``None``."""
-    if not text.startswith(_DELTA_PREFIXES):
-        return None
-    for marker in _DELTA_MARKERS:
-        i = text.find(marker)
-        if i >= 0:
-            start = i + len(marker)
-            break
-    else:
-        return None
-    end = text.find('"', start)
-    if end < 0 or text.find("\\", start, end) >= 0:
-        return None
-    try:
-        event = json.loads(text[:start] + text[end:])
-    except ValueError:
-        return None
-    return (event, start, end) if type(event) is dict else None
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``object_pairs_hook`` refusing duplicate keys (a parser that keeps the first and one that keeps the last
-    would see different events)."""
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise ValueError("duplicate key in a JSON object")
-    return out
-
-
-async def _abandon(connecting: asyncio.Future[ClientConnection]) -> None:
+async def _abandon(connecting: asyncio.Future[UpstreamConnection]) -> None:
     """Stop an upstream connection attempt; close the connection if it got through anyway."""
     connecting.cancel()
     with contextlib.suppress(BaseException):
         conn = await connecting
         await conn.close()
-
-
-async def _cancel(*tasks: asyncio.Task[Any]) -> None:
-    """Cancel ``tasks`` and wait until they are gone."""
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.wait(tasks)
 
 
 def _close_code(code: int | None) -> int:
@@ -202,6 +150,45 @@ async def relay_websocket(ws: WebSocket, state: AppState, principal: Principal, 
         state.sessions.release()
 
 
+class _FromClient:
+    """The client socket's :class:`~voicecall.transports.frames.FrameSink`."""
+
+    __slots__ = ("relay",)
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+
+    def on_message(self, data: bytes, text: bool) -> None:
+        self.relay.client_message(data, text)
+
+    def on_writable(self) -> None:
+        up = self.relay.upstream
+        if up is not None:
+            up.resume_reading()
+
+    def on_closed(self, code: int | None, reason: str) -> None:
+        self.relay.client_closed(code, reason)
+
+
+class _FromUpstream:
+    """The upstream socket's :class:`~voicecall.transports.frames.FrameSink`."""
+
+    __slots__ = ("relay",)
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+
+    def on_message(self, data: bytes, text: bool) -> None:
+        self.relay.upstream_message(data, text)
+
+    def on_writable(self) -> None:
+        if self.relay.client is not None and len(self.relay.pending) < PREOPEN_FRAMES:
+            self.relay.client.resume_reading()
+
+    def on_closed(self, code: int | None, reason: str) -> None:
+        self.relay.upstream_closed(code, reason)
+
+
 class Relay:
     """One relayed session. Use :func:`relay_websocket`."""
 
@@ -221,20 +208,22 @@ class Relay:
         self.cost_usd = 0.0
         self.max_spend = self.oai.max_spend_usd
         self._prices: Any = None
-        self.upstream: ClientConnection | None = None
-        self.send_lock = asyncio.Lock()
+        self.client: FrameSocket | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.pending: deque[tuple[bytes, bool]] = deque()
+        self.ended: asyncio.Future[str] | None = None
         self.init_event_id: str | None = None
         self.init_pending = False
-        self.init_deadline = 0.0
+        self.init_timer: asyncio.TimerHandle | None = None
         self.held_created: dict[str, Any] | None = None
         self.last_was_error = False
         self.client_close: tuple[int, str] | None = None
-        self.client_gone = False
         self.upstream_close: tuple[int, str] | None = None
         self.upstream_abnormal = False
         self.stop: str | None = None
-        self.refusal: dict[str, Any] | None = None
         self.started = time.monotonic()
+        self.up_messages = self.up_bytes = self.down_messages = self.down_bytes = 0
+        """Messages and bytes forwarded client -> upstream and upstream -> client (plain counters, for metrics)."""
 
     # -------------------------------------------------------------------------------------- lifecycle
     async def run(self) -> None:
@@ -251,102 +240,86 @@ class Relay:
             log.debug("gateway: client asked for model %r; using the configured %r", asked[:60], self.oai.model)
         log.info("gateway: relay for %s -> %s (%s)", label, upstream_host(self.state),
                  f"call {self.call_id}" if self.call_id else f"model {self.oai.model}")
+        self.ended = asyncio.get_running_loop().create_future()
+        self.client = frame_socket(self.ws)
+        self.client.attach(_FromClient(self))
         why = "?"
         try:
             why = await self._relay(url)
+        except (OSError, RuntimeError) as exc:  # the client socket broke under us
+            why = f"client connection failed: {type(exc).__name__}"
         finally:
+            if self.init_timer is not None:
+                self.init_timer.cancel()
             if self.recorder is not None:
                 await self.recorder.close()
             await self._close_upstream(1000, "")
-            if self.ws.application_state == WebSocketState.CONNECTED:
-                with contextlib.suppress(Exception):
-                    await self.ws.close(1000)
+            await self._close_client(1000, "")
             log.info("gateway: relay for %s ended after %.1f s: %s%s", label, time.monotonic() - self.started, why,
                      f" (estimated ${self.cost_usd:.4f})" if self.cost_usd else "")
 
     async def _relay(self, url: str) -> str:
+        assert self.ended is not None and self.client is not None
         connecting = asyncio.ensure_future(self._connect(url))
-        pending: deque[dict[str, Any]] = deque()
-        recv: asyncio.Future[Any] | None = None
         try:
-            while not connecting.done():
-                if recv is None and len(pending) < PREOPEN_FRAMES:
-                    recv = asyncio.ensure_future(self.ws.receive())
-                waiting = {connecting} if recv is None else {connecting, recv}
-                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                if recv is not None and recv.done():
-                    msg = recv.result()
-                    recv = None
-                    if msg["type"] == "websocket.disconnect":
-                        await _abandon(connecting)
-                        self.client_close = (msg.get("code") or 1000, msg.get("reason") or "")
-                        return "client left before upstream was open"
-                    pending.append(msg)
-            try:
-                self.upstream = connecting.result()
-            except UpstreamError as exc:
-                await self._fail(exc)
-                return f"upstream refused: {exc.code}"
+            waiting: set[asyncio.Future[Any]] = {connecting, self.ended}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
             await _abandon(connecting)
-            if recv is not None:
-                recv.cancel()
             raise
-
-        up_task: asyncio.Task[None] | None = None
-        down_task: asyncio.Task[None] | None = None
+        if not connecting.done() or self.ended.done():
+            await _abandon(connecting)
+            return "client left before upstream was open"
         try:
-            if self.call_id is None:
-                await self._send_initial_update()
-            for msg in pending:
-                if not await self._forward_up(msg):
-                    break
-            pending.clear()
-            up_task = asyncio.create_task(self._pump_up(recv))
-            recv = None
-            down_task = asyncio.create_task(self._pump_down())
-            remaining = max(0.0, self.max_seconds - (time.monotonic() - self.started))
-            done, _ = await asyncio.wait({up_task, down_task}, timeout=remaining,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if not done:
-                await _cancel(up_task, down_task)
-                return await self._expire()
-            if down_task in done:
-                if self.stop == "spend":
-                    await _cancel(up_task)
-                    return await self._spend_exceeded()
-                if self.client_gone:
-                    # Forward what the client sent before it left (the up pump ends at its disconnect).
-                    with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                        await asyncio.wait_for(asyncio.shield(up_task), 2.0)
-                    up_task.cancel()
-                    await self._close_upstream(1001, "client went away")
-                    return "client went away"
-                await _cancel(up_task)
-                return await self._upstream_closed()
-            # the client left (or sending upstream failed: then the down pump reports the close shortly)
-            if self.client_close is None:
-                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(asyncio.shield(down_task), 2.0)
-                if down_task.done() and not self.client_gone:
-                    return await self._upstream_closed()
-            down_task.cancel()
-            code, reason = self.client_close or (1000, "")
-            await self._close_upstream(_close_code(code), reason)
-            return f"client closed ({code}{': ' + reason if reason else ''})"
-        except (OSError, RuntimeError) as exc:  # the client socket broke under us
-            return f"client connection failed: {type(exc).__name__}"
-        finally:
-            if recv is not None:
-                recv.cancel()
-            await _cancel(*(t for t in (up_task, down_task) if t is not None))
+            up = connecting.result()
+        except UpstreamError as exc:
+            await self._fail(exc)
+            return f"upstream refused: {exc.code}"
+        self.upstream = up
+        if self.call_id is None:
+            self._send_initial_update()
+        up.attach(_FromUpstream(self))  # delivers what upstream already sent (session.created) first
+        while self.pending:
+            data, text = self.pending.popleft()
+            self.client_message(data, text)
+        if up.writable:
+            self.client.resume_reading()
+        remaining = max(0.0, self.max_seconds - (time.monotonic() - self.started))
+        try:
+            why = await asyncio.wait_for(asyncio.shield(self.ended), remaining)
+        except TimeoutError:
+            return await self._expire()
+        if why == "spend":
+            return await self._spend_exceeded()
+        if why == "upstream":
+            return await self._upstream_closed()
+        code, reason = self.client_close or (1000, "")
+        await self._close_upstream(_close_code(code), reason)
+        return f"client closed ({code}{': ' + reason if reason else ''})"
 
-    async def _connect(self, url: str) -> ClientConnection:
+    def _end(self, why: str) -> None:
+        if self.ended is not None and not self.ended.done():
+            self.ended.set_result(why)
+
+    def client_closed(self, code: int | None, reason: str) -> None:
+        """The client's socket closed (``code`` ``None``: without a close frame)."""
+        self.client_close = (code if code is not None else 1006, reason)
+        self._end("client")
+
+    def upstream_closed(self, code: int | None, reason: str) -> None:
+        """The upstream socket closed (``code`` ``None``: the connection was lost)."""
+        if code is None:
+            self.upstream_abnormal = True
+        else:
+            self.upstream_close = (code, reason)
+        self._end("upstream")
+
+    async def _connect(self, url: str) -> UpstreamConnection:
         t = gateway_state(self.state).timeouts
         try:
-            return await connect(url, additional_headers=auth_headers(self.state), user_agent_header=USER_AGENT,
-                                 max_size=self.max_bytes, open_timeout=t.connect, close_timeout=2.0,
-                                 compression=None, logger=ws_logger())
+            return await open_upstream(url, additional_headers=auth_headers(self.state), user_agent_header=USER_AGENT,
+                                       max_size=self.max_bytes, open_timeout=t.connect, close_timeout=2.0,
+                                       compression=None, logger=ws_logger())
         except InvalidStatus as exc:
             err = _ws_status_error(self.state, exc)
         except TimeoutError as exc:
@@ -377,12 +350,13 @@ class Relay:
         return rec if rec.enabled else None
 
     # -------------------------------------------------------------------------------------- endings
-    async def _to_client(self, event: dict[str, Any]) -> None:
-        with contextlib.suppress(Exception):
-            async with self.send_lock:
-                await self.ws.send_text(json.dumps(event))
+    def _to_client(self, event: dict[str, Any]) -> None:
+        if self.client is not None:
+            self.client.send_frame(json.dumps(event).encode())
 
     async def _close_client(self, code: int, reason: str) -> None:
+        if self.client is not None:
+            await self.client.flush()
         if self.ws.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await self.ws.close(code=_close_code(code), reason=_reason(reason))
@@ -394,11 +368,15 @@ class Relay:
                 await up.close(code=_close_code(code), reason=_reason(reason))
 
     async def _fail(self, exc: UpstreamError) -> None:
-        await self._to_client(exc.event())
+        if self.client is None:  # refused before relaying (call not found)
+            with contextlib.suppress(Exception):
+                await self.ws.send_text(json.dumps(exc.event()))
+        else:
+            self._to_client(exc.event())
         await self._close_client(exc.close_code, exc.code)
 
     async def _expire(self) -> str:
-        await self._to_client(error_event(
+        self._to_client(error_event(
             "session_expired", f"The session reached its maximum length of {self.max_seconds:g} seconds.",
             type="invalid_request_error"))
         await self._close_client(1000, "session expired")
@@ -406,7 +384,7 @@ class Relay:
         return "maximum session length reached"
 
     async def _spend_exceeded(self) -> str:
-        await self._to_client(error_event(
+        self._to_client(error_event(
             "spend_limit_reached", f"The session's estimated cost (${self.cost_usd:.4f}) passed this server's limit "
             f"of ${self.max_spend:g}.", type="invalid_request_error"))
         await self._close_client(1008, "spend limit reached")
@@ -415,207 +393,154 @@ class Relay:
 
     async def _upstream_closed(self) -> str:
         if self.upstream_abnormal or self.upstream_close is None:
-            await self._to_client(error_event(
+            self._to_client(error_event(
                 "upstream_disconnected", f"The connection to OpenAI ({upstream_host(self.state)}) was lost.",
                 type="server_error"))
             await self._close_client(1011, "upstream connection lost")
             return "upstream connection lost"
         code, reason = self.upstream_close
         if code not in (1000, 1001, 1005) and not self.last_was_error:
-            await self._to_client(error_event(
+            self._to_client(error_event(
                 "upstream_closed", f"OpenAI closed the connection (code {code}{': ' + reason if reason else ''}).",
                 type="server_error"))
         await self._close_client(code, reason)
         return f"upstream closed ({code}{': ' + reason if reason else ''})"
 
     # -------------------------------------------------------------------------------------- client -> upstream
-    async def _send_initial_update(self) -> None:
+    def _send_initial_update(self) -> None:
         assert self.upstream is not None
         self.init_event_id = new_id("event_")
         event = {"type": "session.update", "event_id": self.init_event_id,
                  "session": policy.initial_update(self.oai, self.secret_session)}
-        try:
-            await self.upstream.send(json.dumps(event))
-        except ConnectionClosed:
-            return  # upstream is already gone: the down pump delivers what it said and its close
+        if not self.upstream.send_frame(json.dumps(event).encode()):
+            return  # upstream is already gone: its close is reported by upstream_closed
         self.init_pending = True
-        self.init_deadline = time.monotonic() + INIT_WAIT_SECONDS
+        self.init_timer = asyncio.get_running_loop().call_later(INIT_WAIT_SECONDS, self._end_init)
 
-    async def _pump_up(self, first: asyncio.Future[Any] | None) -> None:
-        receive = self.ws.receive
-        while True:
-            if first is not None:
-                msg = await first
-                first = None
-            else:
-                msg = await receive()
-            if msg["type"] == "websocket.disconnect":
-                self.client_close = (msg.get("code") or 1000, msg.get("reason") or "")
-                return
-            if not await self._forward_up(msg):
-                return
-
-    async def _forward_up(self, msg: dict[str, Any]) -> bool:
-        """Forward one client message; ``False`` once upstream is closed."""
-        up = self.upstream
-        assert up is not None
-        text: str | None = msg.get("text")
-        data: str | bytes
-        if text is not None:
-            data = text
-        else:
-            raw: bytes | None = msg.get("bytes")
-            if raw is None:
-                return True
-            data = raw
-        if len(data) > self.max_bytes:
-            await self._to_client(error_event(
+    def client_message(self, data: bytes, text: bool) -> None:
+        """One client message (hot path: called from the client socket's ``data_received``)."""
+        if len(data) > self.max_bytes:  # size before anything looks inside
+            self._to_client(error_event(
                 "message_too_large", f"The message is {len(data)} bytes; this server accepts at most "
                 f"{self.max_bytes} bytes per message. Send audio in smaller appends."))
-            return True
-        if text is not None:
-            inspected = self._inspect_up(text)
-            if inspected is None:
-                if self.refusal is not None:
-                    refusal, self.refusal = self.refusal, None
-                    await self._to_client(refusal)
-                return True
-            data = inspected
-        try:
-            await up.send(data)
-        except ConnectionClosed:
-            return False
-        return True
+            return
+        up = self.upstream
+        if up is None:  # upstream still opening
+            self.pending.append((data, text))
+            if len(self.pending) >= PREOPEN_FRAMES and self.client is not None:
+                self.client.pause_reading()
+            return
+        if text:
+            hit = peek_append(data)
+            if hit is not None:  # the audio fast path: forwarded as it is
+                if self.recorder is not None:
+                    self.recorder.on_audio_appended(b64_bytes(data, hit[0], hit[1]))
+            else:
+                out = self._inspect_up(data)
+                if out is None:
+                    return
+                data = out
+        if up.send_frame(data, text):
+            self.up_messages += 1
+            self.up_bytes += len(data)
+            if not up.writable and self.client is not None:
+                self.client.pause_reading()  # upstream's buffer is full: resume when it drains (_FromUpstream)
 
-    def _inspect_up(self, text: str) -> str | None:
-        """The text to send upstream (``None``: dropped). Feeds the recorder; applies the browser policy."""
+    def _inspect_up(self, data: bytes) -> bytes | None:
+        """The slow path for a client text message that is not a plain append: the bytes to send upstream
+        (``None``: dropped). Feeds the recorder; applies the browser policy."""
         rec = self.recorder
-        if len(text) > SMALL:
-            hit = split_append(text)
-            if hit is not None:
-                if rec is not None:
-                    event, start, end = hit
-                    event["audio"] = text[start:end]
-                    rec.on_client_event(event)
-                return text
         if not self.browser:
-            if '"session.update"' in text:
-                return self._session_update_up(text)
-            if rec is None or "input_audio_buffer." not in text:
-                return text
+            if b'"session.update"' in data:
+                return self._session_update_up(data)
+            if rec is None or b"input_audio_buffer." not in data:
+                return data
             try:
-                event = json.loads(text)
+                event = json.loads(data)
             except ValueError:
-                return text
+                return data
             if type(event) is dict:
                 rec.on_client_event(event)
-            return text
+            return data
         # A browser: parse everything that is not a plain append, refuse what cannot be read unambiguously.
         try:
-            event = json.loads(text, object_pairs_hook=_unique_keys)
+            event = json.loads(data, object_pairs_hook=unique_keys)
         except ValueError as exc:
-            self.refusal = error_event(
-                "invalid_event", f"The message is not valid JSON ({str(exc)[:100]}); it was not forwarded.")
+            self._to_client(error_event(
+                "invalid_event", f"The message is not valid JSON ({str(exc)[:100]}); it was not forwarded."))
             return None
         if type(event) is not dict:
-            return text
+            return data
         if event.get("type") in ("session.update", "response.create", "conversation.item.create"):
             allowed, dropped, refusal = policy.restrict_client_event(event, self.oai.browser_overrides)
             if refusal is not None or allowed is None:
-                self.refusal = error_event("policy_violation", refusal or "Refused by this server's policy.",
-                                           client_event_id=event.get("event_id") if isinstance(
-                                               event.get("event_id"), str) else None)
+                self._to_client(error_event("policy_violation", refusal or "Refused by this server's policy.",
+                                            client_event_id=event.get("event_id") if isinstance(
+                                                event.get("event_id"), str) else None))
                 return None
             if dropped:
                 log.debug("gateway: relay for %s: %s: ignored locked field(s) %s", self.principal.label,
                           event.get("type"), ", ".join(dropped))
                 event = allowed
-                text = json.dumps(event)
+                data = json.dumps(event).encode()
         if rec is not None:
             rec.on_client_event(event)
-        return text
+        return data
 
-    def _session_update_up(self, text: str) -> str:
+    def _session_update_up(self, data: bytes) -> bytes:
         """A trusted client's ``session.update`` without ``model``: the gateway keeps its configured model (the
         stock SDKs always send theirs), and upstream's ``session.updated`` says which one that is."""
         try:
-            event = json.loads(text)
+            event = json.loads(data)
         except ValueError:
-            return text
+            return data
         session = event.get("session") if type(event) is dict and event.get("type") == "session.update" else None
         if type(session) is dict and "model" in session:
             if session["model"] != self.oai.model:
                 log.debug("gateway: relay for %s: session.update asked for model %r; keeping %r",
                           self.principal.label, str(session["model"])[:60], self.oai.model)
             event["session"] = {k: v for k, v in session.items() if k != "model"}
-            text = json.dumps(event)
+            data = json.dumps(event).encode()
         if self.recorder is not None and type(event) is dict:
             self.recorder.on_client_event(event)
-        return text
+        return data
 
     # -------------------------------------------------------------------------------------- upstream -> client
-    async def _pump_down(self) -> None:
-        up = self.upstream
-        assert up is not None
-        send = self.ws.send
-        lock = self.send_lock
-        try:
-            while True:
-                if self.init_pending:
-                    try:
-                        msg = await asyncio.wait_for(up.recv(), max(0.01, self.init_deadline - time.monotonic()))
-                    except TimeoutError:
-                        await self._end_init()
-                        continue
-                else:
-                    msg = await up.recv()
-                if isinstance(msg, str):
-                    if self.init_pending and not await self._init_step(msg):
-                        continue
-                    out = self._inspect_down(msg)
-                    if out is None:
-                        continue
-                    frame: dict[str, Any] = {"type": "websocket.send", "text": out}
-                else:
-                    frame = {"type": "websocket.send", "bytes": msg}
-                try:
-                    async with lock:
-                        await send(frame)
-                except (OSError, RuntimeError):
-                    self.client_gone = True
-                    return
-                if self.stop is not None:
-                    return
-        except ConnectionClosed as exc:
-            if exc.rcvd is None:
-                self.upstream_abnormal = True
-                self.upstream_close = None
-            else:
-                self.upstream_close = (exc.rcvd.code, exc.rcvd.reason)
-
-    def _inspect_down(self, text: str) -> str | None:
-        """Feed the recorder and the spend meter; returns the text to forward."""
-        rec = self.recorder
-        if len(text) > SMALL:
-            hit = split_audio_delta(text)
-            if hit is not None:
+    def upstream_message(self, data: bytes, text: bool) -> None:
+        """One upstream message (hot path: called from the upstream socket's ``data_received``)."""
+        client = self.client
+        assert client is not None
+        if text:
+            if self.init_pending and not self._init_step(data):
+                return
+            hit = peek_audio_delta(data)
+            if hit is not None:  # the audio fast path: forwarded as it is
                 self.last_was_error = False
-                if rec is not None:
-                    event, start, end = hit
-                    event["delta"] = text[start:end]
-                    rec.on_server_event(event)
-                return text
-        if rec is None and self.max_spend is None:
-            self.last_was_error = text.startswith(_ERROR_PREFIXES)
-            return text
+                if self.recorder is not None:
+                    response_id, item_id = delta_ids(data, hit[0])
+                    self.recorder.on_output_audio(response_id, item_id, b64_bytes(data, hit[0], hit[1]))
+            else:
+                self._inspect_down(data)
+        if client.send_frame(data, text):
+            self.down_messages += 1
+            self.down_bytes += len(data)
+            if not client.writable and self.upstream is not None:
+                self.upstream.pause_reading()  # the client's buffer is full: resume when it drains (_FromClient)
+        if self.stop is not None:
+            self._end(self.stop)
+
+    def _inspect_down(self, data: bytes) -> None:
+        """The slow path for an upstream message that is not an audio delta: feeds the recorder and the spend
+        meter."""
+        if self.recorder is None and self.max_spend is None:
+            self.last_was_error = data.startswith(ERROR_PREFIXES)
+            return
         try:
-            event = json.loads(text)
+            event = json.loads(data)
         except ValueError:
-            return text
-        if type(event) is not dict:
-            return text
-        self._observe(event)
-        return text
+            return
+        if type(event) is dict:
+            self._observe(event)
 
     def _observe(self, event: dict[str, Any]) -> None:
         etype = event.get("type")
@@ -636,44 +561,48 @@ class Relay:
         if self.recorder is not None:
             self.recorder.on_server_event(event)
 
-    async def _init_step(self, text: str) -> bool:
+    def _init_step(self, data: bytes) -> bool:
         """While the relay's first ``session.update`` is unanswered: hold ``session.created``, fold the answer
-        into it. Returns ``True`` when ``text`` should go on to the normal path."""
+        into it. Returns ``True`` when ``data`` should go on to the normal path."""
         try:
-            event = json.loads(text)
+            event = json.loads(data)
         except ValueError:
-            await self._end_init()
+            self._end_init()
             return True
         etype = event.get("type") if isinstance(event, dict) else None
         if etype == "session.created" and self.held_created is None:
             self.held_created = event
             return False
         if etype == "session.updated":
-            self.init_pending = False
+            self._stop_init()
             held, self.held_created = self.held_created, None
             if held is not None:
                 held["session"] = event.get("session", held.get("session"))
-                await self._emit(held)
+                self._emit(held)
             else:
-                await self._emit(event)
+                self._emit(event)
             return False
         err = event.get("error") if etype == "error" else None
         if isinstance(err, dict) and err.get("event_id") == self.init_event_id:
             log.warning("gateway: upstream refused the server's session configuration: %s",
                         redact(str(err.get("message"))[:300], self.state))
-            await self._end_init()
-            return True
-        await self._end_init()
+        self._end_init()
         return True
 
-    async def _end_init(self) -> None:
+    def _stop_init(self) -> None:
         self.init_pending = False
+        if self.init_timer is not None:
+            self.init_timer.cancel()
+            self.init_timer = None
+
+    def _end_init(self) -> None:
+        self._stop_init()
         held, self.held_created = self.held_created, None
         if held is not None:
-            await self._emit(held)
+            self._emit(held)
 
-    async def _emit(self, event: dict[str, Any]) -> None:
+    def _emit(self, event: dict[str, Any]) -> None:
         self._observe(event)
-        with contextlib.suppress(OSError, RuntimeError):
-            async with self.send_lock:
-                await self.ws.send_text(json.dumps(event))
+        self._to_client(event)
+        if self.stop is not None:
+            self._end(self.stop)

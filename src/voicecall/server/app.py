@@ -86,9 +86,13 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
     """WebSocket settings every way of running the app shares (``voicecall serve``, tests, benchmarks).
 
     permessage-deflate is off: realtime traffic is mostly base64 audio, which does not compress, and deflating
-    every frame costs CPU on the audio path (OpenAI clients offer it by default)."""
-    return {"ws_max_size": ws_hard_limit(config), "ws_ping_interval": 20.0, "ws_ping_timeout": 20.0,
-            "ws_per_message_deflate": False}
+    every frame costs CPU on the audio path (OpenAI clients offer it by default). The WebSocket protocol is
+    uvicorn's sans-I/O one with voicecall's frame-level extension (:mod:`voicecall.server.ws_protocol`), which the
+    relay uses to move audio frames without a task or queue per message."""
+    from voicecall.server.ws_protocol import FrameWebSocketProtocol
+
+    return {"ws": FrameWebSocketProtocol, "ws_max_size": ws_hard_limit(config), "ws_ping_interval": 20.0,
+            "ws_ping_timeout": 20.0, "ws_per_message_deflate": False}
 
 
 def _progress(message: str) -> None:

@@ -274,6 +274,22 @@ class ConversationRecorder:
         except Exception as exc:  # noqa: BLE001
             self._event_error(event, exc)
 
+    def on_audio_appended(self, nbytes: int) -> None:
+        """An ``input_audio_buffer.append`` of ``nbytes`` audio bytes (relay fast path: the append was recognised
+        without parsing it; same effect as :meth:`on_client_event` with the event)."""
+        if self.enabled and not self._closed:
+            self._appended_bytes += nbytes
+
+    def on_output_audio(self, response_id: str | None, item_id: str | None, nbytes: int) -> None:
+        """A ``response.output_audio.delta`` of ``nbytes`` audio bytes (relay fast path: the delta was recognised
+        without parsing it; same effect as :meth:`on_server_event` with the event)."""
+        if not self.enabled or self._closed:
+            return
+        try:
+            self._audio_out(response_id, item_id, nbytes)
+        except Exception as exc:  # noqa: BLE001 - never into the audio path
+            self._event_error({"type": "response.output_audio.delta"}, exc)
+
     def on_response_metrics(self, response_id: str, latency: Mapping[str, float]) -> None:
         """Per-stage latency of a response in ms (from the local engine), before or after its
         ``response.done``."""
@@ -874,14 +890,19 @@ class ConversationRecorder:
             self._on_text_done({**event, "text": part["text"]})
 
     def _on_audio_delta(self, event: Mapping[str, Any]) -> None:
-        r = self._response(event.get("response_id"))
+        delta = event.get("delta")
+        item_id = event.get("item_id")
+        self._audio_out(event.get("response_id"), item_id if isinstance(item_id, str) else None,
+                        b64_decoded_len(delta) if isinstance(delta, str) else None)
+
+    def _audio_out(self, response_id: Any, item_id: str | None, nbytes: int | None) -> None:
+        r = self._response(response_id)
         if r is not None and r.first_audio_mono is None:
             r.first_audio_mono = self._mono()
-        it = self._existing(event)
-        delta = event.get("delta")
-        if it is not None and isinstance(delta, str):
+        it = self._item(item_id) if item_id is not None else None
+        if it is not None and nbytes is not None:
             it.has_audio = True
-            it.output_audio_bytes += b64_decoded_len(delta)
+            it.output_audio_bytes += nbytes
 
     def _on_output_buffer_started(self, event: Mapping[str, Any]) -> None:
         r = self._response(event.get("response_id"))

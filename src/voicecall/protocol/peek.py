@@ -1,0 +1,106 @@
+"""Recognise the two audio events from their bytes, without parsing their audio: the hot paths' peek.
+
+A client streaming microphone audio sends an ``input_audio_buffer.append`` every 20 ms and the server answers with
+``response.output_audio.delta`` events: nearly every frame on a realtime socket is one of the two, and nearly all
+of its bytes are the base64 audio string. JSON-decoding such a frame builds a 1-2 kB Python string only to find the
+type. These functions find the type and the audio string's bounds by comparing prefixes (C speed) and check that
+the rest is exactly what they claim.
+
+They only say *yes* for the shapes real clients and servers write (compact ``JSON.stringify`` / ``separators=(",",
+":")`` or Python's default ``", "`` / ``": "``, ``type`` first, then ``audio`` / the delta's fields); every other
+frame, including odd-but-valid JSON (other key order, other whitespace, escaped characters, duplicate keys), is
+*not* recognised and goes to the caller's full-parse path, which handles it correctly. So a peek can be slower
+than it could be for an unusual client, never wrong.
+
+Smuggling: for an append the audio string must contain no escape and no quote, and what follows it must be
+nothing or an ``event_id`` (checked by a pattern, or parsed with duplicate keys refused), so that what is forwarded
+is exactly one append, whichever JSON parser reads it upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+APPEND_PREFIXES = (b'{"type":"input_audio_buffer.append","audio":"',
+                   b'{"type": "input_audio_buffer.append", "audio": "')
+DELTA_PREFIXES = (b'{"type":"response.output_audio.delta"', b'{"type": "response.output_audio.delta"')
+ERROR_PREFIXES = (b'{"type":"error"', b'{"type": "error"')
+_DELTA_MARKERS = (b'"delta":"', b'"delta": "')
+_SIMPLE_TAIL = re.compile(rb'"(?:\s*,\s*"event_id"\s*:\s*"[A-Za-z0-9_.:\-]{0,128}")?\s*\}\s*')
+_ID_PATTERNS = {key: re.compile(rb'"' + key.encode() + rb'"\s*:\s*"([^"\\]{0,256})"') for key in ("response_id",
+                                                                                                  "item_id")}
+_QUOTE, _BACKSLASH, _EQ = 0x22, 0x5C, 0x3D
+
+
+def b64_bytes(data: bytes, start: int, end: int) -> int:
+    """Bytes that the base64 text ``data[start:end]`` decodes to (O(1), no copy)."""
+    n = end - start
+    if n <= 0:
+        return 0
+    pad = (data[end - 1] == _EQ) + (n > 1 and data[end - 2] == _EQ)
+    return max(0, n * 3 // 4 - pad)
+
+
+def _audio_bounds(data: bytes, start: int) -> int:
+    """End of the JSON string that starts at ``start`` if it holds no escape (``-1`` otherwise)."""
+    end = data.find(b'"', start)
+    if end < 0 or data.find(b"\\", start, end) >= 0:
+        return -1
+    return end
+
+
+def peek_append(data: bytes) -> tuple[int, int] | None:
+    """``(start, end)`` of the base64 audio of a plain ``input_audio_buffer.append`` (``data[start:end]``), or
+    ``None`` when ``data`` is anything else or an append in another shape (the caller parses it)."""
+    for prefix in APPEND_PREFIXES:
+        if data.startswith(prefix):
+            start = len(prefix)
+            end = _audio_bounds(data, start)
+            if end < 0:
+                return None
+            if _SIMPLE_TAIL.fullmatch(data, end):
+                return start, end
+            try:  # an unusual tail: it must parse, with no duplicate key, into an append
+                event = json.loads(prefix + data[end:], object_pairs_hook=unique_keys)
+            except ValueError:
+                return None
+            if type(event) is dict and event.get("type") == "input_audio_buffer.append":
+                return start, end
+            return None
+    return None
+
+
+def peek_audio_delta(data: bytes) -> tuple[int, int] | None:
+    """``(start, end)`` of the base64 audio of a ``response.output_audio.delta`` (server -> client), or ``None``."""
+    if not data.startswith(DELTA_PREFIXES):
+        return None
+    for marker in _DELTA_MARKERS:
+        i = data.find(marker)
+        if i >= 0:
+            end = _audio_bounds(data, i + len(marker))
+            return (i + len(marker), end) if end >= 0 else None
+    return None
+
+
+def delta_ids(data: bytes, start: int) -> tuple[str | None, str | None]:
+    """``(response_id, item_id)`` of a delta recognised by :func:`peek_audio_delta`, read from the bytes around the
+    audio (``start``: where the audio begins) without parsing the event."""
+    out: list[str | None] = []
+    for key in ("response_id", "item_id"):
+        m = _ID_PATTERNS[key].search(data, 0, start)
+        if m is None:
+            tail = data.find(b'"' + key.encode() + b'"', start)
+            m = _ID_PATTERNS[key].search(data, tail) if tail >= 0 else None
+        out.append(m.group(1).decode() if m is not None else None)
+    return out[0], out[1]
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` refusing duplicate keys (a parser that keeps the first and one that keeps the last
+    would see different events)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate key in a JSON object")
+    return out

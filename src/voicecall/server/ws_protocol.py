@@ -1,0 +1,147 @@
+"""The WebSocket protocol ``voicecall serve`` runs under uvicorn: uvicorn's sans-I/O ``websockets`` protocol plus the
+``voicecall.frames`` ASGI scope extension (:mod:`voicecall.transports.frames`).
+
+An application that finds ``scope["extensions"]["voicecall.frames"]["socket"]`` may, after ``websocket.accept``,
+:meth:`~FrameWebSocketProtocol.attach` a :class:`~voicecall.transports.frames.FrameSink`: from then on every message
+goes straight from ``data_received`` to the sink (no ASGI queue, no task wake-up, no pause/resume of reading per
+message, which uvicorn's protocol does for each one), and :meth:`~FrameWebSocketProtocol.send` writes a frame at
+once. Everything else is unchanged: the handshake, ``websocket.close``/``websocket.send`` through ASGI (they write to
+the same transport, in call order), keepalive pings, size limits, the closing handshake. Applications that do not
+attach see uvicorn's protocol as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+from voicecall.transports.frames import EXTENSION, FrameSink, check_text, encode_frame
+
+
+class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's ``websockets-sansio`` protocol with a frame-level fast path. See the module documentation."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.frames_socket = ServerFrameSocket(self)
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None and self.response.status_code == 101:
+            scope["extensions"][EXTENSION] = {"socket": self.frames_socket}
+
+    def send_receive_event_to_app(self) -> None:
+        sink = self.frames_socket.sink
+        if sink is None:
+            super().send_receive_event_to_app()
+            return
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return
+        text = self.curr_msg_data_type == "text"
+        if text and not check_text(data):
+            self.conn.send_close(1007, "invalid UTF-8 in a text message")
+            self.handle_parser_exception()
+            return
+        sink.on_message(data, text)
+
+    def handle_close(self, event: Any) -> None:
+        close = self.conn.close_rcvd
+        super().handle_close(event)
+        if close is not None and not self.close_sent:
+            self.frames_socket.closed(close.code, close.reason)
+
+    def handle_parser_exception(self) -> None:
+        super().handle_parser_exception()
+        close = self.conn.close_sent
+        self.frames_socket.closed(close.code if close is not None else 1002, close.reason if close is not None else "")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.frames_socket.closed(None, "")
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.frames_socket.write_paused = True
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.frames_socket.write_paused = False
+        sink = self.frames_socket.sink
+        if sink is not None:
+            sink.on_writable()
+
+
+class ServerFrameSocket:
+    """The :class:`~voicecall.transports.frames.FrameSocket` of one :class:`FrameWebSocketProtocol` connection."""
+
+    def __init__(self, proto: FrameWebSocketProtocol) -> None:
+        self.proto = proto
+        self.sink: FrameSink | None = None
+        self.write_paused = False
+        self._reading_paused = False
+        self._closed = False
+
+    def attach(self, sink: FrameSink) -> None:
+        """Deliver messages to ``sink`` from now on; messages already queued for ASGI go to it first."""
+        proto = self.proto
+        self.sink = sink
+        pending = []
+        while not proto.queue.empty():
+            pending.append(proto.queue.get_nowait())
+        if proto.read_paused:  # uvicorn pauses reading while a message waits for the application
+            proto.read_paused = False
+            if not self._reading_paused and not proto.transport.is_closing():
+                proto.transport.resume_reading()
+        for msg in pending:
+            if msg["type"] == "websocket.receive":
+                text = msg.get("text")
+                if text is not None:
+                    sink.on_message(text.encode(), True)
+                else:
+                    sink.on_message(msg.get("bytes") or b"", False)
+            elif msg["type"] == "websocket.disconnect":
+                proto.queue.put_nowait(msg)  # Starlette's state machine still wants to see it
+                self.closed(msg.get("code"), msg.get("reason") or "")
+
+    def send_frame(self, data: bytes, text: bool = True) -> bool:
+        """Write one data frame now; ``False`` once the closing handshake started or the connection is gone."""
+        proto = self.proto
+        if proto.close_sent or proto.disconnected or proto.transport.is_closing():
+            return False
+        proto.transport.write(encode_frame(data, text))
+        return True
+
+    @property
+    def buffered(self) -> int:
+        return int(self.proto.transport.get_write_buffer_size())
+
+    @property
+    def writable(self) -> bool:
+        return not self.write_paused
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused:
+            self._reading_paused = True
+            if not self.proto.read_paused and not self.proto.transport.is_closing():
+                self.proto.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            if not self.proto.read_paused and not self.proto.transport.is_closing():
+                self.proto.transport.resume_reading()
+
+    async def flush(self) -> None:
+        """Nothing to do: :meth:`send_frame` writes to the transport at once."""
+
+    def closed(self, code: int | None, reason: str) -> None:
+        """Tell the sink, once."""
+        if not self._closed:
+            self._closed = True
+            if self.sink is not None:
+                self.sink.on_closed(code, reason)

@@ -1,0 +1,156 @@
+"""The relay's hot path: audio events recognised from their bytes (voicecall.protocol.peek) and forwarded without
+a parse, every other shape of the same event (other key order, whitespace, escapes, duplicate keys) left to the
+full-parse path, and both paths giving the same result through a real relay: frames upstream verbatim and in
+order, the echoed audio back, history with the right audio lengths. Also the relay over plain ASGI (a server
+without voicecall's frame extension)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from tests.gateway.gwtools import conversations, wait_until
+from tests.gateway.test_gateway_relay import raw_connect, recv_event
+from tests.gateway.upstream_recorder import UpstreamRecorder
+from voicecall.protocol.peek import b64_bytes, delta_ids, peek_append, peek_audio_delta
+
+AUDIO = base64.b64encode(bytes(range(256)) * 3).decode()  # holds "/" and "+", ends without padding
+assert "/" in AUDIO
+
+
+def fill(frame: str, audio: str = AUDIO) -> bytes:
+    """``frame`` with its ``%s`` replaced by ``audio``, as bytes."""
+    return frame.replace("%s", audio).encode()
+
+
+# ------------------------------------------------------------------------------------------ the peek itself
+@pytest.mark.parametrize("frame", [
+    '{"type":"input_audio_buffer.append","audio":"%s"}',
+    '{"type": "input_audio_buffer.append", "audio": "%s"}',
+    '{"type":"input_audio_buffer.append","audio":"%s","event_id":"evt_1"}',
+    '{"type": "input_audio_buffer.append", "audio": "%s", "event_id": "evt_1"}\n',
+])
+def test_usual_appends_are_recognised(frame: str) -> None:
+    data = fill(frame)
+    hit = peek_append(data)
+    assert hit is not None
+    assert data[hit[0]:hit[1]].decode() == AUDIO
+    assert b64_bytes(data, *hit) == len(base64.b64decode(AUDIO))
+
+
+@pytest.mark.parametrize("frame", [
+    '{"audio":"%s","type":"input_audio_buffer.append"}',  # key order
+    '{ "type" : "input_audio_buffer.append" , "audio" : "%s" }',  # whitespace
+    '{"event_id":"e","type":"input_audio_buffer.append","audio":"%s"}',  # event_id first
+    '{"type":"input_audio_buffer.appen\\u0064","audio":"%s"}',  # an escaped type: the same event
+])
+def test_odd_but_valid_appends_go_to_the_full_parse(frame: str) -> None:
+    data = fill(frame)
+    assert json.loads(data)["type"] == "input_audio_buffer.append"  # valid, and an append
+    assert peek_append(data) is None  # not recognised: parsed by the slow path, never mis-read
+
+
+@pytest.mark.parametrize("frame", [
+    '{"type":"input_audio_buffer.append","audio":"%s","type":"session.update","session":{}}',  # duplicate key
+    '{"type":"input_audio_buffer.append","audio":"%s","event_id":"x"',  # truncated
+    '{"type":"input_audio_buffer.append","audio":"%s"}{"type":"session.update"}',  # two objects
+    '{"type":"input_audio_buffer.append","audio":"%s\\",\\"type\\":\\"x"}',  # an escape inside the audio
+    '{"type":"input_audio_buffer.append_more","audio":"%s"}',
+])
+def test_not_plain_appends_are_not_recognised(frame: str) -> None:
+    assert peek_append(fill(frame)) is None
+
+
+@pytest.mark.parametrize("tail", ['"event_id":"evt with spaces"', '"event_id":{"nested":1}'])
+def test_an_unusual_but_valid_tail_is_parsed_and_accepted(tail: str) -> None:
+    """Still exactly one append (no duplicate key): forwarded as it is, as the full-parse path would."""
+    assert peek_append(fill('{"type":"input_audio_buffer.append","audio":"%s",' + tail + "}")) is not None
+
+
+@pytest.mark.parametrize("frame", [
+    ('{"type":"response.output_audio.delta","event_id":"e1","response_id":"resp_1","item_id":"item_1",'
+     '"output_index":0,"content_index":0,"delta":"%s"}'),
+    ('{"type": "response.output_audio.delta", "event_id": "e1", "response_id": "resp_1", "item_id": "item_1", '
+     '"output_index": 0, "content_index": 0, "delta": "%s"}'),
+    '{"type":"response.output_audio.delta","delta":"%s","response_id":"resp_1","item_id":"item_1"}',  # ids after
+])
+def test_audio_deltas_are_recognised_with_their_ids(frame: str) -> None:
+    data = fill(frame)
+    hit = peek_audio_delta(data)
+    assert hit is not None and data[hit[0]:hit[1]].decode() == AUDIO
+    assert delta_ids(data, hit[0]) == ("resp_1", "item_1")
+
+
+def test_other_server_events_are_not_deltas() -> None:
+    for frame in ('{"type":"response.output_audio_transcript.delta","delta":"hi"}',
+                  '{"delta":"AAAA","type":"response.output_audio.delta"}',
+                  '{"type":"response.output_audio.delta","delta":"AA\\/A"}'):
+        assert peek_audio_delta(frame.encode()) is None
+
+
+# ------------------------------------------------------------------------------------------ through the relay
+def _chunks(n: int) -> list[str]:
+    rng = np.random.default_rng(5)
+    pcm = rng.normal(0, 3000, 2400 * n).astype("<i2")  # 100 ms each at 24 kHz
+    return [base64.b64encode(pcm[i * 2400:(i + 1) * 2400].tobytes()).decode() for i in range(n)]
+
+
+def _shapes(chunks: list[str]) -> list[str]:
+    """One append per shape: the recognised ones and the odd-but-valid ones."""
+    c = chunks
+    return [
+        '{"type":"input_audio_buffer.append","audio":"%s"}'.replace("%s", c[0]),
+        json.dumps({"type": "input_audio_buffer.append", "audio": c[1]}),
+        '{"type":"input_audio_buffer.append","audio":"%s","event_id":"evt_2"}'.replace("%s", c[2]),
+        '{"audio":"%s","type":"input_audio_buffer.append"}'.replace("%s", c[3]),
+        '{ "type" : "input_audio_buffer.append" ,\n "audio" : "%s" }'.replace("%s", c[4]),
+        '{"event_id":"evt_5","type":"input_audio_buffer.append","audio":"%s"}'.replace("%s", c[5]),
+        '{"type":"input_audio_buffer.append","audio":"%s"}'.replace("%s", c[6]).replace("/", "\\/"),
+        '{"type":"input_audio_buffer.appen\\u0064","audio":"%s"}'.replace("%s", c[7]),
+        '{"type":"input_audio_buffer.append","audio":"%s"}'.replace("%s", c[8]),
+    ]
+
+
+@pytest.mark.parametrize("server", ["frames", "asgi"])
+async def test_every_shape_is_forwarded_in_order_and_recorded(make_gateway, upstream: UpstreamRecorder,
+                                                               server: str) -> None:
+    """9 appends of 100 ms in nine shapes: upstream gets each frame verbatim and in order, the echo comes back
+    whole, and history holds 900 ms of user audio and 900 ms of answer audio. ``asgi``: the same relay on
+    uvicorn's own WebSocket protocol (no frame extension: one reader task, one writer task)."""
+    gw = make_gateway(upstream.base_url, ws=None if server == "frames" else "websockets-sansio")
+    chunks = _chunks(9)
+    frames = _shapes(chunks)
+    async with raw_connect(gw) as ws:
+        assert (await recv_event(ws))["type"] == "session.created"
+        for frame in frames:
+            await ws.send(frame)
+        await ws.send('{"type":"input_audio_buffer.commit"}')
+        await ws.send('{"type":"response.create"}')
+        events = []
+        while not events or events[-1]["type"] != "response.done":
+            events.append(await recv_event(ws))
+    sent = [t for _, t in upstream.frames]
+    assert [t for t in sent if "input_audio_buffer.appen" in t] == frames
+    echoed = b"".join(base64.b64decode(e["delta"]) for e in events if e["type"] == "response.output_audio.delta")
+    assert echoed == b"".join(base64.b64decode(c) for c in chunks)
+    assert await wait_until(lambda: gw.state.sessions.count == 0)
+    [conv] = await conversations(gw)
+    audio = {i["role"]: i["audio_ms"] for i in conv["items"]}
+    assert audio == {"user": 900, "assistant": 900}
+    assert (gw.guard.frame_messages > 0) == (server == "frames")
+
+
+async def test_many_appends_keep_their_order(make_gateway, upstream: UpstreamRecorder) -> None:
+    """500 appends sent back to back (faster than real time) arrive upstream complete and in order."""
+    gw = make_gateway(upstream.base_url)
+    async with raw_connect(gw) as ws:
+        assert (await recv_event(ws))["type"] == "session.created"
+        await asyncio.gather(*(ws.send('{"type":"input_audio_buffer.append","audio":"AAAA","event_id":"e'
+                                       + str(i) + '"}') for i in range(500)))
+        assert await wait_until(lambda: sum('"e499"' in t for _, t in upstream.frames) == 1)
+    ids = [json.loads(t)["event_id"] for _, t in upstream.frames if "input_audio_buffer.append" in t]
+    assert ids == [f"e{i}" for i in range(500)]
