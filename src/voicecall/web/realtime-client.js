@@ -1,14 +1,22 @@
 // realtime-client.js: a small, dependency-free browser client for the OpenAI Realtime GA protocol over
-// WebRTC, as served by voicecall (and by api.openai.com behind a /session endpoint of your own).
+// WebRTC or a WebSocket, as served by voicecall (and by api.openai.com behind a /session endpoint of your own).
 //
-//   import { RealtimeClient } from "/realtime-client.js";
+//   import { RealtimeClient, OpenAIRealtime } from "/realtime-client.js";
 //   const client = new RealtimeClient({ voice: "marin", onTranscript: (text, isFinal, role, itemId) => ... });
 //   await client.connect();          // POST /session, getUserMedia, SDP exchange, data channel "oai-events"
 //   client.stopRecording();          // mute the microphone track
 //   client.interrupt();              // response.cancel + output_audio_buffer.clear
 //   await client.disconnect();       // hang up
 //
+//   // The same over a WebSocket (transport: "websocket"), with the seed-era API and defaults:
+//   const rt = new OpenAIRealtime({ model, voice, instructions, onTranscript(text, isFinal) {}, onAudioChunk(b64) {} });
+//   await rt.connect();              // POST /session (an ek_ secret), then GET /v1/realtime?model=... (WebSocket)
+//   await rt.startRecording();       // microphone -> AudioWorklet -> PCM16 24 kHz -> input_audio_buffer.append
+//   rt.stopRecording(); rt.disconnect();
+//
 // No build step, no dependencies. See docs/web-client.md for the full reference.
+
+import { PCM_RATE, PcmAudio, base64FromPcm16, pcm16FromBase64 } from "./pcm-audio.js";
 
 /** GA voices accepted by OpenAI realtime models (voicecall's local engine accepts them too). */
 export const GA_VOICES = Object.freeze([
@@ -90,6 +98,15 @@ function joinUrl(base, path) {
   return base.replace(/\/+$/, "") + (path.startsWith("/") ? path : `/${path}`);
 }
 
+/** A RealtimeError for a WebSocket close event (code and reason; 1006 = refused before the handshake ended). */
+function wsCloseError(e, what) {
+  const hint = e.code === 1006 ? " (the handshake failed: wrong address, origin not allowed, or server down)" : "";
+  const err = new RealtimeError(`${what}: code ${e.code}${e.reason ? ` (${e.reason})` : ""}${hint}.`,
+    { code: e.code === 4001 ? "invalid_api_key" : "websocket_closed" });
+  err.closeCode = e.code;
+  return err;
+}
+
 function isAbort(err) {
   return err && (err.name === "AbortError" || err.code === "aborted");
 }
@@ -148,10 +165,29 @@ function rms(analyser, buf) {
 
 const noop = () => {};
 
+/** WebSocket close codes after which reconnecting cannot help (bad credentials, refused origin, refused protocol). */
+const FATAL_CLOSE_CODES = new Set([1008, 4000, 4001, 4003]);
+
+/** ws:// or wss:// URL of `path` on `base` (or on this page's origin when `base` is empty). */
+function wsUrl(base, path, params) {
+  const url = new URL(joinUrl(base, path), globalThis.location ? globalThis.location.href : undefined);
+  if (url.protocol === "http:") url.protocol = "ws:";
+  else if (url.protocol === "https:") url.protocol = "wss:";
+  for (const [k, v] of Object.entries(params)) if (v != null && v !== "") url.searchParams.set(k, v);
+  return url.toString();
+}
+
 /**
- * A realtime voice session over WebRTC.
+ * A realtime voice session over WebRTC (default) or a WebSocket (`transport: "websocket"`).
  *
  * Options (all optional):
+ *  - transport: "webrtc" (audio as RTP, events on a data channel) or "websocket" (events and base64 PCM16 24 kHz
+ *    audio on one WebSocket to `{baseUrl}{wsPath}?model=...`, authenticated with the ek_ secret as the
+ *    `openai-insecure-api-key.<secret>` subprotocol; the microphone goes through an AudioWorklet).
+ *  - model: asked for in the WebSocket URL (`?model=`); wsPath ("/v1/realtime"; seed-era proxies: "/api/realtime").
+ *  - recording (true): whether the microphone is live after connect(). False: connect() does not open the
+ *    microphone; startRecording() does.
+ *  - playAudio (true, WebSocket): play the assistant's audio (gapless); onAudioChunk(base64, event) gets every chunk.
  *  - voice, instructions: sent to `POST {baseUrl}{sessionPath}` as `{voice, instructions}`.
  *  - baseUrl ("" = same origin), sessionPath ("/session").
  *  - apiKey: string or (async) function returning one; sent as `Authorization: Bearer` on the session request.
@@ -170,6 +206,14 @@ const noop = () => {};
 export class RealtimeClient {
   constructor(options = {}) {
     const o = options;
+    if (o.transport && o.transport !== "webrtc" && o.transport !== "websocket") {
+      throw new RealtimeError(`Unknown transport ${JSON.stringify(o.transport)}: use "webrtc" or "websocket".`);
+    }
+    /** "webrtc" or "websocket"; may be changed between calls. */
+    this.transport = o.transport ?? "webrtc";
+    this.requestedModel = o.model ?? null;
+    this.wsPath = o.wsPath ?? "/v1/realtime";
+    this.playAudio = o.playAudio ?? true;
     this.voice = o.voice;
     this.instructions = o.instructions;
     this.baseUrl = o.baseUrl ?? "";
@@ -194,6 +238,7 @@ export class RealtimeClient {
     this.onLevels = o.onLevels || noop;
     this.onLatency = o.onLatency || noop;
     this.onSend = o.onSend || noop;
+    this.onAudioChunk = o.onAudioChunk || noop;
 
     /** Current state, one of STATES. */
     this.state = STATES.IDLE;
@@ -209,13 +254,20 @@ export class RealtimeClient {
     this.callId = null;
     this.pc = null;
     this.dc = null;
+    /** The WebSocket (transport "websocket"). */
+    this.ws = null;
     /** Measured turn latencies in ms (end of user speech as heard by the mic -> first assistant audio). */
     this.latencies = [];
     /** Latest levels (RMS, 0..1). */
     this.levels = { mic: 0, remote: 0 };
     this.activeResponseId = null;
 
-    this._recording = true;
+    this._recording = o.recording ?? true;
+    this._audio = null;          // PcmAudio (transport "websocket")
+    this._capturing = false;     // microphone chunks are being sent (transport "websocket")
+    this._appended = 0;          // samples appended since the last commit (transport "websocket")
+    this._mutedItems = new Set(); // items whose audio was interrupted: their late deltas are not played
+    this._currentAudioItem = null; // item of the last audio delta
     this._micStream = null;
     this._micTrack = null;
     this._remoteStream = null;
@@ -243,7 +295,7 @@ export class RealtimeClient {
 
   // ------------------------------------------------------------------------------------------ public API
 
-  get isConnected() { return this.state === STATES.CONNECTED && this.dc && this.dc.readyState === "open"; }
+  get isConnected() { return this.state === STATES.CONNECTED && this._channelOpen(); }
 
   /** True while the microphone track is live (not muted). */
   get isRecording() { return this._recording; }
@@ -282,33 +334,64 @@ export class RealtimeClient {
     try { await hangup; } catch { /* best effort */ }
   }
 
-  /** Unmute the microphone track. */
-  startRecording() {
+  /**
+   * Unmute the microphone. Over a WebSocket this opens the microphone first when connect() did not
+   * (`recording: false`), and resolves once its audio flows; errors go to onError and reject.
+   */
+  async startRecording() {
     this._recording = true;
     if (this._micTrack) this._micTrack.enabled = true;
+    if (this.transport !== "websocket" || !this.isConnected || this._capturing) return;
+    const gen = this._generation;
+    try {
+      await this._openMic(gen);
+      if (gen !== this._generation || !this._recording) return;
+      this._startCapture();
+    } catch (err) {
+      if (isAbort(err)) return;
+      this._emitError(err);
+      throw err;
+    }
   }
 
-  /** Mute the microphone track (the peer connection stays up; the server receives silence). */
+  /**
+   * Mute the microphone. WebRTC: the track is muted (the server receives silence). WebSocket: no more audio is
+   * sent; with turn detection off (push-to-talk) the audio sent so far is committed and a response requested.
+   */
   stopRecording() {
     this._recording = false;
     if (this._micTrack) this._micTrack.enabled = false;
+    if (this.transport !== "websocket") return;
+    const td = this.session && this.session.audio && this.session.audio.input
+      ? this.session.audio.input.turn_detection : undefined;
+    if (td === null && this._appended >= PCM_RATE / 10 && this.isConnected) {
+      this.send({ type: "input_audio_buffer.commit" });
+      this.send({ type: "response.create" });
+    }
+    this._appended = 0;
   }
 
   /** Send a client event on the data channel; adds an `event_id` if missing. Returns the event sent. */
   send(event) {
     if (!event || typeof event !== "object" || !event.type) throw new RealtimeError("send() needs an event object with a type");
-    if (!this.dc || this.dc.readyState !== "open") throw new RealtimeError("Not connected", { code: "not_connected" });
+    if (!this._channelOpen()) throw new RealtimeError("Not connected", { code: "not_connected" });
     const ev = event.event_id ? event : { event_id: randomId("evt_"), ...event };
-    this.dc.send(JSON.stringify(ev));
+    if (this.ws) this.ws.send(JSON.stringify(ev));
+    else this.dc.send(JSON.stringify(ev));
     try { this.onSend(ev); } catch (e) { console.error(e); }
     return ev;
   }
 
-  /** Stop the assistant: response.cancel (if a response is in progress) then output_audio_buffer.clear. */
+  /**
+   * Stop the assistant: response.cancel (if a response is in progress), then WebRTC: output_audio_buffer.clear
+   * (the server stops the audio and truncates what was not played); WebSocket: local playback stops and
+   * conversation.item.truncate tells the server how much was heard.
+   */
   interrupt() {
     if (!this.isConnected) return;
     if (this.activeResponseId) this.send({ type: "response.cancel" });
-    this.send({ type: "output_audio_buffer.clear" });
+    if (this.transport === "websocket") this._bargeIn();
+    else this.send({ type: "output_audio_buffer.clear" });
   }
 
   /**
@@ -353,16 +436,15 @@ export class RealtimeClient {
     this._transcripts.clear();
     this.activeResponseId = null;
     this.callId = null;
+    if (this.transport === "websocket") {
+      await this._connectWebSocket(gen, abort, check);
+      return;
+    }
 
     // 1. Ephemeral secret (+ session, pricing, ICE servers) and the microphone, in parallel.
     const [info, mic] = await Promise.all([this._createSession(abort.signal), this._openMic(gen)]);
     check();
-    this.sessionInfo = info;
-    this.session = info.session || null;
-    this.provider = info.provider || null;
-    this.model = info.model || (info.session && info.session.model) || null;
-    this.pricing = info.pricing || null;
-    this._secret = info.value;
+    this._applySessionInfo(info);
     this._callsUrl = joinUrl(this.baseUrl, info.calls_url || "/v1/realtime/calls");
 
     // 2. Peer connection, mic track, data channel, SDP offer/answer.
@@ -423,6 +505,110 @@ export class RealtimeClient {
     dc.onclose = () => this._onDrop("The connection to the server was closed.");
     this._abort = null;
     this._setState(STATES.CONNECTED, { callId: this.callId, provider: this.provider, model: this.model });
+  }
+
+  _applySessionInfo(info) {
+    this.sessionInfo = info;
+    this.session = info.session || null;
+    this.provider = info.provider || null;
+    this.model = info.model || (info.session && info.session.model) || null;
+    this.pricing = info.pricing || null;
+    this._secret = info.value;
+  }
+
+  _channelOpen() {
+    if (this.ws) return this.ws.readyState === WebSocket.OPEN;
+    return !!this.dc && this.dc.readyState === "open";
+  }
+
+  /**
+   * The WebSocket transport: ek_ secret (and the microphone, unless `recording` is off) in parallel, then
+   * `GET {wsPath}?model=` with the subprotocols ["realtime", "openai-insecure-api-key.<secret>"] (browsers cannot
+   * send an Authorization header on a WebSocket; the secret is short-lived and bound to this session's settings).
+   */
+  async _connectWebSocket(gen, abort, check) {
+    const ac = this._ensureAudioContext();
+    if (!ac || !ac.audioWorklet) {
+      throw new RealtimeError("This browser cannot process audio for the WebSocket transport (no AudioWorklet; " +
+        "it needs a secure page: https:// or http://localhost). Use the WebRTC transport.", { code: "unsupported_browser" });
+    }
+    let audio = null;
+    try {
+      const [info, , pcm] = await Promise.all([
+        this._createSession(abort.signal), this._recording ? this._openMic(gen) : null, PcmAudio.create(ac)]);
+      audio = pcm;
+      check();
+      this._applySessionInfo(info);
+    } catch (err) {
+      if (audio) audio.close();
+      throw err;
+    }
+    this._audio = audio;
+    this._mutedItems = new Set();
+    const an = ac.createAnalyser();
+    an.fftSize = 512;
+    an.smoothingTimeConstant = 0;
+    audio.output.connect(an);
+    this._remoteAnalyser = an;
+
+    const ws = new WebSocket(wsUrl(this.baseUrl, this.wsPath, { model: this.requestedModel }),
+      ["realtime", `openai-insecure-api-key.${this._secret}`]);
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    ws.onmessage = (e) => this._onMessage(e.data);
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new RealtimeError("Timed out while opening the WebSocket.",
+        { code: "connect_timeout" })), this.connectTimeoutMs);
+      ws.onopen = () => { clearTimeout(timer); resolve(); };
+      ws.onclose = (e) => { clearTimeout(timer); reject(wsCloseError(e, "The server refused the WebSocket connection")); };
+      abort.signal.addEventListener("abort", () => { clearTimeout(timer); reject(abortError()); });
+    });
+    check();
+    ws.onclose = (e) => this._onWsClose(ws, e);
+    if (this._micStream && this._recording) this._startCapture();
+    else this._startLevels();
+    this._abort = null;
+    this._setState(STATES.CONNECTED, { provider: this.provider, model: this.model, transport: "websocket" });
+  }
+
+  _onWsClose(ws, e) {
+    if (ws !== this.ws || this._intentional) return;
+    if (!FATAL_CLOSE_CODES.has(e.code)) {
+      this._onDrop(`The connection to the server was closed (code ${e.code}${e.reason ? `: ${e.reason}` : ""}).`);
+      return;
+    }
+    this._teardownPeer();
+    this._stopMic();
+    const err = wsCloseError(e, "The server closed the connection");
+    this._setState(STATES.ERROR, { error: err, reason: err.message });
+    this._emitError(err);
+  }
+
+  /** Microphone -> AudioWorklet -> input_audio_buffer.append (40 ms chunks of base64 PCM16 24 kHz). */
+  _startCapture() {
+    if (!this._audio || !this._micStream) return;
+    if (!this._micSource) this._attachMicAnalyser();
+    if (!this._micSource) return;
+    this._audio.startCapture(this._micSource, (buf) => {
+      if (!this._recording || !this._channelOpen()) return;
+      this._appended += buf.byteLength >> 1;
+      // Not reported through onSend (25 a second); no event_id needed.
+      this.ws.send(JSON.stringify({ type: "input_audio_buffer.append", audio: base64FromPcm16(buf) }));
+    });
+    this._capturing = true;
+  }
+
+  /** Barge-in on a WebSocket: stop playback now and truncate the item at what was heard. */
+  async _bargeIn() {
+    const audio = this._audio;
+    if (!audio) return;
+    if (this._currentAudioItem && (this.activeResponseId || audio.playing)) this._mutedItems.add(this._currentAudioItem);
+    if (!audio.playing) return;
+    const at = await audio.stop();
+    if (!at.itemId || at.queued <= 0 || audio !== this._audio || !this.isConnected) return; // everything was heard
+    this._mutedItems.add(at.itemId);
+    this.send({ type: "conversation.item.truncate", item_id: at.itemId, content_index: at.contentIndex,
+      audio_end_ms: Math.floor((at.played * 1000) / PCM_RATE) });
   }
 
   async _createSession(signal) {
@@ -505,6 +691,17 @@ export class RealtimeClient {
     }
     this.dc = null;
     this.pc = null;
+    if (this.ws) {
+      const ws = this.ws;
+      ws.onmessage = ws.onclose = ws.onopen = null;
+      try { ws.close(1000); } catch { /* ignore */ }
+    }
+    this.ws = null;
+    if (this._audio) this._audio.close();
+    this._audio = null;
+    this._capturing = false;
+    this._appended = 0;
+    this._currentAudioItem = null;
     for (const n of [this._micSource, this._remoteSource]) { try { n && n.disconnect(); } catch { /* ignore */ } }
     this._micSource = this._remoteSource = this._micAnalyser = this._remoteAnalyser = null;
     if (this.audioElement) {
@@ -706,10 +903,25 @@ export class RealtimeClient {
         if (ev.session) this.session = ev.session;
         break;
 
-      case "input_audio_buffer.speech_started":
+      case "input_audio_buffer.speech_started": {
         this._lat.speechStartedAt = now;
         this._lat.awaiting = false;
+        // Over a WebSocket the page plays the audio, so the page stops it (the server cannot) when the user talks.
+        const td = this.session && this.session.audio && this.session.audio.input && this.session.audio.input.turn_detection;
+        if (this.transport === "websocket" && (!td || td.interrupt_response !== false)) this._bargeIn();
         break;
+      }
+
+      case "response.output_audio.delta": {
+        if (!this._audio || !ev.delta || this._mutedItems.has(ev.item_id)) break; // (WebRTC: audio comes as RTP)
+        this._currentAudioItem = ev.item_id;
+        try { this.onAudioChunk(ev.delta, ev); } catch (e) { console.error(e); }
+        const fmt = this.session && this.session.audio && this.session.audio.output && this.session.audio.output.format;
+        if (this.playAudio && (!fmt || fmt.type === "audio/pcm")) {
+          this._audio.play(ev.item_id, ev.content_index ?? 0, pcm16FromBase64(ev.delta));
+        }
+        break;
+      }
 
       case "input_audio_buffer.speech_stopped": {
         const L = this._lat;
@@ -806,6 +1018,18 @@ export class RealtimeClient {
 
   _emitError(err) {
     try { this.onError(err); } catch (e) { console.error(e); }
+  }
+}
+
+/**
+ * The seed-era client API over a WebSocket: `new OpenAIRealtime({model, voice, instructions, onTranscript(text,
+ * isFinal), onAudioChunk(base64), ...})`, `connect()`, `startRecording()`, `stopRecording()`, `disconnect()`.
+ * A RealtimeClient with `transport: "websocket"` and the microphone off until startRecording(); every
+ * RealtimeClient option and method works too.
+ */
+export class OpenAIRealtime extends RealtimeClient {
+  constructor(options = {}) {
+    super({ transport: "websocket", recording: false, ...options });
   }
 }
 
