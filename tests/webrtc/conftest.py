@@ -65,6 +65,15 @@ def speech(text: str, rate: int = RTC_RATE, lead_s: float = 0.0, tail_s: float =
     return np.clip(out, -32768, 32767).astype(np.int16)
 
 
+def barge_in_wav(path: Path, lead_s: float, barge_after_s: float) -> tuple[Path, float, float]:
+    """A fake microphone (s16 mono 48 kHz): lead silence, :data:`QUESTION`, a pause of ``barge_after_s``, then
+    :data:`BARGE_IN` spoken over the answer, and a tail. Returns (path, question end, barge-in start) in seconds."""
+    q = speech(QUESTION, RTC_RATE, lead_s=lead_s, tail_s=barge_after_s, seed=2)
+    b = speech(BARGE_IN, RTC_RATE, lead_s=0.0, tail_s=4.0, seed=3)
+    write_wav(path, np.concatenate([q, b]), RTC_RATE)
+    return path, len(q) / RTC_RATE - barge_after_s, len(q) / RTC_RATE
+
+
 @pytest.fixture
 def speech_file(tmp_path: Path) -> Callable[..., Path]:
     """Write a speech WAV (s16 mono 48 kHz) for Chromium's fake microphone."""

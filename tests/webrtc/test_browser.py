@@ -16,12 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from tests.chromium import chromium_or_skip, chromium_page, hang_up
-from tests.webrtc.conftest import BARGE_IN, QUESTION, RTC_RATE, speech
-from voicecall.audio import write_wav
+from tests.webrtc.conftest import barge_in_wav
 
 pytestmark = [pytest.mark.webrtc, pytest.mark.browser]
 
@@ -52,20 +50,10 @@ INSTRUMENT = """() => {
 }"""
 
 
-def _mic_wav(path: Path) -> tuple[Path, float, float]:
-    """The fake microphone: lead silence, question, pause, barge-in utterance, tail. Returns (path, question end,
-    barge-in start) in seconds of the file."""
-    q = speech(QUESTION, RTC_RATE, lead_s=LEAD_S, tail_s=BARGE_AFTER_S, seed=2)
-    b = speech(BARGE_IN, RTC_RATE, lead_s=0.0, tail_s=4.0, seed=3)
-    q_end = len(q) / RTC_RATE - BARGE_AFTER_S
-    write_wav(path, np.concatenate([q, b]), RTC_RATE)
-    return path, q_end, len(q) / RTC_RATE
-
-
 def test_browser_call_and_barge_in(make_rtc_server, tmp_path: Path) -> None:
     chromium = chromium_or_skip()
     srv = make_rtc_server(**BROWSER_STACK)
-    wav, q_end, barge_at = _mic_wav(tmp_path / "mic.wav")
+    wav, q_end, barge_at = barge_in_wav(tmp_path / "mic.wav", LEAD_S, BARGE_AFTER_S)
     with chromium_page(chromium, wav, tmp_path) as page:
         console: list[str] = []
         page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
