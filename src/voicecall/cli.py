@@ -39,8 +39,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("voicecall %s, provider %s, on http://%s:%d/", __version__, cfg.voice_call.provider, cfg.server.host,
              cfg.server.port)
     app = create_app(cfg)
-    uvicorn.run(app, host=cfg.server.host, port=cfg.server.port, log_level=cfg.server.log_level,
-                **uvicorn_options(cfg))
+    from voicecall.cluster.drain import DrainingServer
+
+    server = DrainingServer(uvicorn.Config(app, host=cfg.server.host, port=cfg.server.port,
+                                           log_level=cfg.server.log_level, **uvicorn_options(cfg)), app.state.vc)
+    server.run()
     return 0
 
 

@@ -14,7 +14,8 @@ in ``docs/configuration.md``; keep the two in step. YAML keys are camelCase; Pyt
 Environment variables (they win over the file):
 ``OPENAI_API_KEY`` (``openaiRealtime.apiKey``), ``VOICECALL_PROVIDER``, ``VOICECALL_HOST``, ``VOICECALL_PORT``,
 ``VOICECALL_API_KEYS`` (comma separated), ``VOICECALL_STORE_URL``, ``VOICECALL_LLM_BASE_URL`` (switches the LLM
-to ``openai-compatible``), ``VOICECALL_WEBRTC_HOST_ADDRESSES`` (comma separated).
+to ``openai-compatible``), ``VOICECALL_WEBRTC_HOST_ADDRESSES`` (comma separated), ``VOICECALL_SECRET_KEY``, ``VOICECALL_PREVIOUS_SECRET_KEYS``,
+``VOICECALL_STATE_URL``, ``VOICECALL_REPLICA_ID``, ``VOICECALL_INTERNAL_URL``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,45 @@ class ServerConfig(_Model):
     mint_rate_per_minute: int = Field(30, ge=1)
     """Client secrets (``/session``, ``/v1/realtime/client_secrets``) one client address may mint per minute."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    secret_key: SecretStr | None = None
+    """Signs the ``ek_`` client secrets this server mints (HMAC-SHA256), so any replica sharing the key verifies
+    them. Unset: a random key per process (secrets valid on that process only). Env: ``VOICECALL_SECRET_KEY``."""
+    previous_secret_keys: list[SecretStr] = Field(default_factory=list)
+    """Keys that still *verify* secrets after a rotation (the grace period lasts as long as they are listed;
+    secrets live at most 2 h). Env: ``VOICECALL_PREVIOUS_SECRET_KEYS`` (comma separated)."""
+    drain_seconds: float = Field(30.0, ge=0)
+    """On SIGTERM: refuse new sessions (``/readyz`` answers 503), let live ones finish for up to this long, then
+    close them with a reason."""
+    replica_id: str | None = None
+    """This replica's name in the shared state (default: hostname and port). Env: ``VOICECALL_REPLICA_ID``."""
+    internal_url: str | None = None
+    """Where other replicas reach this one to forward a request for a call it owns (default:
+    ``http://<host>:<port>``). Env: ``VOICECALL_INTERNAL_URL``."""
+
+
+class StateConfig(_Model):
+    url: str = "memory"
+    """``memory`` (this process only, the default) or ``redis://host:6379/0``: limits, client secrets minted by
+    OpenAI and WebRTC call owners shared by every replica. Env: ``VOICECALL_STATE_URL``."""
+    max_sessions: int | None = Field(None, ge=1)
+    """Concurrent sessions across all replicas (``server.maxSessions`` still caps each one)."""
+    max_sessions_per_client: int | None = Field(None, ge=1)
+    """Concurrent sessions per client (API key, or address for anonymous clients), across replicas."""
+    max_spend_per_client_per_day_usd: float | None = Field(None, gt=0)
+    """Estimated spend per client per UTC day, across replicas (gateway; fails closed without Redis)."""
+    fail_open: bool = True
+    """When Redis is unreachable: true lets sessions start and secrets be minted (per-process limits still hold);
+    false refuses them. Spend limits always fail closed."""
+    lease_seconds: float = Field(30.0, ge=3, le=3600)
+    """A session's slot is refreshed every third of this; a replica that dies frees its slots after this long."""
+    key_prefix: str = "voicecall:"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v not in ("memory", "memory://") and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("state.url must be 'memory' or a redis:// URL")
+        return v
 
 
 class IceServer(_Model):
@@ -180,6 +220,7 @@ class Config(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
 
     @property
@@ -194,6 +235,12 @@ class Config(_Model):
             raise ValueError(
                 "provider 'openai-realtime' needs an API key: set plugins.voice-call.openaiRealtime.apiKey "
                 "or the OPENAI_API_KEY environment variable"
+            )
+        if self.state.url not in ("memory", "memory://") and self.server.secret_key is None:
+            raise ValueError(
+                "state.url points at a shared store (several replicas): set server.secretKey (or "
+                "VOICECALL_SECRET_KEY) to the same value on every replica so that each verifies the others' client "
+                "secrets"
             )
         return self
 
@@ -236,6 +283,17 @@ def _apply_env(raw: dict[str, Any], env: dict[str, str]) -> None:
     if env.get("VOICECALL_WEBRTC_HOST_ADDRESSES"):
         addresses = [a.strip() for a in env["VOICECALL_WEBRTC_HOST_ADDRESSES"].split(",") if a.strip()]
         _set(raw, ["webrtc", "hostAddresses"], addresses)
+    if env.get("VOICECALL_SECRET_KEY"):
+        _set(raw, ["server", "secretKey"], env["VOICECALL_SECRET_KEY"])
+    if env.get("VOICECALL_PREVIOUS_SECRET_KEYS"):
+        keys = [k.strip() for k in env["VOICECALL_PREVIOUS_SECRET_KEYS"].split(",") if k.strip()]
+        _set(raw, ["server", "previousSecretKeys"], keys)
+    if env.get("VOICECALL_REPLICA_ID"):
+        _set(raw, ["server", "replicaId"], env["VOICECALL_REPLICA_ID"])
+    if env.get("VOICECALL_INTERNAL_URL"):
+        _set(raw, ["server", "internalUrl"], env["VOICECALL_INTERNAL_URL"])
+    if env.get("VOICECALL_STATE_URL"):
+        _set(raw, ["state", "url"], env["VOICECALL_STATE_URL"])
     if env.get("VOICECALL_LLM_BASE_URL"):
         _set(raw, [*vc, "local", "llm"], {"type": "openai-compatible", "baseUrl": env["VOICECALL_LLM_BASE_URL"]})
 

@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse, Response
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from voicecall.cluster.forward import drop_call_owner, forward_http, owner_elsewhere, share_call_owner
 from voicecall.gateway import policy
 from voicecall.gateway.upstream import (
     USER_AGENT,
@@ -44,6 +45,7 @@ from voicecall.gateway.upstream import (
     ws_url,
 )
 from voicecall.gateway.upstream import request as upstream_request
+from voicecall.server.limits import Lease, Refused
 
 if TYPE_CHECKING:
     from voicecall.server.app import AppState
@@ -136,11 +138,11 @@ async def create_call(request: Request, state: AppState) -> Response:
     cfg = state.config.voice_call.openai_realtime
     session = policy.call_session(cfg, secret.session if secret is not None else None, client_session,
                                   trusted=secret is None)
-    if not state.sessions.try_acquire():
-        log.warning("gateway: call refused for %s: session limit (%d) reached", principal.label,
-                    state.sessions.max_sessions)
-        return _error(503, "session_limit_reached", f"This server already runs its maximum of "
-                      f"{state.sessions.max_sessions} sessions; try again later.", type="server_error")
+    try:
+        lease = await state.sessions.admit(principal.client, "webrtc")
+    except Refused as exc:
+        log.warning("gateway: call refused for %s: %s", principal.label, exc.code)
+        return _error(exc.status, exc.code, exc.message, type="server_error")
     started = time.monotonic()
     try:
         resp = await upstream_request(
@@ -148,22 +150,23 @@ async def create_call(request: Request, state: AppState) -> Response:
             files={"sdp": (None, sdp.encode("utf-8"), "application/sdp"),
                    "session": (None, json.dumps(session).encode("utf-8"), "application/json")})
     except UpstreamError as exc:
-        state.sessions.release()
+        lease.release()
         return exc.response()
     except BaseException:
-        state.sessions.release()
+        lease.release()
         raise
     call_id = call_id_from_location(resp.headers.get("location"))
     answer = resp.text
     if call_id is None or not answer.strip():
-        state.sessions.release()
+        lease.release()
         log.error("gateway: upstream answered the call without %s", "a call id" if call_id is None else "an SDP")
         return _error(502, "upstream_bad_response", "OpenAI's answer to the call has no call id or no SDP answer.",
                       type="server_error")
     voice = _voice(session) or cfg.voice
     call = CallSession(state, call_id, owner=secret.value if secret is not None else None, label=principal.label,
-                       model=cfg.model, voice=voice, started=started)
+                       model=cfg.model, voice=voice, started=started, lease=lease)
     call.start()
+    await share_call_owner(state, call_id)
     log.info("gateway: call %s for %s answered in %.0f ms", call_id, principal.label,
              (time.monotonic() - started) * 1000)
     return Response(content=answer, status_code=201, media_type="application/sdp",
@@ -184,6 +187,12 @@ async def hangup_call(request: Request, state: AppState, call_id: str) -> Respon
     principal = state.auth.authenticate(request)
     if not valid_call_id(call_id):
         return _error(404, "call_not_found", "No such call.")
+    try:
+        owner = await owner_elsewhere(state, request, "POST", call_id)
+    except PermissionError as exc:
+        return _error(403, "forbidden", str(exc))
+    if owner is not None:  # another replica runs this call (and its sideband): let it hang up
+        return await forward_http(state, request, "POST", owner, await request.body())
     call = gateway_state(state).calls.get(call_id)
     if principal.secret is not None and (call is None or call.owner != principal.secret.value):
         return _error(404, "call_not_found", "No such call.")
@@ -203,8 +212,10 @@ class CallSession:
     """One live WebRTC call: its session slot, its sideband socket, its recorder, its limits."""
 
     def __init__(self, state: AppState, call_id: str, *, owner: str | None, label: str, model: str, voice: str,
-                 started: float | None = None) -> None:
+                 lease: Lease, started: float | None = None) -> None:
         self.state = state
+        self.lease = lease
+        lease.closer = lambda reason: self.hangup(reason)
         self.call_id = call_id
         self.owner = owner
         """The ``ek_`` value that created the call (``None``: a trusted client)."""
@@ -394,7 +405,8 @@ class CallSession:
         calls = gateway_state(self.state).calls
         if calls.get(self.call_id) is self:
             del calls[self.call_id]
-        self.state.sessions.release()
+        self.lease.release()
+        await drop_call_owner(self.state, self.call_id)
         if self.recorder is not None:
             await self.recorder.close()
         log.info("gateway: call %s for %s over after %.1f s: %s; %d response(s), %d tokens, estimated $%.4f",

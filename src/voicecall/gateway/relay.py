@@ -75,6 +75,7 @@ from voicecall.protocol.peek import (
     peek_audio_delta,
     unique_keys,
 )
+from voicecall.server.limits import Lease, Refused, closing_event, refuse_websocket
 from voicecall.transports.frames import FrameSocket, frame_socket
 
 if TYPE_CHECKING:
@@ -136,18 +137,21 @@ def _ws_status_error(state: AppState, exc: InvalidStatus) -> UpstreamError:
 async def relay_websocket(ws: WebSocket, state: AppState, principal: Principal, subprotocol: str | None) -> None:
     """Serve one client WebSocket (not yet accepted; already authenticated) by relaying it to OpenAI."""
     await ws.accept(subprotocol="realtime" if subprotocol == "realtime" else None)
-    if not state.sessions.try_acquire():
-        await ws.send_text(json.dumps(error_event(
-            "session_limit_reached", f"This server already runs its maximum of {state.sessions.max_sessions} "
-            "sessions; try again later.", type="server_error")))
-        await ws.close(code=1013, reason="session limit reached")
-        log.warning("gateway: relay refused for %s: session limit (%d) reached", principal.label,
-                    state.sessions.max_sessions)
-        return
     try:
-        await Relay(ws, state, principal).run()
+        lease = await state.sessions.admit(principal.client, "relay")
+    except Refused as exc:
+        log.warning("gateway: relay refused for %s: %s", principal.label, exc.code)
+        await refuse_websocket(ws, exc)
+        return
+    relay = Relay(ws, state, principal)
+    relay.lease = lease
+    lease.closer = relay.end_for_drain
+    try:
+        await relay.run()
     finally:
-        state.sessions.release()
+        lease.release()
+        state.metrics.relayed("client_to_upstream", relay.up_messages, relay.up_bytes)
+        state.metrics.relayed("upstream_to_client", relay.down_messages, relay.down_bytes)
 
 
 class _FromClient:
@@ -224,6 +228,10 @@ class Relay:
         self.started = time.monotonic()
         self.up_messages = self.up_bytes = self.down_messages = self.down_bytes = 0
         """Messages and bytes forwarded client -> upstream and upstream -> client (plain counters, for metrics)."""
+        self.lease: Lease | None = None
+        self.daily_limit = state.config.state.max_spend_per_client_per_day_usd
+        self.spend_reason: str | None = None
+        self._spend_tasks: set[asyncio.Task[None]] = set()
 
     # -------------------------------------------------------------------------------------- lifecycle
     async def run(self) -> None:
@@ -383,10 +391,17 @@ class Relay:
         await self._close_upstream(1000, "session expired")
         return "maximum session length reached"
 
+    async def end_for_drain(self, reason: str) -> None:
+        """The server is shutting down and the drain time is over: say so, then close both sides."""
+        self._to_client(closing_event(reason))
+        await self._close_client(1012, "server shutting down")
+        await self._close_upstream(1001, "server shutting down")
+
     async def _spend_exceeded(self) -> str:
-        self._to_client(error_event(
-            "spend_limit_reached", f"The session's estimated cost (${self.cost_usd:.4f}) passed this server's limit "
-            f"of ${self.max_spend:g}.", type="invalid_request_error"))
+        why = self.spend_reason or (f"the session's estimated cost (${self.cost_usd:.4f}) passed this server's limit "
+                                    f"of ${self.max_spend or 0:g}")
+        self._to_client(error_event("spend_limit_reached", why[0].upper() + why[1:] + ".",
+                                          type="invalid_request_error"))
         await self._close_client(1008, "spend limit reached")
         await self._close_upstream(1000, "spend limit reached")
         return "spend limit reached"
@@ -532,7 +547,7 @@ class Relay:
     def _inspect_down(self, data: bytes) -> None:
         """The slow path for an upstream message that is not an audio delta: feeds the recorder and the spend
         meter."""
-        if self.recorder is None and self.max_spend is None:
+        if self.recorder is None and self.max_spend is None and self.daily_limit is None:
             self.last_was_error = data.startswith(ERROR_PREFIXES)
             return
         try:
@@ -549,17 +564,33 @@ class Relay:
             session = event.get("session")
             if isinstance(session, dict) and isinstance(session.get("model"), str) and session["model"]:
                 self.model = session["model"]
-        elif etype == "response.done" and self.max_spend is not None:
+        elif etype == "response.done" and (self.max_spend is not None or self.daily_limit is not None):
             resp = event.get("response")
             usage = resp.get("usage") if isinstance(resp, dict) else None
             if isinstance(usage, dict):
                 if self._prices is None:
                     self._prices = price_table(self.state)
-                self.cost_usd += self._prices.cost_usd(self.model, usage)
-                if self.cost_usd >= self.max_spend:
+                cost = self._prices.cost_usd(self.model, usage)
+                self.cost_usd += cost
+                if self.max_spend is not None and self.cost_usd >= self.max_spend:
                     self.stop = "spend"
+                if self.lease is not None and self.daily_limit is not None:
+                    task = asyncio.get_running_loop().create_task(self._add_spend(cost))
+                    self._spend_tasks.add(task)
+                    task.add_done_callback(self._spend_tasks.discard)
         if self.recorder is not None:
             self.recorder.on_server_event(event)
+
+    async def _add_spend(self, cost: float) -> None:
+        """Per-client daily spend across replicas (``state.maxSpendPerClientPerDayUsd``); over it, the session ends
+        at the next upstream event."""
+        if self.lease is None:
+            return
+        conversation = self.recorder.conversation_id if self.recorder is not None else f"relay-{id(self)}"
+        reason = await self.lease.add_spend(conversation, cost)
+        if reason is not None:
+            self.spend_reason = reason
+            self.stop = "spend"
 
     def _init_step(self, data: bytes) -> bool:
         """While the relay's first ``session.update`` is unanswered: hold ``session.created``, fold the answer

@@ -63,7 +63,11 @@ async def mint_upstream(state: AppState, session_patch: dict[str, Any], ttl: int
         expires_at = int(time.time()) + int(ttl)
         data["expires_at"] = expires_at
     upstream_session = data.get("session") if isinstance(data.get("session"), dict) else session
-    state.secrets.remember(value, int(expires_at), upstream_session, "openai-realtime")
+    remembered = state.secrets.remember(value, int(expires_at), upstream_session, "openai-realtime")
+    try:
+        await state.secrets.share(remembered)  # other replicas (state.url: redis) accept it too
+    except Exception as exc:  # noqa: BLE001 - the shared state is optional for this replica's own use of it
+        log.warning("gateway: could not share the client secret with other replicas: %s", type(exc).__name__)
     log.info("gateway: minted an upstream client secret %s… (%s, expires in %d s)", value[:7],
              "browser" if browser else "client_secrets", int(expires_at - time.time()))
     if not browser:

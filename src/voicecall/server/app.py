@@ -21,19 +21,23 @@ import asyncio
 import contextlib
 import gc
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from voicecall import __version__
+from voicecall.cluster.metrics import CONTENT_TYPE, Metrics
+from voicecall.cluster.signing import SecretSigner
+from voicecall.cluster.state import SharedState, open_state
 from voicecall.config import Config
-from voicecall.server.auth import BETA_SUBPROTOCOL, Authenticator, AuthError, offered_subprotocols
-from voicecall.server.limits import RateLimiter, SessionLimiter
+from voicecall.server.auth import BETA_SUBPROTOCOL, Authenticator, AuthError, offered_subprotocols, presented_token
+from voicecall.server.limits import Admission
 from voicecall.server.secrets import SecretStore
 
 log = logging.getLogger("voicecall")
@@ -44,10 +48,17 @@ class AppState:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.secrets = SecretStore()
-        self.auth = Authenticator([k.get_secret_value() for k in config.server.api_keys], self.secrets)
-        self.sessions = SessionLimiter(config.server.max_sessions)
-        self.mint_rate = RateLimiter(config.server.mint_rate_per_minute)
+        srv = config.server
+        self.replica_id = srv.replica_id or f"{socket.gethostname()}-{srv.port}"
+        self.internal_url = (srv.internal_url or f"http://{srv.host}:{srv.port}").rstrip("/")
+        self.shared: SharedState = open_state(config.state.url, lease_seconds=config.state.lease_seconds,
+                                              prefix=config.state.key_prefix)
+        keys = [k.get_secret_value() for k in ([srv.secret_key] if srv.secret_key else []) + srv.previous_secret_keys]
+        self.secrets = SecretStore(SecretSigner(keys), shared=self.shared if self.shared.kind != "memory" else None)
+        self.auth = Authenticator([k.get_secret_value() for k in srv.api_keys], self.secrets)
+        self.metrics = Metrics(self.replica_id)
+        self.sessions = Admission(config, self.shared, self.metrics)
+        """The gate every session passes (``await sessions.admit(client, transport)``); ``.count``: live here."""
         self.pipeline: Any = None  # voicecall.speech.registry.Pipeline once loaded (provider local)
         self.store: Any = None  # voicecall.store.base.Store
         from voicecall.store.pricing import PriceTable
@@ -74,6 +85,41 @@ class AppState:
 
                     self.pipeline = await asyncio.to_thread(load)
         return self.pipeline
+
+
+async def readiness(state: AppState) -> dict[str, bool]:
+    checks = {"not_draining": not state.sessions.draining,
+              "session_slot_free": state.sessions.count < state.sessions.max_sessions}
+    if state.provider == "local":
+        checks["models_loaded"] = state.pipeline is not None
+    try:
+        checks["store"] = bool(await asyncio.wait_for(state.store.ping(), 2.0)) if state.store is not None else False
+    except Exception:  # noqa: BLE001 - any failure means not ready
+        checks["store"] = False
+    if state.shared.kind != "memory":
+        checks["shared_state"] = await state.shared.ping()
+    return checks
+
+
+async def _sweep_dead_replicas(state: AppState) -> None:
+    """Close the history of conversations whose replica died (no heartbeat in the shared state)."""
+    from voicecall.cluster.state import StateUnavailable
+
+    while True:
+        await asyncio.sleep(state.config.state.lease_seconds)
+        try:
+            open_on = set(await state.store.open_replicas())
+            if not open_on - {state.replica_id}:
+                continue
+            live = await state.shared.live_replicas()
+            for dead in open_on - set(live) - {state.replica_id}:
+                closed = await state.store.close_dangling(replica=dead)
+                if closed:
+                    log.warning("replica %s is gone: closed %d conversation(s) it left open", dead, closed)
+        except StateUnavailable:
+            continue
+        except Exception:
+            log.exception("sweeping dead replicas' conversations failed")
 
 
 def ws_hard_limit(config: Config) -> int:
@@ -113,10 +159,17 @@ def create_app(config: Config) -> FastAPI:
         from voicecall.store import open_store
 
         state.store = open_store(config.store.url)
+        if config.server.replica_id or state.shared.kind != "memory":
+            state.store.replica = state.replica_id
         await state.store.open()
         closed = await state.store.close_dangling()
         if closed:
             log.info("closed %d conversation(s) left open by an earlier crash", closed)
+        await state.shared.start(state.replica_id, state.internal_url)
+        if state.shared.kind != "memory":
+            log.info("shared state: %s (replica %s, reachable by other replicas at %s)",
+                     state.shared.kind, state.replica_id, state.internal_url)
+        sweeper = asyncio.create_task(_sweep_dead_replicas(state)) if state.shared.kind != "memory" else None
         if state.provider == "local" and config.voice_call.local.preload:
             t0 = time.monotonic()
             await state.get_pipeline()
@@ -128,9 +181,12 @@ def create_app(config: Config) -> FastAPI:
         try:
             yield
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
             calls = getattr(state, "webrtc_calls", None)  # transports/webrtc_routes.py: hang up live WebRTC calls
             if calls is not None:
                 await calls.close_all()
+            await state.shared.close()
             await state.store.close()
 
     app = FastAPI(title="voicecall", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
@@ -142,8 +198,23 @@ def create_app(config: Config) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
+        """Liveness: the process answers. (Readiness to take sessions: ``/readyz``.)"""
         return {"status": "ok", "version": __version__, "provider": state.provider, "sessions": state.sessions.count,
-                "models_loaded": state.pipeline is not None if state.provider == "local" else None}
+                "models_loaded": state.pipeline is not None if state.provider == "local" else None,
+                "replica": state.replica_id, "draining": state.sessions.draining}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Readiness: models loaded, store and shared state reachable, not draining, a session slot free."""
+        checks = await readiness(state)
+        ready = all(checks.values())
+        return JSONResponse({"ready": ready, "checks": checks, "replica": state.replica_id,
+                             "sessions": state.sessions.count}, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        state.auth.authenticate(request, allow_secret=False)
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.websocket("/v1/realtime")
     async def realtime_ws(ws: WebSocket) -> None:
@@ -152,6 +223,7 @@ def create_app(config: Config) -> FastAPI:
         if ws.headers.get("openai-beta", "").startswith("realtime=") or BETA_SUBPROTOCOL in offered:
             await _refuse_beta(ws, subprotocol)
             return
+        await state.secrets.prefetch(presented_token(ws))  # an OpenAI secret another replica minted (gateway)
         try:
             principal = state.auth.authenticate(ws)
         except AuthError as exc:
@@ -163,6 +235,16 @@ def create_app(config: Config) -> FastAPI:
             await relay_websocket(ws, state, principal, subprotocol)
             return
         if ws.query_params.get("call_id"):  # sideband onto a local WebRTC call (gateway/local_sideband.py)
+            from voicecall.cluster.forward import forward_websocket, owner_elsewhere
+
+            try:
+                owner = await owner_elsewhere(state, ws, "GET", ws.query_params["call_id"])
+            except PermissionError:
+                await ws.close(code=4003, reason="invalid forwarding signature")
+                return
+            if owner is not None:  # the call runs on another replica
+                await forward_websocket(state, ws, owner, subprotocol)
+                return
             from voicecall.gateway.local_sideband import serve_local_sideband
 
             await serve_local_sideband(ws, state, principal, subprotocol)

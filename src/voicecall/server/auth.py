@@ -25,6 +25,9 @@ class Principal:
 
     label: str
     secret: ClientSecret | None = None  # set when authenticated by an ek_ client secret
+    client: str = ""
+    """Whose limits apply (sessions per client, spend per day): ``api-key-N``, the client that minted the secret,
+    or the address of an anonymous client. Never a key."""
 
 
 class AuthError(Exception):
@@ -78,18 +81,19 @@ class Authenticator:
             secret = self.secrets.get(token)
             if secret is None:
                 raise AuthError("The client secret is invalid or has expired; ask the server for a new one.")
-            return Principal(label=f"{client} (client secret {secret.label})", secret=secret)
+            return Principal(label=f"{client} (client secret {secret.label})", secret=secret,
+                             client=secret.client or client)
         if require_secret:
             if token is None and not self.required:
-                return Principal(label=client)
+                return Principal(label=client, client=client)
             if token is None:
                 raise AuthError("Missing credentials: send 'Authorization: Bearer <client secret>'.")
         if not self.required:
-            return Principal(label=client)
+            return Principal(label=client, client=client)
         if token is None:
             raise AuthError("Missing credentials: send 'Authorization: Bearer <key>' (or the "
                             "'openai-insecure-api-key.<key>' WebSocket subprotocol from a browser).")
         label = self.key_label(token)
         if label is None:
             raise AuthError("Invalid API key.")
-        return Principal(label=f"{client} ({label})")
+        return Principal(label=f"{client} ({label})", client=label)

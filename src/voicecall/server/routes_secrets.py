@@ -39,9 +39,9 @@ async def local_session_config(state: AppState, patch: dict[str, Any] | None) ->
 def register(app: FastAPI, state: AppState) -> None:
     from voicecall.server.app import error_response
 
-    def _rate_limited(request: Request, label: str) -> JSONResponse | None:
+    async def _rate_limited(request: Request, label: str) -> JSONResponse | None:
         client = request.client.host if request.client else "unknown"
-        ok, wait = state.mint_rate.allow(f"{client}|{label}")
+        ok, wait = await state.sessions.allow_mint(f"{client}|{label}")
         if not ok:
             return error_response(429, f"Too many client secrets requested; try again in {wait:.0f} s.",
                                   "rate_limit_exceeded", headers={"Retry-After": str(max(1, int(wait) + 1))})
@@ -66,7 +66,7 @@ def register(app: FastAPI, state: AppState) -> None:
     @app.post("/v1/realtime/client_secrets")
     async def client_secrets(request: Request) -> Any:
         principal = state.auth.authenticate(request, allow_secret=False)
-        if (limited := _rate_limited(request, principal.label)) is not None:
+        if (limited := await _rate_limited(request, principal.label)) is not None:
             return limited
         body = await _json(request)
         for key in body:
@@ -90,13 +90,13 @@ def register(app: FastAPI, state: AppState) -> None:
 
             return await mint_upstream(state, session or {}, ttl, browser=False)
         cfg = await local_session_config(state, session)
-        secret = state.secrets.mint(cfg.to_dict(), ttl, "local")
+        secret = state.secrets.mint(cfg.to_dict(), ttl, "local", client=principal.client)
         return {"value": secret.value, "expires_at": secret.expires_at, "session": secret.session}
 
     @app.post("/session")
     async def browser_session(request: Request) -> Any:
         principal = state.auth.authenticate(request, allow_secret=False)
-        if (limited := _rate_limited(request, principal.label)) is not None:
+        if (limited := await _rate_limited(request, principal.label)) is not None:
             return limited
         body = await _json(request)
         ttl = state.config.server.client_secret_ttl_seconds
@@ -111,7 +111,7 @@ def register(app: FastAPI, state: AppState) -> None:
         if isinstance(body.get("instructions"), str) and body["instructions"].strip():
             patch["instructions"] = body["instructions"]
         cfg = await local_session_config(state, patch)
-        secret = state.secrets.mint(cfg.to_dict(), ttl, "local")
+        secret = state.secrets.mint(cfg.to_dict(), ttl, "local", client=principal.client)
         return {"value": secret.value, "expires_at": secret.expires_at, "session": secret.session,
                 "provider": "local", "model": cfg.model, "calls_url": "/v1/realtime/calls", "ice_servers": ice,
                 "pricing": {k: 0.0 for k in ("text_in", "text_cached", "text_out", "audio_in", "audio_cached",

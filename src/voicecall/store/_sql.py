@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from voicecall.store.base import (
     ConversationDetail,
@@ -296,7 +296,9 @@ class SQLStore(Store):
                         started,
                         _dumps(record.metadata) or "{}",
                     ),
-                )
+                ),
+                *([("UPDATE conversations SET replica = ? WHERE id = ?", (self.replica, record.id))]
+                  if self.replica else []),
             ]
         )
 
@@ -402,17 +404,32 @@ class SQLStore(Store):
             ]
         )
 
-    async def close_dangling(self, now: datetime | None = None) -> int:
+    async def close_dangling(self, now: datetime | None = None, replica: str | None = None) -> int:
+        scope, args = "", cast(tuple[str, ...], ())
+        target = replica if replica is not None else self.replica
+        if target:  # several replicas share this database: only this replica's (and unattributed) conversations
+            scope, args = " AND (replica = ? OR replica IS NULL)", (target,)
+        if replica is not None:  # a dead replica's conversations, found by another one
+            scope, args = " AND replica = ?", (replica,)
         counts = await self._execute(
             [
                 (
                     ("UPDATE conversations SET ended_at = COALESCE(last_activity_at, started_at) "
-                     "WHERE ended_at IS NULL AND started_at <= ?"),
-                    (to_iso(now or utcnow()),),
+                     "WHERE ended_at IS NULL AND started_at <= ?" + scope),
+                    (to_iso(now or utcnow()), *args),
                 )
             ]
         )
         return counts[0]
+
+    async def open_replicas(self) -> list[str]:
+        rows = await self._query("SELECT DISTINCT replica FROM conversations WHERE ended_at IS NULL AND "
+                                 "replica IS NOT NULL", ())
+        return [str(r[0]) for r in rows]
+
+    async def ping(self) -> bool:
+        await self._query("SELECT 1", ())
+        return True
 
     async def delete_conversation(self, conversation_id: str) -> bool:
         counts = await self._execute(

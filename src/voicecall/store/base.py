@@ -200,6 +200,9 @@ class Store(ABC):
 
     enabled: bool = True
     """False for :class:`NullStore` (history disabled); recorders then do nothing at all."""
+    replica: str | None = None
+    """Set by the server to its ``server.replicaId`` when several replicas share the database: conversations are
+    tagged with it, and :meth:`close_dangling` only closes this replica's."""
 
     @property
     @abstractmethod
@@ -261,12 +264,21 @@ class Store(ABC):
         responses."""
 
     @abstractmethod
-    async def close_dangling(self, now: datetime | None = None) -> int:
+    async def close_dangling(self, now: datetime | None = None, replica: str | None = None) -> int:
         """End conversations left open by a crash: ``ended_at`` := their last activity.
 
         Only conversations started before ``now`` (default: the current time) are touched; call this once at
-        start-up, before accepting sessions. Returns how many were closed.
+        start-up, before accepting sessions. With :attr:`replica` set, only that replica's (and untagged) ones;
+        with ``replica`` given, exactly that (dead) replica's. Returns how many were closed.
         """
+
+    async def open_replicas(self) -> list[str]:
+        """Replicas that have conversations open (to find those of a replica that died)."""
+        return []
+
+    async def ping(self) -> bool:
+        """True when the database answers (``/readyz``)."""
+        return True
 
     @abstractmethod
     async def list_conversations(
@@ -330,7 +342,7 @@ class NullStore(Store):
     async def put_response(self, response: ResponseRecord) -> None:
         return None
 
-    async def close_dangling(self, now: datetime | None = None) -> int:
+    async def close_dangling(self, now: datetime | None = None, replica: str | None = None) -> int:
         return 0
 
     async def list_conversations(

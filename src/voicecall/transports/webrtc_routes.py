@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from voicecall.cluster.forward import drop_call_owner, forward_http, owner_elsewhere, share_call_owner
 from voicecall.protocol.errors import ProtocolError
 from voicecall.server.auth import Principal, presented_token
+from voicecall.server.limits import Refused
 from voicecall.transports.webrtc import SdpError, WebRTCPeer, WebRTCTransport, check_offer
 
 if TYPE_CHECKING:
@@ -123,6 +125,7 @@ def register(app: FastAPI, state: AppState) -> None:
               responses={201: {"content": {"application/sdp": {}}, "description": "SDP answer"}})
     async def create_call(request: Request) -> Response:
         """Start a WebRTC call: the body is the SDP offer (or multipart sdp + session); the answer is SDP."""
+        await state.secrets.prefetch(presented_token(request))  # an OpenAI secret another replica minted
         if state.provider == "openai-realtime":
             return await _delegate(request, state, "create_call")
         return await _create_local_call(request, state, calls)
@@ -136,7 +139,14 @@ def register(app: FastAPI, state: AppState) -> None:
 
     @app.post(CALLS_PATH + "/{call_id}/hangup")
     async def hangup_call(call_id: str, request: Request) -> Response:
-        """End a call this server is running."""
+        """End a call this server is running (forwarded to the replica that runs it, when that is another one)."""
+        try:
+            owner = await owner_elsewhere(state, request, "POST", call_id)
+        except PermissionError as exc:
+            return _error(403, str(exc), "forbidden")
+        if owner is not None:
+            return await forward_http(state, request, "POST", owner, await request.body())
+        await state.secrets.prefetch(presented_token(request))
         if state.provider == "openai-realtime":
             return await _delegate(request, state, "hangup_call", call_id=call_id)
         call = calls.get(call_id)
@@ -233,16 +243,11 @@ async def _create_local_call(request: Request, state: AppState, calls: CallRegis
         check_offer(sdp)
     except SdpError as exc:
         return _error(400, str(exc), "invalid_sdp", param="sdp")
-    if not state.sessions.try_acquire():
-        return _error(503, f"This server already runs its maximum of {state.sessions.max_sessions} sessions; try "
-                      "again later.", "session_limit_reached", type="server_error")
-    released = False
-
-    def release() -> None:
-        nonlocal released
-        if not released:
-            released = True
-            state.sessions.release()
+    try:
+        lease = await state.sessions.admit(principal.client, "webrtc")
+    except Refused as exc:
+        return _error(exc.status, exc.message, exc.code, type="server_error")
+    release = lease.release
 
     cfg = state.config
     peer: WebRTCPeer | None = None
@@ -282,20 +287,23 @@ async def _create_local_call(request: Request, state: AppState, calls: CallRegis
     call = WebRTCCall(id=new_call_id(), peer=peer, session=session, principal_label=principal.label,
                       secret_value=principal.secret.value if principal.secret is not None else None)
     calls.add(call)
+    lease.closer = lambda reason: call.hangup(reason)
+    await share_call_owner(state, call.id)
     peer.start(session)
-    asyncio.ensure_future(_supervise(call, calls, release))
+    asyncio.ensure_future(_supervise(state, call, calls, release))
     log.info("WebRTC call %s started (%s)", call.id, principal.label)
     return Response(content=answer, status_code=201, media_type="application/sdp",
                     headers={"Location": f"{CALLS_PATH}/{call.id}"})
 
 
-async def _supervise(call: WebRTCCall, calls: CallRegistry, release: Any) -> None:
+async def _supervise(state: AppState, call: WebRTCCall, calls: CallRegistry, release: Any) -> None:
     """Wait for the call to end (any cause), then release everything it held."""
     try:
         await call.peer.closed.wait()
     finally:
         calls.remove(call.id)
         release()
+        await drop_call_owner(state, call.id)
         recorder: Any = call.session.recorder  # a ConversationRecorder (its close() is async)
         if recorder is not None:
             try:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket
 
-from voicecall.protocol.errors import error_event
+from voicecall.server.limits import Refused, closing_event, refuse_websocket
 from voicecall.transports.websocket import WebSocketTransport, receive_loop
 
 if TYPE_CHECKING:
@@ -22,13 +21,18 @@ async def serve_engine_websocket(ws: WebSocket, state: AppState, principal: Prin
     from voicecall.engine.session import EngineSession
 
     await ws.accept(subprotocol=subprotocol)
-    if not state.sessions.try_acquire():
-        await ws.send_text(json.dumps(error_event(
-            "session_limit_reached", f"This server already runs its maximum of {state.sessions.max_sessions} sessions; "
-            "try again later.", type="server_error")))
-        await ws.close(code=1013, reason="session limit reached")
+    try:
+        lease = await state.sessions.admit(principal.client, "websocket")
+    except Refused as exc:
+        await refuse_websocket(ws, exc)
         return
     transport = WebSocketTransport(ws)
+
+    def end(reason: str) -> None:  # drain ran out of time
+        transport.send_event(closing_event(reason))
+        transport.close(1012, "server shutting down")
+
+    lease.closer = end
     session: EngineSession | None = None
     try:
         pipeline = await state.get_pipeline()
@@ -45,7 +49,7 @@ async def serve_engine_websocket(ws: WebSocket, state: AppState, principal: Prin
             if session.recorder is not None:
                 await session.recorder.close()
         await transport.drain()
-        state.sessions.release()
+        lease.release()
 
 
 def _recorder(state: AppState, principal: Principal, model: str, transport: str):  # type: ignore[no-untyped-def]
