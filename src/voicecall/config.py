@@ -13,8 +13,9 @@ in ``docs/configuration.md``; keep the two in step. YAML keys are camelCase; Pyt
 
 Environment variables (they win over the file):
 ``OPENAI_API_KEY`` (``openaiRealtime.apiKey``), ``VOICECALL_PROVIDER``, ``VOICECALL_HOST``, ``VOICECALL_PORT``,
-``VOICECALL_API_KEYS`` (comma separated), ``VOICECALL_STORE_URL``, ``VOICECALL_LLM_BASE_URL`` (switches the LLM
-to ``openai-compatible``), ``VOICECALL_WEBRTC_HOST_ADDRESSES`` (comma separated), ``VOICECALL_SECRET_KEY``, ``VOICECALL_PREVIOUS_SECRET_KEYS``,
+``VOICECALL_API_KEYS`` (comma separated), ``VOICECALL_ALLOWED_ORIGINS`` (comma separated), ``VOICECALL_STORE_URL``,
+``VOICECALL_LLM_BASE_URL`` (switches the LLM to ``openai-compatible``), ``VOICECALL_WEBRTC_HOST_ADDRESSES`` (comma
+separated), ``VOICECALL_SECRET_KEY``, ``VOICECALL_PREVIOUS_SECRET_KEYS``,
 ``VOICECALL_STATE_URL``, ``VOICECALL_REPLICA_ID``, ``VOICECALL_INTERNAL_URL``.
 """
 
@@ -54,6 +55,15 @@ class ServerConfig(_Model):
     mint_rate_per_minute: int = Field(30, ge=1)
     """Client secrets (``/session``, ``/v1/realtime/client_secrets``) one client address may mint per minute."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    allowed_origins: list[str] | None = None
+    """Browser origins that may use this server: CORS on every HTTP route (preflight included) and the ``Origin``
+    check of WebSocket upgrades. Exact origins (``https://app.example.com``), wildcards (``https://*.example.com``)
+    or ``"*"`` (any page). Not set: the server's own origin and loopback origins. The server's own origin (the
+    page at ``/``) is always allowed. Clients that send no ``Origin`` (not browsers) are judged by their key."""
+    allowed_hosts: list[str] | None = None
+    """Host names this server answers to (``Host`` header; others get 403: DNS rebinding). ``*.example.com`` or
+    ``.example.com`` for subdomains, ``"*"`` for any. Not set: loopback names, ``server.host`` and this machine's
+    name. IP addresses are always accepted."""
     secret_key: SecretStr | None = None
     """Signs the ``ek_`` client secrets this server mints (HMAC-SHA256), so any replica sharing the key verifies
     them. Unset: a random key per process (secrets valid on that process only). Env: ``VOICECALL_SECRET_KEY``."""
@@ -68,6 +78,18 @@ class ServerConfig(_Model):
     internal_url: str | None = None
     """Where other replicas reach this one to forward a request for a call it owns (default:
     ``http://<host>:<port>``). Env: ``VOICECALL_INTERNAL_URL``."""
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: list[str] | None) -> list[str] | None:
+        from voicecall.server.origins import normalize_origin
+
+        for entry in v or ():
+            e = entry.strip()
+            if e != "*" and normalize_origin(e.replace("*", "wildcard")) is None:
+                raise ValueError(f"{entry!r} is not an origin: write scheme://host[:port] (no path), e.g. "
+                                 "https://app.example.com, https://*.example.com, or '*'")
+        return v
 
 
 class StateConfig(_Model):
@@ -276,6 +298,9 @@ def _apply_env(raw: dict[str, Any], env: dict[str, str]) -> None:
         _set(raw, ["server", "host"], env["VOICECALL_HOST"])
     if env.get("VOICECALL_PORT"):
         _set(raw, ["server", "port"], env["VOICECALL_PORT"])
+    if env.get("VOICECALL_ALLOWED_ORIGINS"):
+        origins = [o.strip() for o in env["VOICECALL_ALLOWED_ORIGINS"].split(",") if o.strip()]
+        _set(raw, ["server", "allowedOrigins"], origins)
     if env.get("VOICECALL_API_KEYS"):
         _set(raw, ["server", "apiKeys"], [k.strip() for k in env["VOICECALL_API_KEYS"].split(",") if k.strip()])
     if env.get("VOICECALL_STORE_URL"):

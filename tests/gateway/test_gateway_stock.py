@@ -7,6 +7,10 @@ import asyncio
 import json
 from typing import Any
 
+import httpx
+import pytest
+import websockets
+
 from tests.gateway.gwtools import MODEL, conversations, sdk_client, wait_until
 from tests.stock_payloads import AGENTS_INITIAL, AGENTS_MODEL, AGENTS_TRACING
 
@@ -43,3 +47,22 @@ async def test_agents_sdk_session_through_the_gateway(make_gateway, local_upstre
     convs = await conversations(gw)
     assert convs and convs[0]["metadata"] == {"tracing": "auto"}, convs[0]
     assert convs[0]["model"] == MODEL
+
+
+async def test_foreign_page_cannot_use_a_keyless_gateway(make_gateway, upstream) -> None:
+    """A key-less gateway (loopback development) would spend the operator's OpenAI key for any page that opens a
+    WebSocket to it: a foreign Origin is refused at the handshake and nothing reaches upstream."""
+    gw = make_gateway(upstream.base_url, **{"server.apiKeys": []})
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(f"ws://127.0.0.1:{gw.port}/v1/realtime?model=gpt-realtime",
+                                      origin="https://evil.example"):  # type: ignore[arg-type]
+            pass
+    assert refused.value.response.status_code == 403
+    async with httpx.AsyncClient(base_url=gw.http, timeout=10) as http:
+        r = await http.post("/session", json={}, headers={"Origin": "https://evil.example"})
+        assert r.status_code == 403
+    assert not upstream.requests
+    # the same socket without an Origin (a backend) is relayed, through the /api/realtime alias too
+    async with websockets.connect(f"ws://127.0.0.1:{gw.port}/api/realtime?model=gpt-4o-realtime-preview") as ws:
+        created = json.loads(await asyncio.wait_for(ws.recv(), 20))
+        assert created["type"] == "session.created" and created["session"]["model"] == MODEL

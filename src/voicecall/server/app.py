@@ -7,6 +7,7 @@ route                              provider ``local``                          p
 =================================  ==========================================  ===========================
 ``GET /healthz``                   liveness, provider, live sessions           same
 ``GET /v1/realtime`` (WebSocket)   engine session (transports/websocket.py)    relay (gateway/relay.py)
+``GET /api/realtime`` (WebSocket)  alias of ``/v1/realtime`` (seed-era clients)  same
 ``POST /v1/realtime/client_secrets`` mint a local ``ek_`` secret               mint upstream (gateway)
 ``POST /session``                  secret + ``calls_url`` for the web page     same, upstream secret
 ``POST /v1/realtime/calls``        aiortc peer (transports/webrtc.py)          SDP proxy + sideband
@@ -38,6 +39,7 @@ from voicecall.cluster.state import SharedState, open_state
 from voicecall.config import Config
 from voicecall.server.auth import BETA_SUBPROTOCOL, Authenticator, AuthError, offered_subprotocols, presented_token
 from voicecall.server.limits import Admission
+from voicecall.server.origins import OriginGuard, OriginPolicy
 from voicecall.server.secrets import SecretStore
 
 log = logging.getLogger("voicecall")
@@ -191,6 +193,8 @@ def create_app(config: Config) -> FastAPI:
 
     app = FastAPI(title="voicecall", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.vc = state
+    app.add_middleware(OriginGuard, policy=OriginPolicy(config.server.allowed_origins, config.server.allowed_hosts,
+                                                         config.server.host))
 
     @app.exception_handler(AuthError)
     async def _auth_error(request: Request, exc: AuthError) -> JSONResponse:
@@ -252,6 +256,9 @@ def create_app(config: Config) -> FastAPI:
         from voicecall.transports.websocket_session import serve_engine_websocket
 
         await serve_engine_websocket(ws, state, principal, subprotocol)
+
+    # The seed-era clients' WebSocket proxy path (``/api/realtime?model=…``): the same endpoint, both providers.
+    app.add_api_websocket_route("/api/realtime", realtime_ws)
 
     from voicecall.server.routes_secrets import register as register_secrets
 
