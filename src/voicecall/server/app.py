@@ -194,7 +194,7 @@ def create_app(config: Config) -> FastAPI:
     app = FastAPI(title="voicecall", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.vc = state
     app.add_middleware(OriginGuard, policy=OriginPolicy(config.server.allowed_origins, config.server.allowed_hosts,
-                                                         config.server.host))
+                                                         config.server.host, config.server.internal_url))
 
     @app.exception_handler(AuthError)
     async def _auth_error(request: Request, exc: AuthError) -> JSONResponse:

@@ -93,7 +93,8 @@ def _origin_pattern(entry: str) -> re.Pattern[str]:
 class OriginPolicy:
     """The decisions; :class:`OriginGuard` applies them. ``origins``/``hosts`` ``None`` = the defaults."""
 
-    def __init__(self, origins: Iterable[str] | None, hosts: Iterable[str] | None, server_host: str) -> None:
+    def __init__(self, origins: Iterable[str] | None, hosts: Iterable[str] | None, server_host: str,
+                 internal_url: str | None = None) -> None:
         self.default_origins = origins is None
         entries = [e.strip().lower().rstrip("/") for e in origins or ()]
         self.any_origin = "*" in entries
@@ -116,6 +117,9 @@ class OriginPolicy:
                 names |= {me, f"{me}.local"}
             hosts = names - {"0.0.0.0", "::", ""}
         self.host_entries = [h.strip().lower() for h in hosts]
+        internal = urlsplit(internal_url).hostname if internal_url else None
+        if internal:  # other replicas forward requests to this name (server.internalUrl)
+            self.host_entries.append(internal.lower())
         self.any_host = "*" in self.host_entries
 
     def allows_host(self, host_header: str | None) -> bool:
