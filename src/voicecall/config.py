@@ -153,7 +153,7 @@ class StageConfig(_Model):
 
 class LocalConfig(_Model):
     vad: StageConfig = Field(default_factory=lambda: StageConfig(type="silero"))
-    stt: StageConfig = Field(default_factory=lambda: StageConfig(type="pocketsphinx"))
+    stt: StageConfig = Field(default_factory=lambda: StageConfig(type="whisper"))
     llm: StageConfig = Field(default_factory=lambda: StageConfig(type="llama-cpp"))
     tts: StageConfig = Field(default_factory=lambda: StageConfig(type="piper"))
     model: str = "voicecall-local"

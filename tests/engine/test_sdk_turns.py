@@ -1,6 +1,6 @@
 """Complete turns against a running server with the embedded default stack, driven by the official openai SDK.
 
-Speech is synthesized at test time by the embedded TTS (Piper) and recognised by the embedded STT (pocketsphinx),
+Speech is synthesized at test time by the embedded TTS (Piper) and recognised by the embedded STT (Whisper tiny.en),
 so the words checked here went through the real pipeline end to end.
 """
 
@@ -32,7 +32,7 @@ async def test_vad_spoken_turn_event_sequence(local_server: ServerThread) -> Non
         await _session(conn, audio={"input": {"transcription": {"model": "whisper-1"},
                                               "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}})
         pcm = speech_pcm(QUESTION, lead_s=0.5, tail_s=1.2)
-        await append_pcm(conn, pcm)
+        await append_pcm(conn, pcm, pace=0.1)  # real time, as a microphone: partial transcripts stream
         events = await collect_until(conn, lambda e: e["type"] in ("response.done",))
         # transcription may arrive after response.done
         if not of_type(events, "conversation.item.input_audio_transcription.completed"):
@@ -56,6 +56,9 @@ async def test_vad_spoken_turn_event_sequence(local_server: ServerThread) -> Non
     heard = of_type(events, "conversation.item.input_audio_transcription.completed")[0]
     assert heard["item_id"] == committed["item_id"]
     assert {"capital", "france"} <= words(heard["transcript"]), heard["transcript"]
+    # deltas (stable words of the partials while the user spoke, then the rest) add up to the transcript
+    deltas = of_type(events, "conversation.item.input_audio_transcription.delta")
+    assert deltas and "".join(d["delta"] for d in deltas) == heard["transcript"]
     done = of_type(events, "response.done")[0]["response"]
     assert done["status"] == "completed"
     assert done["usage"]["output_token_details"]["audio_tokens"] > 0

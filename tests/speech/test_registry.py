@@ -63,7 +63,7 @@ def test_configuration_errors_are_clear(stage: str, cfg: StageConfig, message: s
 def test_every_stage_is_validated_before_loading() -> None:
     with pytest.raises(ConfigError, match="local.tts.type"):
         load_pipeline(LocalConfig(**{**TEST_STACK, "tts": StageConfig(type="nope")}))
-    assert adapter_types()["stt"] == ["pocketsphinx"]
+    assert adapter_types()["stt"] == ["whisper", "moonshine", "pocketsphinx"]
 
 
 def test_voice_maps() -> None:

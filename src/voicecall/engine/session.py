@@ -340,6 +340,8 @@ class EngineSession:
     def _commit(self, _eid: str | None) -> Item | None:
         seg = self.input.take()
         item_id = self._utt_item_id or new_id("item_")
+        # words already sent as transcription deltas for this item: the final transcript's delta completes them
+        emitted = self._utt_words[:self._utt_emitted] if self._utt_item_id else []
         self._utt_item_id = None
         item = Item(id=item_id, type="message", role="user",
                     content=[{"type": "input_audio", "transcript": None}], audio=[seg.pcm], audio_ms=len(seg.pcm) / 24)
@@ -353,10 +355,10 @@ class EngineSession:
         if stt is None:  # no streaming recogniser (e.g. buffer filled before speech): recognise now
             stt = SttWorker(self.pipeline.stt, lambda _t: None, self.input.language)
             stt.feed(self.input._stt_resampler.process(seg.pcm))  # same session's resampler
-        self._spawn(self._finish_transcription(item, stt))
+        self._spawn(self._finish_transcription(item, stt, emitted))
         return item
 
-    async def _finish_transcription(self, item: Item, stt: SttWorker) -> None:
+    async def _finish_transcription(self, item: Item, stt: SttWorker, emitted: list[str] | None = None) -> None:
         assert item.recognized is not None
         try:
             text = await stt.finish()
@@ -373,10 +375,14 @@ class EngineSession:
         item.recognized.set_result(text)
         if self.config.transcription is not None:
             item.content[0]["transcript"] = text
-            remaining = text.split()[self._utt_emitted:] if item.id == self._utt_item_id else []
+            # The deltas add up to the transcript when the words streamed so far begin the final one (a last pass
+            # may still change an early word; then the completed transcript alone is authoritative).
+            sent = emitted or []
+            final_words = text.split()
+            remaining = final_words[len(sent):] if final_words[:len(sent)] == sent else []
             if remaining:
                 self.emit({"type": "conversation.item.input_audio_transcription.delta", "item_id": item.id,
-                           "content_index": 0, "delta": (" " if self._utt_emitted else "") + " ".join(remaining)})
+                           "content_index": 0, "delta": (" " if sent else "") + " ".join(remaining)})
             self.emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item.id,
                        "content_index": 0, "transcript": text,
                        "usage": {"type": "duration", "seconds": round(item.audio_ms / 1000, 3)}})

@@ -8,7 +8,7 @@ the same object, loaded once, even when several threads ask at the same time.
 Adapter types::
 
     vad: silero | webrtc | energy
-    stt: pocketsphinx
+    stt: whisper | moonshine | pocketsphinx
     llm: llama-cpp | openai-compatible | echo
     tts: piper | espeak | tone
 """
@@ -85,6 +85,17 @@ ADAPTERS: dict[str, dict[str, Adapter]] = {
                           lambda o: "test only"),
     },
     "stt": {
+        "whisper": Adapter("stt", "whisper", "stt_whisper:WhisperSTT", {
+            "model": _o(str, "model"), "device": _o(str, "device"), "computeType": _o(str, "compute_type"),
+            "threads": _o(int, "threads"), "workers": _o(int, "workers"), "language": _o(str, "language"),
+            "beamSize": _o(int, "beam_size"), "window": _o(_NUM, "window"),
+            "partialInterval": _o(_NUM, "partial_interval"), "noSpeechThreshold": _o(_NUM, "no_speech_threshold"),
+        }, lambda o: f"{Path(o['model']).name if o.get('model') else 'tiny.en'}, {o.get('device', 'cpu')}"
+                     + (f", {o['computeType']}" if o.get("computeType") else "")),
+        "moonshine": Adapter("stt", "moonshine", "stt_moonshine:MoonshineSTT", {
+            "model": _o(str, "model"), "arch": _o(str, "arch"), "instances": _o(int, "instances"),
+            "window": _o(_NUM, "window"), "partialInterval": _o(_NUM, "partial_interval"),
+        }, lambda o: f"{Path(o['model']).name if o.get('model') else 'tiny-en'}"),
         "pocketsphinx": Adapter("stt", "pocketsphinx", "stt_pocketsphinx:PocketsphinxSTT", {
             "language": _o(str, "language"), "hmm": _o(str, "hmm"), "lm": _o(str, "lm"), "dict": _o(str, "dictionary"),
             "poolSize": _o(int, "pool_size"), "maxPoolSize": _o(int, "max_pool_size"),

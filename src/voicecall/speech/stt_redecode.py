@@ -1,0 +1,178 @@
+"""Streaming on top of a whole-utterance recogniser: re-decode the growing utterance on a bounded schedule.
+
+Whisper and Moonshine are not streaming models; :class:`RedecodeStream` makes them look like one
+(:class:`~voicecall.speech.base.STTStream`) at a cost that fits two cores:
+
+* **Partials.** The buffered utterance is decoded again after every ``partial_interval`` seconds of new audio,
+  stretched to 3x the last decode's time when the machine is slow (so one session never spends more than about
+  a third of a core on partials), and **at once when the audio goes quiet after speech** (120 ms more than 25 dB
+  under the utterance's peak level, or near its noise floor): the partial then holds every word said so far,
+  which is what the engine's speculative answer is built from at a 150 ms pause.
+* **Final.** ``finish()`` reuses the last decode when only quiet audio came after it, so the final transcript is
+  usually ready the moment the turn ends; otherwise it decodes once more.
+* **Bounded work.** An utterance longer than the model's ``window`` is cut at the quietest 200 ms of the window's
+  second half; the text before the cut is kept (and given to the model as context for what follows), and later
+  decodes only see the audio after the cut.
+* A partial has no sentence-final mark (its last word may still grow: "of?" then "of France?").
+* Audio that never rises above -60 dBFS is not decoded at all (an empty transcript).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from .base import PCM16
+
+SAMPLE_RATE = 16000
+HOP = 160  # 10 ms level frames
+FRAME_RATE = SAMPLE_RATE // HOP
+
+
+class Redecoder(Protocol):
+    """A whole-utterance recogniser: ``transcribe`` returns (text, seconds spent)."""
+
+    window: float
+    partial_interval: float
+
+    def transcribe(self, pcm: PCM16, language: str | None = None, context: str = "") -> tuple[str, float]: ...
+
+
+def _frame_db(pcm: PCM16) -> npt.NDArray[np.float64]:
+    """Level of each whole 10 ms frame in dBFS."""
+    n = pcm.shape[0] // HOP
+    if n == 0:
+        return np.zeros(0)
+    f = pcm[: n * HOP].astype(np.float64).reshape(n, HOP)
+    return 20 * np.log10(np.sqrt((f * f).mean(axis=1)) / 32768 + 1e-9)
+
+
+class RedecodeStream:
+    """One utterance: buffers its audio and re-decodes it on a bounded schedule (see the module doc)."""
+
+    sample_rate = SAMPLE_RATE
+    QUIET_FRAMES = 12  # 120 ms below the quiet level after speech = a pause worth decoding at once
+    QUIET_BELOW_PEAK_DB = 25.0
+
+    def __init__(self, model: Redecoder, language: str, prompt: str) -> None:
+        self._m = model
+        self._lang = language
+        self._prompt = prompt
+        self._chunks: list[PCM16] = []
+        self._len = 0  # samples buffered since the last cut
+        self._committed = ""  # text of the audio before the last cut
+        self._decoded_len = -1  # buffer length at the last decode (-1: none since the last cut)
+        self._text = ""  # last decode of the buffer
+        self._partial = ""
+        self._last_cost = 0.0
+        self._levels: list[npt.NDArray[np.float64]] = []  # 10 ms levels of the buffer
+        self._tail = np.zeros(0, np.int16)  # < 10 ms not yet levelled
+        self._peak_db = -120.0
+        self._quiet_run = 0
+        self._loud_since_decode = False
+        self._open = True
+
+    # ------------------------------------------------------------------------------- levels
+    def _track(self, pcm: PCM16) -> None:
+        x = np.concatenate([self._tail, pcm]) if self._tail.size else pcm
+        n = x.shape[0] // HOP * HOP
+        db = _frame_db(x[:n])
+        self._tail = x[n:].copy()
+        if db.size == 0:
+            return
+        self._levels.append(db)
+        self._peak_db = max(self._peak_db, float(db.max()))
+        # Quiet: far under the peak, or close to the noise floor (its 10th percentile) when the room is noisy.
+        floor = float(np.percentile(self._all_levels(), 10))
+        quiet_level = max(self._peak_db - self.QUIET_BELOW_PEAK_DB, min(floor + 6.0, self._peak_db - 10.0))
+        for v in db:  # tiny loop: one value per 10 ms
+            if v < quiet_level:
+                self._quiet_run += 1
+            else:
+                self._quiet_run = 0
+                self._loud_since_decode = True
+
+    def _all_levels(self) -> npt.NDArray[np.float64]:
+        if len(self._levels) > 1:
+            self._levels = [np.concatenate(self._levels)]
+        return self._levels[0] if self._levels else np.zeros(0)
+
+    def _audio(self) -> PCM16:
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        return self._chunks[0] if self._chunks else np.zeros(0, np.int16)
+
+    # ------------------------------------------------------------------------------- decoding
+    def _context(self) -> str:
+        return (self._prompt + " " + self._committed).strip()
+
+    def _decode(self) -> None:
+        audio = self._audio()
+        self._text, self._last_cost = self._m.transcribe(audio, self._lang, self._context())
+        self._decoded_len = audio.shape[0]
+        self._loud_since_decode = False
+
+    def _cut(self) -> None:
+        """Keep the buffer within the window: decode up to the quietest 200 ms of its second half, commit that text."""
+        audio = self._audio()
+        win = int(self._m.window * SAMPLE_RATE)
+        levels = self._all_levels()
+        lo, hi = int(self._m.window * FRAME_RATE) // 2, min(levels.shape[0], int(self._m.window * FRAME_RATE) - 30)
+        if hi - lo > 20:
+            smooth = np.convolve(levels[lo:hi], np.ones(20) / 20, mode="valid")
+            cut = (lo + int(np.argmin(smooth)) + 10) * HOP
+        else:
+            cut = win - 30 * HOP
+        head, rest = audio[:cut], audio[cut:]
+        text, self._last_cost = self._m.transcribe(head, self._lang, self._context())
+        self._committed = (self._committed + " " + text).strip()
+        self._chunks = [rest.copy()]
+        self._len = rest.shape[0]
+        self._levels = [levels[cut // HOP:]]
+        self._decoded_len = -1
+        self._text = ""
+
+    def _full_text(self) -> str:
+        return (self._committed + " " + self._text).strip()
+
+    def feed(self, pcm: PCM16) -> str | None:
+        """Buffer audio; re-decode when the schedule says so; return the partial transcript when it changed."""
+        if not self._open:
+            raise RuntimeError("this STT stream is finished")
+        if pcm.shape[0] == 0:
+            return None
+        self._chunks.append(pcm)
+        self._len += pcm.shape[0]
+        self._track(pcm)
+        if self._len > (self._m.window - 0.3) * SAMPLE_RATE:
+            self._cut()
+        new = self._len - max(self._decoded_len, 0)
+        interval = max(self._m.partial_interval, 3.0 * self._last_cost) * SAMPLE_RATE
+        pause = self._quiet_run >= self.QUIET_FRAMES and self._loud_since_decode
+        if self._len < 0.3 * SAMPLE_RATE or not (new >= interval or pause) or self._peak_db < -60:
+            return None
+        self._decode()
+        # A partial's last word may still grow ("of?" -> "of France?"): no sentence-final mark until the end.
+        text = self._full_text().rstrip(".?!…")
+        if text != self._partial:
+            self._partial = text
+            return text
+        return None
+
+    def finish(self) -> str:
+        """The final transcript: the last decode if only quiet audio came after it, else a decode of the rest."""
+        if not self._open:
+            raise RuntimeError("this STT stream is finished")
+        self._open = False
+        if self._len >= 0.1 * SAMPLE_RATE and self._peak_db >= -60 and (
+                self._decoded_len < 0 or self._loud_since_decode):
+            self._decode()
+        text = self._full_text()
+        self._chunks, self._levels = [], []
+        return text
+
+    def abort(self) -> None:
+        self._open = False
+        self._chunks, self._levels = [], []
