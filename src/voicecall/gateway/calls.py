@@ -331,7 +331,8 @@ class CallSession:
 
         rec = ConversationRecorder(self.state.store, conversation_id=new_conversation_id(),
                                    provider="openai-realtime", model=self.model, voice=self.voice,
-                                   transport="sideband", client=self.label, prices=self.state.config.store.prices)
+                                   transport="sideband", client=self.label, prices=self.state.config.store.prices,
+                                   metrics=self.state.metrics)
         return rec if rec.enabled else None
 
     def _on_event(self, text: str) -> None:

@@ -354,7 +354,8 @@ class Relay:
 
         rec = ConversationRecorder(self.state.store, conversation_id=new_conversation_id(), provider="openai-realtime",
                                    model=self.oai.model, voice=self.oai.voice, transport="relay",
-                                   client=self.principal.label, prices=self.state.config.store.prices)
+                                   client=self.principal.label, prices=self.state.config.store.prices,
+                                   metrics=self.state.metrics)
         return rec if rec.enabled else None
 
     # -------------------------------------------------------------------------------------- endings

@@ -60,6 +60,7 @@ class AppState:
         self.auth = Authenticator([k.get_secret_value() for k in srv.api_keys], self.secrets)
         self.metrics = Metrics(self.replica_id)
         self.sessions = Admission(config, self.shared, self.metrics)
+        self.metrics.add_live(self.sessions.live_figures)
         """The gate every session passes (``await sessions.admit(client, transport)``); ``.count``: live here."""
         self.pipeline: Any = None  # voicecall.speech.registry.Pipeline once loaded (provider local)
         self.store: Any = None  # voicecall.store.base.Store

@@ -56,6 +56,8 @@ class Lease:
     """Set by the transport: closes the session with a reason (used when a drain runs out of time)."""
     started: float = field(default_factory=time.monotonic)
     released: bool = False
+    queue_depth: Callable[[], int] | None = None
+    """Set by the transport: what waits in its outgoing queue (for the ``voicecall_queue_depth`` metric)."""
 
     def release(self) -> None:
         if not self.released:
@@ -82,6 +84,12 @@ class Admission:
     def count(self) -> int:
         """Live sessions in this process."""
         return len(self.leases)
+
+    def live_figures(self) -> dict[str, float]:
+        """Read by Prometheus at scrape time."""
+        depths = [lease.queue_depth() for lease in list(self.leases.values()) if lease.queue_depth is not None]
+        return {"draining": float(self.draining), "queue_depth_total": float(sum(depths)),
+                "queue_depth_max": float(max(depths, default=0))}
 
     def _reject(self, exc: Refused) -> Refused:
         if self.metrics is not None:

@@ -194,8 +194,12 @@ class ConversationRecorder:
         close_timeout: float = 10.0,
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
+        metrics: Any = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics
+        """A :class:`voicecall.cluster.metrics.Metrics` (turns, per-stage latency, errors), or None."""
+        self._observed: set[str] = set()
         self.conversation_id = conversation_id
         self.enabled = bool(getattr(store, "enabled", True))
         self._prices = prices if isinstance(prices, PriceTable) else _price_table(prices)
@@ -253,9 +257,13 @@ class ConversationRecorder:
         if not self.enabled or self._closed:
             return
         try:
-            handler = _SERVER_HANDLERS.get(str(event.get("type")))
+            etype = str(event.get("type"))
+            handler = _SERVER_HANDLERS.get(etype)
             if handler is not None:
                 handler(self, event)
+            if etype == "error" and self.metrics is not None:
+                err = event.get("error")
+                self.metrics.observe_error(err.get("code") if isinstance(err, Mapping) else None)
         except Exception as exc:  # noqa: BLE001 - a malformed event must not reach the audio path
             self._event_error(event, exc)
 
@@ -693,6 +701,9 @@ class ConversationRecorder:
             done_at=r.done_at,
         )
         r.written = True
+        if self.metrics is not None and r.done_mono is not None and r.id not in self._observed:
+            self._observed.add(r.id)
+            self.metrics.observe_response(self._conversation.provider, r.status, latency)
         self._enqueue("put_response", lambda s: s.put_response(record))
 
     # ------------------------------------------------------------------------------ event handlers

@@ -84,6 +84,10 @@ class WebSocketTransport:
     def clear_audio(self) -> tuple[str, float] | None:
         return None  # the client owns playback on a WebSocket and truncates with conversation.item.truncate
 
+    def queue_depth(self) -> int:
+        """Messages waiting for the client (the ``voicecall_queue_depth_*`` metrics)."""
+        return self._out.qsize()
+
     def close(self, code: int = 1000, reason: str = "") -> None:
         self.close_code, self.close_reason = code, reason
         self._out.put_nowait(None)

@@ -33,6 +33,7 @@ async def serve_engine_websocket(ws: WebSocket, state: AppState, principal: Prin
         transport.close(1012, "server shutting down")
 
     lease.closer = end
+    lease.queue_depth = transport.queue_depth
     session: EngineSession | None = None
     try:
         pipeline = await state.get_pipeline()
@@ -60,4 +61,5 @@ def _recorder(state: AppState, principal: Principal, model: str, transport: str)
         return None
     return ConversationRecorder(state.store, conversation_id=new_conversation_id(), provider=state.provider, model=model,
                                 voice=state.config.voice_call.local.voice, transport=transport, client=principal.label,
-                                prices=LocalPrices() if state.provider == "local" else state.prices)
+                                prices=LocalPrices() if state.provider == "local" else state.prices,
+                                metrics=state.metrics)
