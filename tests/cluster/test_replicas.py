@@ -222,11 +222,11 @@ def _wait_idle(cluster: Cluster) -> None:
 async def test_the_session_limit_holds_across_replicas(cluster: Cluster) -> None:
     r1, r2 = cluster.replicas
     _wait_idle(cluster)
-    async with _session(r1.url), _session(r2.url), _session(r1.url):  # state.maxSessions: 3
-        async with websockets.connect(_ws_url(cluster.lb), additional_headers={
-                "Authorization": f"Bearer {API_KEY}"}) as ws:
-            event = json.loads(await asyncio.wait_for(ws.recv(), 30))
-            assert event["type"] == "error" and event["error"]["code"] == "session_limit_reached"
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    async with (_session(r1.url), _session(r2.url), _session(r1.url),  # state.maxSessions: 3
+                websockets.connect(_ws_url(cluster.lb), additional_headers=auth) as ws):
+        event = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        assert event["type"] == "error" and event["error"]["code"] == "session_limit_reached"
     async with _session(cluster.lb) as ws:  # slots are released when sessions end
         assert (await _text_turn(ws, "room again"))["response"]["status"] == "completed"
 
