@@ -41,13 +41,29 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--out", default="bench-results/stages.json")
     b.set_defaults(func=_run("voicecall.bench.speech_stages"))
 
-    b = bsub.add_parser("relay", help="what the OpenAI relay adds (latency, throughput)")
-    b.add_argument("--clients", type=int, default=100)
-    b.add_argument("--seconds", type=float, default=10.0)
+    b = bsub.add_parser("relay", help="what the OpenAI relay adds (CPU per message, latency), side by side with a "
+                        "Node ws relay",
+                        description="Clients stream audio appends to a local echo upstream directly, through the "
+                        "voicecall gateway (history on) and through a compared relay, in alternating 1 s rounds of "
+                        "one run; prints round-trip p50/p99/p99.9/max per mode, the latency each relay adds and each "
+                        "relay process's CPU (per message and %% of a core).")
+    b.add_argument("--clients", type=int, default=100, help="concurrent clients per mode (default 100)")
+    b.add_argument("--seconds", type=float, default=10.0, help="measured seconds per mode (default 10)")
+    b.add_argument("--append-ms", type=int, default=20, metavar="MS",
+                   help="audio per append and interval between appends (default 20: 50 messages/s per client, as "
+                        "browsers and the SDKs send)")
+    b.add_argument("--compare", default=None, metavar="node|URL|none",
+                   help="the relay to compare with: 'node' starts bench/node-relay (express + ws 8; the default when "
+                        "Node.js is installed), a ws:// URL uses a relay you run (point it at the echo upstream, see "
+                        "--upstream-port), 'none' compares with nothing")
+    b.add_argument("--upstream-port", type=int, default=None, metavar="PORT",
+                   help="port of the echo upstream on 127.0.0.1 (default: a free one), for a --compare URL relay")
+    b.add_argument("--history", choices=["on", "off"], default="on",
+                   help="the gateway records conversations in SQLite (default on, as deployed)")
     b.add_argument("--out", default="bench-results/relay.json")
     b.add_argument("--no-pin", dest="pin", action="store_false",
-                   help="do not give the gateway a CPU of its own (by default it gets one and the load generator and "
-                        "the echo upstream share the rest, as on separate machines)")
+                   help="do not give the relays a CPU of their own (by default they share one, and the load generator "
+                        "and the echo upstream share the rest, as on separate machines)")
     b.set_defaults(func=_run("voicecall.bench.relay"))
 
 

@@ -1,98 +1,129 @@
-"""``voicecall bench relay``: what the OpenAI gateway's WebSocket relay adds, per message and in throughput.
+"""``voicecall bench relay``: what the OpenAI gateway's WebSocket relay adds, per message, in CPU and in latency,
+measured side by side with another relay (by default the one a Node user would write) in the same run.
 
-One run, three processes, everything on 127.0.0.1:
+Processes, everything on 127.0.0.1:
 
-* an **echo upstream** (a minimal Realtime-shaped WebSocket server: ``session.created``; ``session.update`` ->
+* an **echo upstream** (a Realtime-shaped WebSocket server: ``session.created``; ``session.update`` ->
   ``session.updated``; each ``input_audio_buffer.append`` answered at once by a ``response.output_audio.delta``
   carrying the same audio and the append's ``event_id``);
-* the **gateway** (``create_app`` with provider ``openai-realtime``, ``baseUrl`` = the echo upstream, history on in
-  a temporary SQLite file, as a default deployment; uvicorn with the settings of ``voicecall serve``);
-* the **load generator** (this process): ``--clients`` concurrent WebSocket clients, each streaming 24 kHz PCM16
-  in real time as one 100 ms append (6.4 kB of base64) every 100 ms; the clients start at random points of the
-  100 ms period, as independent callers would.
+* the **voicecall gateway** (``create_app`` with provider ``openai-realtime``, ``baseUrl`` = the echo upstream,
+  history on in a temporary SQLite file as in a default deployment, uvicorn with the settings of ``voicecall
+  serve``);
+* the **compared relay** (``--compare``): ``node`` (default when Node.js is installed) starts
+  ``bench/node-relay/relay.js`` (express + ``ws`` 8: one upstream socket per client, frames forwarded both ways,
+  what a Node user would write), a ``ws://`` URL uses a relay you started yourself (point it at the echo upstream:
+  ``--upstream-port`` fixes its port), ``none`` compares with nothing;
+* the **load generator** (this process): ``--clients`` WebSocket clients per mode, each streaming 24 kHz PCM16 in
+  real time as one append every ``--append-ms`` (20 ms by default, as browsers and the SDKs send microphone audio:
+  50 messages a second, 1,280 base64 characters each), starting at random points of the period.
 
-Each append's round trip (send -> its echoed delta back) is measured, first **direct** to the echo upstream, then
-**through the relay**, with the same clients and load. The relay's added latency per message is the difference
-of the two distributions (p50 and p99), its throughput the messages and bytes per second delivered. The relay's
-CPU (of one core) is read from ``/proc``. Prints a table, writes JSON to ``--out`` and a PNG plot beside it.
+Every mode's clients are connected for the whole run; the modes take turns in 1 s rounds (direct, voicecall and
+the compared relay in rotating order, every order equally often), so that background load on the machine hits
+all of them alike. Each append's round trip (send -> its echoed delta back) is measured; a relay's added latency is
+its distribution minus the direct one. The CPU of each relay process is read from ``/proc`` at every round
+boundary, so each relay is charged only for its own rounds: CPU per relayed message (one append up and its delta
+down) and % of one core. By default both relays share one CPU of their own (they never run at the same time) and
+the load generator and the echo upstream share the others, as callers and OpenAI would be on other machines
+(``--no-pin``: everything shares every CPU). The processes run at a raised priority (nice -10) when allowed.
 
-The gateway, the system under test, gets a CPU of its own (``sched_setaffinity``); the load generator and the echo
-upstream share the others, as callers and OpenAI would be on other machines in a deployment (``--no-pin``: all three
-share every CPU, and the gateway's wake-ups queue behind the load generator's).
-
-Direct and relayed streams are all connected for the whole run and take turns in 1 s rounds (ABBA order), so that
-background load on the machine hits both modes alike; ``added_latency_ms.p99_paired_median`` (the median over
-adjacent round pairs of the p99 difference) is the estimate least disturbed by a burst of other work. The processes
-run at a raised priority (nice -10) when allowed.
-
-Developer aids (environment): ``VOICECALL_BENCH_UVICORN_WS`` picks uvicorn's WebSocket implementation for the
-gateway (default ``auto``, as ``voicecall serve``); ``VOICECALL_BENCH_PROFILE=/path.prof`` writes a cProfile of
-the gateway process.
+Prints a table, writes JSON to ``--out`` and a PNG beside it. Developer aids (environment):
+``VOICECALL_BENCH_UVICORN_WS`` picks uvicorn's WebSocket protocol for the gateway (default: voicecall's);
+``VOICECALL_BENCH_PROFILE=/path.prof`` writes a cProfile of the gateway process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
+import itertools
 import json
+import math
 import multiprocessing
 import os
 import random
+import re
+import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from voicecall.bench.common import free_port, machine_info, percentile, progress, write_json
 
-APPEND_MS = 100
-SAMPLES = 24000 * APPEND_MS // 1000
 ROUND_S = 1.0
 GRACE_S = 2.0
 BENCH_KEY = "sk-bench-not-a-real-key"
+RATE = 24000
+NODE_RELAY = Path(__file__).resolve().parents[3] / "bench" / "node-relay"
+"""The Node relay shipped with the sources (``bench/node-relay``: package.json, lock, relay.js)."""
+_EVENT_ID = re.compile(rb'"event_id"\s*:\s*"([^"\\]{0,64})"')
 
 
 # ------------------------------------------------------------------------------------------ child processes
 def _echo_server(port: int) -> None:
-    """The echo upstream (child process)."""
-    from websockets.asyncio.server import serve
-
-    async def handler(ws: Any) -> None:
-        n = 0
-        await ws.send(json.dumps({"type": "session.created", "event_id": "event_0", "session": {
-            "type": "realtime", "object": "realtime.session", "model": "gpt-realtime", "instructions": ""}}))
-        async for msg in ws:
-            if not isinstance(msg, str):
-                continue
-            event = json.loads(msg)
-            etype = event.get("type")
-            n += 1
-            if etype == "input_audio_buffer.append":
-                await ws.send(json.dumps({"type": "response.output_audio.delta", "event_id": event.get("event_id"),
-                                          "response_id": "resp_bench", "item_id": "item_bench", "output_index": 0,
-                                          "content_index": 0, "delta": event.get("audio", "")},
-                                         separators=(",", ":")))
-            elif etype == "session.update":
-                await ws.send(json.dumps({"type": "session.updated", "event_id": f"event_{n}",
-                                          "session": {"type": "realtime", "object": "realtime.session",
-                                                      "model": "gpt-realtime", **(event.get("session") or {})}}))
-
+    """The echo upstream (child process): frame-level, so that it costs little next to the relays it serves."""
     import logging
 
+    from websockets.asyncio.server import serve
+
+    from voicecall.protocol.peek import peek_append
+    from voicecall.transports.frames import FrameServerConnection
+
     logging.getLogger("websockets").setLevel(logging.CRITICAL)  # the readiness probe is not a WebSocket
+    head = b'{"type":"response.output_audio.delta","event_id":"'
+    mid = b'","response_id":"resp_bench","item_id":"item_bench","output_index":0,"content_index":0,"delta":"'
+
+    class Echo:
+        def __init__(self, ws: FrameServerConnection) -> None:
+            self.ws = ws
+            self.n = 0
+
+        def on_message(self, data: bytes, text: bool) -> None:
+            self.n += 1
+            hit = peek_append(data) if text else None
+            if hit is not None:
+                m = _EVENT_ID.search(data, hit[1])
+                self.ws.send_frame(head + (m.group(1) if m else b"") + mid + data[hit[0]:hit[1]] + b'"}')
+                return
+            try:
+                event = json.loads(data)
+            except ValueError:
+                return
+            if isinstance(event, dict) and event.get("type") == "session.update":
+                session = {"type": "realtime", "object": "realtime.session", "model": "gpt-realtime",
+                           **(event.get("session") or {})}
+                self.ws.send_frame(json.dumps({"type": "session.updated", "event_id": f"event_{self.n}",
+                                               "session": session}).encode())
+
+        def on_writable(self) -> None:
+            pass
+
+        def on_closed(self, code: int | None, reason: str) -> None:
+            pass
+
+    async def handler(ws: Any) -> None:
+        assert isinstance(ws, FrameServerConnection)
+        ws.send_frame(json.dumps({"type": "session.created", "event_id": "event_0", "session": {
+            "type": "realtime", "object": "realtime.session", "model": "gpt-realtime", "instructions": ""}}).encode())
+        ws.attach(Echo(ws))
+        await ws.wait_closed()
 
     async def main() -> None:
-        async with serve(handler, "127.0.0.1", port, max_size=None, compression=None):
+        async with serve(handler, "127.0.0.1", port, max_size=None, compression=None, ping_interval=None,
+                         create_connection=FrameServerConnection):
             await asyncio.Future()
 
     asyncio.run(main())
 
 
-def _gateway(port: int, upstream_port: int, store_url: str, clients: int, ws_impl: str = "auto") -> None:
-    """The gateway (child process), configured and served as ``voicecall serve`` would."""
+def _gateway(port: int, upstream_port: int, store_url: str, clients: int, ws_impl: str = "voicecall") -> None:
+    """The voicecall gateway (child process), configured and served as ``voicecall serve`` would."""
     import logging
 
     import uvicorn
@@ -124,9 +155,28 @@ def _gateway(port: int, upstream_port: int, store_url: str, clients: int, ws_imp
         signal.signal(signal.SIGTERM, dump)
         prof.enable()
     options = uvicorn_options(cfg)
-    if ws_impl != "auto":
+    if ws_impl != "voicecall":
         options["ws"] = ws_impl
     uvicorn.run(create_app(cfg), host="127.0.0.1", port=port, log_level="warning", **options)
+
+
+def node_available() -> bool:
+    """Whether the shipped Node relay can run here (``node`` on PATH and ``bench/node-relay`` present)."""
+    return shutil.which("node") is not None and (NODE_RELAY / "relay.js").is_file()
+
+
+def _start_node_relay(port: int, upstream_port: int) -> subprocess.Popen[bytes]:
+    """``node bench/node-relay/relay.js`` (installing its locked dependencies with ``npm ci`` on first use)."""
+    if not (NODE_RELAY / "node_modules" / "ws").is_dir():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeError(f"{NODE_RELAY}/node_modules is missing and npm is not installed")
+        progress(f"installing the Node relay's dependencies (npm ci in {NODE_RELAY})…")
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_RELAY, check=True)
+    return subprocess.Popen(
+        ["node", str(NODE_RELAY / "relay.js"), "--port", str(port),
+         "--upstream", f"ws://127.0.0.1:{upstream_port}/v1/realtime", "--key", BENCH_KEY],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _raise_priority(target: int = -10) -> int:
@@ -141,10 +191,10 @@ def _raise_priority(target: int = -10) -> int:
     return os.nice(0)
 
 
-def _wait_port(port: int, proc: Any, timeout: float = 60.0) -> None:
+def _wait_port(port: int, alive: Any, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not proc.is_alive():
+        if not alive():
             raise RuntimeError("a benchmark server process died during start-up")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -153,24 +203,24 @@ def _wait_port(port: int, proc: Any, timeout: float = 60.0) -> None:
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
 
 
-def _pin(gateway_pid: int | None, echo_pid: int | None) -> dict[str, list[int]] | None:
-    """Give the gateway (the system under test) a core of its own; the load generator (this process) and the echo
-    upstream share the others, as callers and OpenAI would be on other machines in a deployment. ``None`` when the
-    machine has fewer than 2 usable CPUs or affinity cannot be set."""
+def _pin(relay_pids: list[int], echo_pid: int) -> dict[str, list[int]] | None:
+    """Give the relays (never busy at the same time) one CPU; the load generator (this process) and the echo
+    upstream share the others. ``None`` when the machine has fewer than 2 usable CPUs or affinity cannot be set."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) < 2 or gateway_pid is None or echo_pid is None:
+        if len(cpus) < 2 or not relay_pids:
             return None
         mine, theirs = cpus[:-1], cpus[-1:]
-        os.sched_setaffinity(gateway_pid, theirs)
+        for pid in relay_pids:
+            os.sched_setaffinity(pid, theirs)
         os.sched_setaffinity(echo_pid, mine)
         os.sched_setaffinity(0, mine)
     except (AttributeError, OSError):
         return None
-    return {"gateway": theirs, "load_generator_and_echo": mine}
+    return {"relays": theirs, "load_generator_and_echo": mine}
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of ``pid`` (Linux /proc)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -179,250 +229,347 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-# ------------------------------------------------------------------------------------------ load generator
-class _Client:
-    """One stream: a WebSocket to one mode's URL, its pending appends and measured round trips."""
+def _listening_pid(port: int) -> int | None:
+    """The process listening on 127.0.0.1:``port`` (to measure a relay given by URL), from /proc."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) > 9 and parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{parts[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in inodes:
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None
 
-    def __init__(self, index: int, mode: str) -> None:
+
+# ------------------------------------------------------------------------------------------ load generator
+class _Stream:
+    """One client: a frame-level WebSocket to one mode's URL, its pending appends and measured round trips."""
+
+    def __init__(self, index: int, mode: str, offset: float) -> None:
         self.index = index
         self.mode = mode
+        self.offset = offset
+        self.ws: Any = None
+        self.ready: asyncio.Future[None] | None = None
         self.sent: dict[int, tuple[float, int]] = {}  # seq -> (perf_counter at send, round)
         self.latencies: list[tuple[int, float]] = []  # (round, ms)
-        self.received_bytes = 0
         self.errors: list[str] = []
 
+    # FrameSink
+    def on_message(self, data: bytes, text: bool) -> None:
+        now = time.perf_counter()
+        if self.ready is not None and not self.ready.done():
+            if b'"session.created"' in data[:64]:
+                self.ready.set_result(None)
+            return
+        i = data.find(b'"event_id":"c')
+        if i < 0:
+            if b'"type":"error"' in data[:40] or b'"type": "error"' in data[:40]:
+                self.errors.append("error event")
+            return
+        j = data.find(b'"', i + 13)
+        sent = self.sent.pop(int(data[i + 13:j]), None)
+        if sent is not None:
+            self.latencies.append((sent[1], (now - sent[0]) * 1000))
 
-def _schedule(seconds: float) -> list[str]:
-    """Which mode streams in each round: one warm-up round each, then direct/relay in ABBA order."""
-    n = max(1, int(np.ceil(seconds / ROUND_S)))
-    rounds = ["direct", "relay"]
-    for k in range(n):
-        rounds += ["direct", "relay"] if k % 2 == 0 else ["relay", "direct"]
+    def on_writable(self) -> None:
+        pass
+
+    def on_closed(self, code: int | None, reason: str) -> None:
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"closed before session.created ({code} {reason})"))
+        if code not in (1000, 1005):
+            self.errors.append(f"closed {code}")
+
+
+def schedule_rounds(modes: list[str], seconds: float) -> list[str]:
+    """Which mode streams in each round: one warm-up round each, then blocks of one round per mode, in every
+    order in turn (two modes: ABBA…), so no mode always follows the same one."""
+    blocks = max(1, math.ceil(seconds / ROUND_S))
+    orders = list(itertools.permutations(modes))
+    rounds = list(modes)
+    for b in range(blocks):
+        rounds += orders[b % len(orders)]
     return rounds
 
 
-async def _run_alternating(urls: dict[str, str], clients: int, seconds: float,
-                           audio: list[str]) -> tuple[list[str], list[_Client]]:
-    """Open ``clients`` streams per mode, then stream in alternating rounds (:func:`_schedule`): both modes see
-    the same machine, minute by minute, so background load inflates neither alone."""
+async def _run_rounds(urls: dict[str, str], clients: int, seconds: float, append_ms: int, audio: list[bytes],
+                      pids: dict[str, int | None]) -> tuple[list[str], list[_Stream], list[dict[str, float]]]:
+    """Open ``clients`` streams per mode, then stream in rotating rounds (:func:`schedule_rounds`). Returns the
+    schedule, the streams and each relay's CPU seconds read at every round boundary."""
     from websockets.asyncio.client import connect
 
-    schedule = _schedule(seconds)
-    progress(f"{clients} streams direct + {clients} through the relay; {len(schedule)} rounds of {ROUND_S:g} s, "
-             "alternating (ABBA)…")
+    from voicecall.transports.frames import FrameClientConnection
+
+    modes = list(urls)
+    schedule = schedule_rounds(modes, seconds)
+    period = append_ms / 1000
+    progress(f"{clients} streams per mode ({', '.join(modes)}), one append every {append_ms} ms each; "
+             f"{len(schedule)} rounds of {ROUND_S:g} s in rotating order…")
+    rng = random.Random(1)
+    streams = [_Stream(i, mode, rng.random() * period) for mode in modes for i in range(clients)]
     sem = asyncio.Semaphore(20)
-
-    async def open_one(url: str) -> Any:
-        async with sem:
-            ws = await connect(url, max_size=None, compression=None, open_timeout=30)
-            first = json.loads(await asyncio.wait_for(ws.recv(), 30))
-            if first.get("type") != "session.created":
-                raise RuntimeError(f"unexpected first event {first.get('type')}")
-            return ws
-
-    states = [_Client(i, mode) for mode in ("direct", "relay") for i in range(clients)]
-    conns = list(await asyncio.gather(*(open_one(urls[st.mode]) for st in states)))
     loop = asyncio.get_running_loop()
-    t_start = loop.time() + 0.5
-    period = APPEND_MS / 1000
 
-    async def sender(ws: Any, st: _Client) -> None:
-        offset = random.Random(st.index * 2 + (st.mode == "relay")).random() * period
-        seq = 0
-        while True:
-            at = offset + seq * period
-            rnd = int(at / ROUND_S)
-            if rnd >= len(schedule):
-                return
-            if schedule[rnd] == st.mode:
-                await asyncio.sleep(max(0.0, t_start + at - loop.time()))
-                chunk = audio[seq % len(audio)]
-                text = '{"type":"input_audio_buffer.append","audio":"' + chunk + f'","event_id":"c{st.index}_{seq}"}}'
-                st.sent[seq] = (time.perf_counter(), rnd)
-                await ws.send(text)
-            seq += 1
+    async def open_one(st: _Stream) -> None:
+        async with sem:
+            st.ready = loop.create_future()
+            st.ws = await connect(urls[st.mode], max_size=None, compression=None, open_timeout=30,
+                                  ping_interval=None, create_connection=FrameClientConnection)
+            st.ws.attach(st)
+            await asyncio.wait_for(st.ready, 30)
 
-    async def receiver(ws: Any, st: _Client) -> None:
-        marker = f'"event_id":"c{st.index}_'
-        try:
-            async for msg in ws:
-                now = time.perf_counter()
-                i = msg.find(marker)
-                if i < 0:
-                    continue
-                j = msg.find('"', i + len(marker))
-                sent = st.sent.pop(int(msg[i + len(marker):j]), None)
-                if sent is not None:
-                    st.latencies.append((sent[1], (now - sent[0]) * 1000))
-                    st.received_bytes += len(msg)
-        except Exception as exc:  # noqa: BLE001 - reported, not raised
-            st.errors.append(type(exc).__name__)
-
-    receivers = [asyncio.ensure_future(receiver(ws, st)) for ws, st in zip(conns, states, strict=True)]
-    await asyncio.gather(*(sender(ws, st) for ws, st in zip(conns, states, strict=True)))
+    await asyncio.gather(*(open_one(st) for st in streams))
+    by_mode = {m: sorted((st for st in streams if st.mode == m), key=lambda s: s.offset) for m in modes}
+    head = b'{"type":"input_audio_buffer.append","audio":"'
+    cpu_marks: list[dict[str, float]] = []
+    per_round = round(ROUND_S / period)
+    t0 = loop.time() + 0.5
+    for k in range(len(schedule) * per_round):
+        rnd = k // per_round
+        if k % per_round == 0:
+            cpu_marks.append({m: cpu_seconds(pid) for m, pid in pids.items() if pid is not None})
+        chunk = audio[k % len(audio)]
+        # one sleep per 1 ms slot of the period, not one per client
+        due = [(t0 + k * period + st.offset, st.index, st) for st in by_mode[schedule[rnd]]]
+        heapq.heapify(due)
+        while due:
+            at = due[0][0]
+            delay = at - loop.time()
+            if delay > 0.0005:
+                await asyncio.sleep(delay)
+            while due and due[0][0] <= at + 0.001:
+                st = heapq.heappop(due)[2]
+                st.sent[k] = (time.perf_counter(), rnd)
+                st.ws.send_frame(head + chunk + b'","event_id":"c' + str(k).encode() + b'"}')
     await asyncio.sleep(GRACE_S)
-    for ws in conns:
-        await ws.close()
-    await asyncio.gather(*receivers, return_exceptions=True)
-    return schedule, states
+    cpu_marks.append({m: cpu_seconds(pid) for m, pid in pids.items() if pid is not None})
+    await asyncio.gather(*(st.ws.close() for st in streams), return_exceptions=True)
+    return schedule, streams, cpu_marks
 
 
-def _stats(schedule: list[str], states: list[_Client], mode: str) -> dict[str, Any]:
-    """Pooled statistics of one mode over its measured rounds (warm-up rounds 0 and 1 left out)."""
-    measured = [r for r in range(2, len(schedule)) if schedule[r] == mode]
-    mine = [st for st in states if st.mode == mode]
-    lat = [ms for st in mine for r, ms in st.latencies if r >= 2]
+def _mode_stats(schedule: list[str], streams: list[_Stream], mode: str, append_ms: int,
+                cpu_marks: list[dict[str, float]]) -> dict[str, Any]:
+    """Pooled statistics of one mode over its measured rounds (the warm-up rounds left out)."""
+    warm = len(set(schedule))  # one warm-up round per mode
+    measured = [r for r in range(warm, len(schedule)) if schedule[r] == mode]
+    mine = [st for st in streams if st.mode == mode]
     per_round: dict[int, list[float]] = {}
     for st in mine:
         for r, ms in st.latencies:
-            if r >= 2:
+            if r >= warm:
                 per_round.setdefault(r, []).append(ms)
+    lat = [ms for r in measured for ms in per_round.get(r, [])]
     active = len(measured) * ROUND_S
-    return {
+    out: dict[str, Any] = {
         "clients": len(mine), "seconds": active, "messages": len(lat),
         "lost": sum(len(st.sent) for st in mine), "errors": sorted({e for st in mine for e in st.errors}),
         "latency_ms": {"p50": percentile(lat, 50), "p90": percentile(lat, 90), "p99": percentile(lat, 99),
                        "p999": percentile(lat, 99.9), "max": max(lat) if lat else None,
                        "mean": float(np.mean(lat)) if lat else None},
-        "throughput": {"messages_per_s": len(lat) / active if active else 0.0,
-                       "echo_mb_per_s": sum(st.received_bytes for st in mine) / (active + 2 * ROUND_S) / 1e6,
-                       "expected_messages_per_s": len(mine) * 1000 / APPEND_MS},
-        "p99_per_round": {str(r): percentile(v, 99) for r, v in sorted(per_round.items())},
+        "messages_per_s": len(lat) / active if active else 0.0,
+        "expected_messages_per_s": len(mine) * 1000 / append_ms,
+        "p99_per_round": {str(r): percentile(per_round.get(r, []), 99) for r in measured},
         "_samples": lat,
     }
+    if cpu_marks and mode in cpu_marks[0]:
+        # a round's CPU: from its start to the next round's start (the last one includes the grace period)
+        secs = sum(cpu_marks[r + 1][mode] - cpu_marks[r][mode] for r in measured)
+        out["cpu"] = {"seconds": secs, "percent_of_one_core": secs / active * 100 if active else None,
+                      "us_per_message": secs / len(lat) * 1e6 if lat else None}
+    return out
 
 
-def _paired_p99(schedule: list[str], direct: dict[str, Any], relay: dict[str, Any]) -> float | None:
-    """Median over adjacent (direct, relay) round pairs of relay p99 minus direct p99: a background-load burst
-    spoils one pair, not the estimate."""
+def _paired_added_p99(schedule: list[str], stats: dict[str, dict[str, Any]], mode: str) -> float | None:
+    """Median over blocks (one round per mode) of the mode's p99 minus direct's p99 in the same block: a burst of
+    other work on the machine spoils one block, not the estimate."""
+    n = len(set(schedule))
     diffs = []
-    for r in range(2, len(schedule) - 1, 2):
-        a, b = str(r), str(r + 1)
-        d = direct["p99_per_round"].get(a) or direct["p99_per_round"].get(b)
-        x = relay["p99_per_round"].get(a) or relay["p99_per_round"].get(b)
-        if d is not None and x is not None:
-            diffs.append(x - d)
+    for start in range(n, len(schedule), n):
+        block = range(start, min(start + n, len(schedule)))
+        mine = [stats[mode]["p99_per_round"].get(str(r)) for r in block if schedule[r] == mode]
+        base = [stats["direct"]["p99_per_round"].get(str(r)) for r in block if schedule[r] == "direct"]
+        if mine and base and mine[0] is not None and base[0] is not None:
+            diffs.append(mine[0] - base[0])
     return float(np.median(diffs)) if diffs else None
 
 
-def _audio_chunks(n: int = 50) -> list[str]:
-    """Base64 100 ms chunks of a 24 kHz speech-like signal (a harmonic tone with noise)."""
+def _audio_chunks(append_ms: int, n: int = 50) -> list[bytes]:
+    """Base64 appends of ``append_ms`` of a 24 kHz speech-like signal (a harmonic tone with noise)."""
     import base64
 
+    samples = RATE * append_ms // 1000
     rng = np.random.default_rng(3)
-    t = np.arange(SAMPLES * n) / 24000
+    t = np.arange(samples * n) / RATE
     pcm = 4000 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + rng.normal(0, 300, t.shape)
     pcm = np.clip(pcm, -32768, 32767).astype("<i2")
-    return [base64.b64encode(pcm[i * SAMPLES:(i + 1) * SAMPLES].tobytes()).decode() for i in range(n)]
+    return [base64.b64encode(pcm[i * samples:(i + 1) * samples].tobytes()) for i in range(n)]
 
 
 # ------------------------------------------------------------------------------------------ entry point
 def run(args: argparse.Namespace) -> int:
-    """Run the benchmark: ``args.clients`` streams per mode, ``args.seconds`` of measured streaming per mode,
-    results to ``args.out`` (JSON) and a PNG beside it."""
+    """Run the benchmark (``args``: see ``voicecall bench relay --help``); results to ``args.out`` (JSON) and a PNG
+    beside it. Exit status 1 when the voicecall relay lost messages or reported errors."""
     clients = int(args.clients)
     seconds = float(args.seconds)
+    append_ms = int(getattr(args, "append_ms", 20))
+    compare = getattr(args, "compare", None) or ("node" if node_available() else "none")
     out = Path(args.out)
-    niceness = _raise_priority()
+    niceness = _raise_priority() if getattr(args, "priority", True) else os.nice(0)
     ctx = multiprocessing.get_context("spawn")
-    echo_port, gw_port = free_port(), free_port()
+    echo_port = int(getattr(args, "upstream_port", None) or free_port())
+    gw_port = free_port()
     tmp = tempfile.mkdtemp(prefix="voicecall-bench-relay-")
-    store_url = getattr(args, "store", None) or f"sqlite:///{tmp}/gateway.db"
-    ws_impl = getattr(args, "ws", None) or os.environ.get("VOICECALL_BENCH_UVICORN_WS", "auto")
+    history = getattr(args, "history", "on") != "off"
+    store_url = f"sqlite:///{tmp}/gateway.db" if history else "none"
+    ws_impl = getattr(args, "ws", None) or os.environ.get("VOICECALL_BENCH_UVICORN_WS", "voicecall")
     echo = ctx.Process(target=_echo_server, args=(echo_port,), daemon=True, name="bench-echo")
     gateway = ctx.Process(target=_gateway, args=(gw_port, echo_port, store_url, clients, ws_impl), daemon=True,
                           name="bench-gateway")
     echo.start()
     gateway.start()
-    pinning = _pin(gateway.pid, echo.pid) if getattr(args, "pin", True) else None
-    load_before = os.getloadavg()
+    node: subprocess.Popen[bytes] | None = None
+    urls = {"direct": f"ws://127.0.0.1:{echo_port}/v1/realtime?model=gpt-realtime",
+            "voicecall": f"ws://127.0.0.1:{gw_port}/v1/realtime?model=gpt-realtime"}
+    pids: dict[str, int | None] = {"voicecall": gateway.pid}
+    peer = None
     try:
-        _wait_port(echo_port, echo)
-        _wait_port(gw_port, gateway)
-        assert echo.pid is not None and gateway.pid is not None
+        _wait_port(echo_port, echo.is_alive)
+        _wait_port(gw_port, gateway.is_alive)
+        if compare == "node":
+            node_port = free_port()
+            node = _start_node_relay(node_port, echo_port)
+            _wait_port(node_port, lambda: node is not None and node.poll() is None)
+            peer = "node"
+            urls[peer] = f"ws://127.0.0.1:{node_port}/v1/realtime?model=gpt-realtime"
+            pids[peer] = node.pid
+        elif compare != "none":
+            peer = "compare"
+            urls[peer] = compare
+            where = urlsplit(compare)
+            local = where.hostname in ("127.0.0.1", "localhost", "::1")
+            pids[peer] = _listening_pid(where.port or 80) if local else None  # its CPU, when it runs here
+        assert echo.pid is not None
+        pin = getattr(args, "pin", True)
+        pinning = _pin([p for p in pids.values() if p is not None], echo.pid) if pin else None
+        load_before = os.getloadavg()
         if load_before[0] > 1.0:
             progress(f"warning: load average {load_before[0]:.1f} before the run: other processes compete for the "
-                     "2 cores and inflate the tails of both modes")
-        urls = {"direct": f"ws://127.0.0.1:{echo_port}/v1/realtime?model=gpt-realtime",
-                "relay": f"ws://127.0.0.1:{gw_port}/v1/realtime?model=gpt-realtime"}
-        e0, g0, t0 = _cpu_seconds(echo.pid), _cpu_seconds(gateway.pid), time.monotonic()
-        schedule, states = asyncio.run(_run_alternating(urls, clients, seconds, _audio_chunks()))
-        wall = time.monotonic() - t0
-        relay_active = schedule.count("relay") * ROUND_S
-        cpu = {"relay_gateway": (_cpu_seconds(gateway.pid) - g0) / relay_active * 100,
-               "echo_upstream": (_cpu_seconds(echo.pid) - e0) / wall * 100}
+                     "CPUs and inflate the tails of every mode (compare the modes with each other, not with other "
+                     "runs)")
+        e0, t0 = cpu_seconds(echo.pid), time.monotonic()
+        schedule, streams, cpu_marks = asyncio.run(
+            _run_rounds(urls, clients, seconds, append_ms, _audio_chunks(append_ms), pids))
+        echo_cpu = (cpu_seconds(echo.pid) - e0) / (time.monotonic() - t0) * 100
     finally:
+        if node is not None:
+            node.terminate()
+            node.wait(5)
         for proc in (gateway, echo):
             proc.terminate()
             proc.join(5)
-    direct, relay = _stats(schedule, states, "direct"), _stats(schedule, states, "relay")
-    result = _report(clients, seconds, direct, relay, cpu)
-    result["added_latency_ms"]["p99_paired_median"] = _paired_p99(schedule, direct, relay)
-    result["schedule"] = schedule
+    stats = {m: _mode_stats(schedule, streams, m, append_ms, cpu_marks) for m in urls}
+    samples = {m: stats[m].pop("_samples") for m in urls}
+    result = _result(clients, seconds, append_ms, history, peer, stats, schedule)
+    result["echo_upstream_cpu_percent"] = echo_cpu
+    result["settings"].update({"uvicorn_ws": ws_impl, "niceness": niceness, "cpu_pinning": pinning,
+                               "compare": compare})
     result["loadavg_before"] = list(load_before)
     result["loadavg_after"] = list(os.getloadavg())
-    result["settings"]["uvicorn_ws"] = ws_impl
-    result["settings"]["niceness"] = niceness
-    result["settings"]["cpu_pinning"] = pinning
-    samples = {"direct": direct.pop("_samples"), "relay": relay.pop("_samples")}
-    paired = result["added_latency_ms"]["p99_paired_median"]
-    if paired is not None:
-        print(f"added p99, median over {len(schedule) // 2 - 1} adjacent round pairs: {paired:+.3f} ms")
+    _print(result)
     write_json(out, result)
     png = out.with_suffix(".png")
     _plot(png, samples, result)
     print(f"\nwrote {out} and {png}")
-    return 0 if not relay["lost"] and not relay["errors"] else 1
+    vc = stats["voicecall"]
+    return 0 if not vc["lost"] and not vc["errors"] else 1
 
 
-def _report(clients: int, seconds: float, direct: dict[str, Any], relay: dict[str, Any],
-            cpu: dict[str, float]) -> dict[str, Any]:
-    def added(key: str) -> float | None:
-        a, b = relay["latency_ms"][key], direct["latency_ms"][key]
-        return None if a is None or b is None else a - b
-
-    def ratio(a: float | None, b: float | None) -> float | None:
-        return None if a is None or not b else a / b
-
+def _result(clients: int, seconds: float, append_ms: int, history: bool, peer: str | None,
+            stats: dict[str, dict[str, Any]], schedule: list[str]) -> dict[str, Any]:
+    relays = [m for m in stats if m != "direct"]
+    direct = stats["direct"]["latency_ms"]
+    added = {m: {k: (stats[m]["latency_ms"][k] - direct[k]) if stats[m]["latency_ms"][k] is not None
+                 and direct[k] is not None else None for k in ("p50", "p90", "p99", "p999", "mean")}
+             for m in relays}
+    for m in relays:
+        added[m]["p99_paired_median"] = _paired_added_p99(schedule, stats, m)
     result: dict[str, Any] = {
         "benchmark": "relay", "machine": machine_info(),
-        "settings": {"clients": clients, "seconds": seconds, "append_ms": APPEND_MS, "sample_rate": 24000,
-                     "append_base64_chars": SAMPLES * 2 * 4 // 3, "compression": "none",
-                     "history": "sqlite (relay conversations recorded)"},
-        "direct": {k: v for k, v in direct.items() if k != "_samples"},
-        "relay": {k: v for k, v in relay.items() if k != "_samples"},
-        "added_latency_ms": {"p50": added("p50"), "p90": added("p90"), "p99": added("p99"), "mean": added("mean")},
-        "ratio_relay_to_direct": {
-            "latency_p50": ratio(relay["latency_ms"]["p50"], direct["latency_ms"]["p50"]),
-            "latency_p99": ratio(relay["latency_ms"]["p99"], direct["latency_ms"]["p99"]),
-            "throughput": ratio(relay["throughput"]["messages_per_s"], direct["throughput"]["messages_per_s"]),
-        },
-        "cpu_percent_of_one_core": cpu,
-        "target": {"added_p99_ms_max": 1.0},
+        "settings": {"clients": clients, "seconds_per_mode": seconds, "append_ms": append_ms, "sample_rate": RATE,
+                     "append_base64_chars": RATE * append_ms // 1000 * 2 * 4 // 3, "compression": "none",
+                     "history": "sqlite" if history else "off", "round_s": ROUND_S},
+        "modes": stats, "added_latency_ms": added, "schedule": schedule, "peer": peer,
     }
-    add99 = result["added_latency_ms"]["p99"]
-    result["target"]["met"] = add99 is not None and add99 <= 1.0
-    rows = [("", "direct", "relay", "added", "relay/direct")]
-    for key in ("p50", "p90", "p99", "p999", "max", "mean"):
-        d, r = direct["latency_ms"][key], relay["latency_ms"][key]
-        rows.append((f"round trip {key} (ms)", f"{d:.3f}", f"{r:.3f}", f"{r - d:+.3f}", f"{r / d:.2f}x"))
-    dm, rm = direct["throughput"]["messages_per_s"], relay["throughput"]["messages_per_s"]
-    rows.append(("messages/s", f"{dm:.0f}", f"{rm:.0f}", f"{rm - dm:+.0f}", f"{rm / dm:.3f}x"))
-    rows.append(("echo MB/s", f"{direct['throughput']['echo_mb_per_s']:.2f}",
-                 f"{relay['throughput']['echo_mb_per_s']:.2f}", "", ""))
-    rows.append(("lost / errors", f"{direct['lost']} / {len(direct['errors'])}",
-                 f"{relay['lost']} / {len(relay['errors'])}", "", ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    print(f"\nrelay benchmark: {clients} concurrent streams x {seconds:g} s, one 100 ms append "
-          f"(24 kHz PCM16) every 100 ms each, echoed by the upstream")
+    if peer is not None:
+        vc, other = stats["voicecall"], stats[peer]
+
+        def ratio(a: float | None, b: float | None) -> float | None:
+            return None if a is None or not b else a / b
+
+        cpu_ratio = ratio((vc.get("cpu") or {}).get("us_per_message"), (other.get("cpu") or {}).get("us_per_message"))
+        p99_ratio = ratio(added["voicecall"]["p99"], added[peer]["p99"])
+        result["voicecall_vs_peer"] = {
+            "cpu_per_message": cpu_ratio, "added_p99": p99_ratio,
+            "added_p99_paired": ratio(added["voicecall"]["p99_paired_median"], added[peer]["p99_paired_median"]),
+            "p99": ratio(vc["latency_ms"]["p99"], other["latency_ms"]["p99"]),
+        }
+        mine, theirs = added["voicecall"]["p99"], added[peer]["p99"]
+        result["targets"] = {
+            "cpu_per_message_le_peer": cpu_ratio is not None and cpu_ratio <= 1.0,
+            "added_p99_le_peer": mine is not None and theirs is not None and mine <= theirs,
+            "nothing_lost": not vc["lost"] and not vc["errors"],
+        }
+    return result
+
+
+def _print(result: dict[str, Any]) -> None:
+    stats = result["modes"]
+    modes = list(stats)
+    s = result["settings"]
+    rows: list[tuple[str, ...]] = [("", *modes)]
+
+    def fmt(v: float | None, spec: str = ".3f") -> str:
+        return "—" if v is None else format(v, spec)
+
+    for key, label in (("p50", "round trip p50 (ms)"), ("p90", "round trip p90 (ms)"), ("p99", "round trip p99 (ms)"),
+                       ("p999", "round trip p99.9 (ms)"), ("max", "round trip max (ms)")):
+        rows.append((label, *(fmt(stats[m]["latency_ms"][key]) for m in modes)))
+    added = result["added_latency_ms"]
+    for key, label in (("p50", "added p50 (ms)"), ("p99", "added p99 (ms)"),
+                       ("p99_paired_median", "added p99, paired rounds (ms)")):
+        rows.append((label, "", *(fmt(added[m][key], "+.3f") for m in modes[1:])))
+    rows.append(("relay CPU, % of one core", "", *(fmt((stats[m].get("cpu") or {}).get("percent_of_one_core"), ".1f")
+                                                    for m in modes[1:])))
+    rows.append(("relay CPU per message (µs)", "", *(fmt((stats[m].get("cpu") or {}).get("us_per_message"), ".1f")
+                                                      for m in modes[1:])))
+    rows.append(("messages/s", *(f"{stats[m]['messages_per_s']:.0f}" for m in modes)))
+    rows.append(("lost / errors", *(f"{stats[m]['lost']} / {len(stats[m]['errors'])}" for m in modes)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(modes) + 1)]
+    print(f"\nrelay benchmark: {s['clients']} clients per mode, one {s['append_ms']} ms append "
+          f"({s['append_base64_chars']} base64 chars) every {s['append_ms']} ms each, {s['seconds_per_mode']:g} s per "
+          f"mode in {s['round_s']:g} s rounds; voicecall history {s['history']}")
     for row in rows:
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
-    print(f"gateway CPU {cpu['relay_gateway']:.0f}% of one core while relaying "
-          f"({cpu['relay_gateway'] / clients:.2f}% per stream); echo upstream {cpu['echo_upstream']:.0f}%")
-    verdict = "met" if result["target"]["met"] else "NOT met"
-    print(f"added latency p50 {result['added_latency_ms']['p50']:+.3f} ms, p99 {add99:+.3f} ms "
-          f"(target <= 1 ms at p99: {verdict})")
-    return result
+    cmp = result.get("voicecall_vs_peer")
+    if cmp:
+        t = result["targets"]
+        print(f"voicecall / {result['peer']}: CPU per message x{fmt(cmp['cpu_per_message'], '.2f')} "
+              f"({'<= 1: met' if t['cpu_per_message_le_peer'] else 'NOT met'}), added p99 "
+              f"x{fmt(cmp['added_p99'], '.2f')} ({'met' if t['added_p99_le_peer'] else 'NOT met'}), "
+              f"p99 x{fmt(cmp['p99'], '.2f')}; nothing lost: {'yes' if t['nothing_lost'] else 'NO'}")
 
 
 def _plot(path: Path, samples: dict[str, list[float]], result: dict[str, Any]) -> None:
@@ -432,29 +579,29 @@ def _plot(path: Path, samples: dict[str, list[float]], result: dict[str, Any]) -
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, color in (("direct", "tab:blue"), ("relay", "tab:orange")):
-        vals = np.sort(np.asarray(samples[name]))
+    colors = {"direct": "tab:blue", "voicecall": "tab:orange", "node": "tab:green", "compare": "tab:green"}
+    for name, vals_list in samples.items():
+        vals = np.sort(np.asarray(vals_list))
         if len(vals) == 0:
             continue
+        color = colors.get(name, "tab:grey")
         ax1.plot(vals, np.arange(1, len(vals) + 1) / len(vals), label=name, color=color)
-        per_r = result[name]["p99_per_round"]
-        ax2.plot([int(k) for k in per_r], list(per_r.values()), marker="o", ms=3, ls="", label=f"{name} p99",
-                 color=color)
+        per_r = result["modes"][name]["p99_per_round"]
+        pts = [(int(k), v) for k, v in per_r.items() if v is not None]
+        ax2.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, ls="", label=f"{name} p99", color=color)
     ax1.set_xscale("log")
     ax1.set_xlabel("round trip per message (ms, log)")
     ax1.set_ylabel("fraction of messages")
     ax1.axhline(0.99, color="grey", lw=0.6, ls="--")
     ax1.legend()
     ax1.set_title("round-trip latency CDF")
-    ax2.set_xlabel("round (1 s each; direct and relay alternate)")
+    ax2.set_xlabel(f"round ({ROUND_S:g} s each; the modes take turns)")
     ax2.set_ylabel("p99 round trip (ms)")
     ax2.set_yscale("log")
     ax2.legend()
     ax2.set_title("p99 per round")
     s = result["settings"]
-    add = result["added_latency_ms"]
-    fig.suptitle(f"relay: {s['clients']} streams, 100 ms appends — added p50 {add['p50']:+.3f} ms, "
-                 f"p99 {add['p99']:+.3f} ms")
+    fig.suptitle(f"relay: {s['clients']} clients x {1000 // s['append_ms']} appends/s, history {s['history']}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

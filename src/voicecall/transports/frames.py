@@ -14,10 +14,12 @@ frame itself costs. Here:
   :meth:`~FrameSocket.pause_reading` / :meth:`~FrameSocket.resume_reading` give back-pressure: a relay pipes one
   socket into another and stops reading the source while the destination is above its high-water mark.
 
-Two implementations: the server side of ``voicecall serve`` (:mod:`voicecall.server.ws_protocol`, uvicorn's
-sans-I/O WebSocket protocol plus the ``voicecall.frames`` ASGI scope extension) and the upstream client side
-(:mod:`voicecall.gateway.upstream_ws`). :class:`AsgiFrameSocket` gives the same interface over plain ASGI (another
-server), one reader task and one writer task per socket, for when the extension is absent.
+Implementations: the server side of ``voicecall serve`` (:mod:`voicecall.server.ws_protocol`, uvicorn's sans-I/O
+WebSocket protocol plus the ``voicecall.frames`` ASGI scope extension); ``websockets``' asyncio connections with
+:class:`FrameConnectionMixin` (:class:`FrameClientConnection`: the relay's upstream socket and the relay
+benchmark's clients; :class:`FrameServerConnection`: the benchmark's echo upstream); :class:`AsgiFrameSocket`, the
+same interface over plain ASGI (another server), one reader task and one writer task per socket, for when the
+extension is absent.
 """
 
 from __future__ import annotations
@@ -27,9 +29,13 @@ import contextlib
 import os
 import struct
 from collections import deque
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.websockets import WebSocket
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.server import ServerConnection
+from websockets.frames import Frame, Opcode
+from websockets.protocol import CLIENT, State
 
 try:
     from websockets.speedups import apply_mask as _apply_mask
@@ -96,21 +102,39 @@ def frame_socket(ws: WebSocket) -> FrameSocket:
     return sock if sock is not None else AsgiFrameSocket(ws)
 
 
-def encode_frame(data: bytes, text: bool = True, mask: bool = False) -> bytes:
-    """One final, uncompressed data frame. ``mask``: client-to-server frames (RFC 6455 5.3), with a fresh key from
-    the operating system's random source, as the RFC asks."""
+class MaskKeys:
+    """Masking keys for one client connection, from the operating system's random source (as RFC 6455 5.3 asks),
+    read 1 KiB at a time: one ``getrandom`` system call per 256 frames instead of one per frame. One per
+    connection (not shared between threads)."""
+
+    __slots__ = ("_at", "_pool")
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def next(self) -> bytes:
+        at = self._at
+        if at >= len(self._pool):
+            self._pool, at = os.urandom(1024), 0
+        self._at = at + 4
+        return self._pool[at:at + 4]
+
+
+def encode_frame(data: bytes, text: bool = True, key: bytes | None = None) -> bytes:
+    """One final, uncompressed data frame; masked with ``key`` (4 bytes) when given: client-to-server frames (RFC
+    6455 5.3), see :class:`MaskKeys`."""
     n = len(data)
     op = 0x81 if text else 0x82
-    m = 0x80 if mask else 0
+    m = 0x80 if key is not None else 0
     if n < 126:
         head = _H7(op, m | n)
     elif n < 65536:
         head = _H16(op, m | 126, n)
     else:
         head = _H64(op, m | 127, n)
-    if not mask:
+    if key is None:
         return head + data
-    key = os.urandom(4)
     return head + key + _apply_mask(data, key)
 
 
@@ -123,6 +147,134 @@ def check_text(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+# ------------------------------------------------------------------------------------------ websockets connections
+class FrameConnectionMixin:
+    """Makes a ``websockets`` asyncio connection a :class:`FrameSocket`: data messages go from ``data_received``
+    (``process_event``, the documented override point) to the sink; :meth:`send_frame` writes a frame at once.
+    Handshake, TLS, proxies, keepalive pings, the closing handshake and size limits stay ``websockets``'. Messages
+    that arrive between the handshake and :meth:`attach` are kept and delivered first; ``recv()`` never sees a data
+    message (``send()``, ``ping()`` and ``close()`` work as usual)."""
+
+    protocol: Any
+    transport: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sink: FrameSink | None = None
+        self._early: deque[tuple[bytes, bool]] = deque()
+        self._fragments: list[bytes] = []
+        self._fragment_text = False
+        self._write_paused = False
+        self._reading_paused = False
+        self._closed_told = False
+        self._keys = MaskKeys() if self.protocol.side is CLIENT else None
+
+    def attach(self, sink: FrameSink) -> None:
+        self.sink = sink
+        while self._early:
+            data, text = self._early.popleft()
+            sink.on_message(data, text)
+        if self.protocol.state is State.CLOSED:
+            self._tell_closed()
+
+    def send_frame(self, data: bytes, text: bool = True) -> bool:
+        """Write one data frame now (masked on a client); ``False`` once the connection is closing or closed."""
+        if self.protocol.state is not State.OPEN:
+            return False
+        keys = self._keys
+        self.transport.write(encode_frame(data, text, keys.next() if keys is not None else None))
+        return True
+
+    async def flush(self) -> None:
+        """Nothing to do: :meth:`send_frame` writes to the transport at once."""
+
+    @property
+    def buffered(self) -> int:
+        return int(self.transport.get_write_buffer_size())
+
+    @property
+    def writable(self) -> bool:
+        return not self._write_paused
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused:
+            self._reading_paused = True
+            if not self.transport.is_closing():
+                self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    # websockets hooks
+    def process_event(self, event: Any) -> None:
+        if not isinstance(event, Frame):
+            super().process_event(event)  # type: ignore[misc]  # the handshake
+            return
+        opcode = event.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if event.fin:
+                self._deliver(bytes(event.data), opcode is Opcode.TEXT)
+            else:
+                self._fragments = [bytes(event.data)]
+                self._fragment_text = opcode is Opcode.TEXT
+        elif opcode is Opcode.CONT:
+            self._fragments.append(bytes(event.data))
+            if event.fin:
+                data, self._fragments = b"".join(self._fragments), []
+                self._deliver(data, self._fragment_text)
+        else:
+            super().process_event(event)  # type: ignore[misc]  # ping, pong, close
+
+    def _deliver(self, data: bytes, text: bool) -> None:
+        if text and not check_text(data):
+            self.protocol.fail(1007, "invalid UTF-8 in a text message")
+            self.send_data()  # type: ignore[attr-defined]
+            return
+        sink = self.sink
+        if sink is None:
+            self._early.append((data, text))
+        else:
+            sink.on_message(data, text)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)  # type: ignore[misc]
+        if self.sink is not None:
+            self._tell_closed()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()  # type: ignore[misc]
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        super().resume_writing()  # type: ignore[misc]
+        self._write_paused = False
+        if self.sink is not None:
+            self.sink.on_writable()
+
+    def _tell_closed(self) -> None:
+        if self._closed_told or self.sink is None:
+            return
+        self._closed_told = True
+        close = self.protocol.close_rcvd
+        if close is None:
+            self.sink.on_closed(None, "")
+        else:
+            self.sink.on_closed(close.code, close.reason)
+
+
+class FrameClientConnection(FrameConnectionMixin, ClientConnection):
+    """``websockets.asyncio.client.connect(url, create_connection=FrameClientConnection)``: a client
+    :class:`FrameSocket`."""
+
+
+class FrameServerConnection(FrameConnectionMixin, ServerConnection):
+    """``websockets.asyncio.server.serve(handler, create_connection=FrameServerConnection)``: a server-side
+    :class:`FrameSocket` (the handler attaches a sink and awaits ``wait_closed()``)."""
 
 
 # ------------------------------------------------------------------------------------------ ASGI fallback

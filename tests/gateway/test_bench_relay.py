@@ -1,0 +1,62 @@
+"""``voicecall bench relay`` runs end to end with a tiny load: the echo upstream, the voicecall gateway, a compared
+relay (a second gateway given by URL; the shipped Node relay when Node.js is installed), alternating rounds, CPU of
+each relay read from /proc, JSON and plot written. No timing is asserted (shared, noisy machine)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from voicecall.bench import relay as bench
+from voicecall.server.thread import free_port
+
+
+def _args(tmp_path: Path, **kw: Any) -> argparse.Namespace:
+    base = {"clients": 3, "seconds": 1.0, "append_ms": 20, "compare": "none", "upstream_port": None,
+            "history": "on", "out": str(tmp_path / "relay.json"), "pin": False, "priority": False}
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def _check(tmp_path: Path, peer: str) -> dict[str, Any]:
+    result = json.loads((tmp_path / "relay.json").read_text())
+    assert (tmp_path / "relay.png").stat().st_size > 0
+    assert list(result["modes"]) == ["direct", "voicecall", peer]
+    assert sorted(set(result["schedule"])) == sorted(["direct", "voicecall", peer])
+    for mode, stats in result["modes"].items():
+        assert stats["messages"] == 3 * 50, mode  # 3 clients x 1 s at 50 appends/s, every one echoed
+        assert stats["lost"] == 0 and stats["errors"] == [], mode
+        assert stats["latency_ms"]["p50"] > 0
+    for mode in ("voicecall", peer):
+        assert result["modes"][mode]["cpu"]["seconds"] >= 0
+    assert set(result["voicecall_vs_peer"]) >= {"cpu_per_message", "added_p99"}
+    return result
+
+
+def test_compare_with_a_relay_given_by_url(tmp_path: Path) -> None:
+    """The compared relay is a second voicecall gateway (history off) on the bench's echo upstream port."""
+    upstream_port, peer_port = free_port(), free_port()
+    ctx = multiprocessing.get_context("spawn")
+    peer = ctx.Process(target=bench._gateway, args=(peer_port, upstream_port, "none", 8), daemon=True)
+    peer.start()
+    try:
+        bench._wait_port(peer_port, peer.is_alive)
+        url = f"ws://127.0.0.1:{peer_port}/v1/realtime?model=gpt-realtime"
+        assert bench.run(_args(tmp_path, compare=url, upstream_port=upstream_port)) == 0
+    finally:
+        peer.terminate()
+        peer.join(5)
+    result = _check(tmp_path, "compare")
+    assert result["settings"]["append_base64_chars"] == 1280
+
+
+@pytest.mark.skipif(not bench.node_available() or not (bench.NODE_RELAY / "node_modules" / "ws").is_dir(),
+                    reason="Node.js or bench/node-relay/node_modules (make install runs npm ci) not available")
+def test_compare_with_the_node_relay(tmp_path: Path) -> None:
+    assert bench.run(_args(tmp_path, compare="node", history="off")) == 0
+    _check(tmp_path, "node")
