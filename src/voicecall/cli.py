@@ -31,6 +31,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"voicecall: {exc}", file=sys.stderr)
         return 2
+    if cfg.voice_call.provider == "local":
+        from voicecall.speech.registry import check_stages
+
+        try:  # stage types, options and API keys, before anything loads or listens
+            check_stages(cfg.voice_call.local)
+        except ConfigError as exc:
+            print(f"voicecall: invalid configuration: {exc}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=cfg.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("voicecall")
     if cfg.server.host not in ("127.0.0.1", "localhost", "::1") and not cfg.server.api_keys:

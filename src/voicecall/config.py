@@ -180,6 +180,9 @@ class LocalConfig(_Model):
     decision to about the STT's final pass; costs wasted compute when the user goes on talking."""
     preload: bool = True
     """Load every model at start-up (with progress) instead of at the first session."""
+    prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """Pipeline price overrides by billing key (``deepgram/nova-3``): ``perMinute`` (audio minutes), ``per1kChars``
+    (TTS text), ``inputPerMTok`` / ``outputPerMTok`` (LLM tokens), USD. Defaults: ``voicecall.speech.prices``."""
 
 
 # ------------------------------------------------------------------------- provider: openai-realtime

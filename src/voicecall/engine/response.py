@@ -27,10 +27,14 @@ from voicecall.speech.base import (
     FunctionTool,
     LLMError,
     LLMUsage,
+    Served,
     TextDelta,
     ToolCallDelta,
     TTSModel,
+    served_by,
 )
+from voicecall.speech.cloud import ProviderError
+from voicecall.speech.prices import StageUse, cost_report
 
 if TYPE_CHECKING:
     from voicecall.engine.session import EngineSession
@@ -97,9 +101,12 @@ class Response:
         }
 
 
-def _synthesize(tts: TTSModel, text: str, voice: str | None, speed: float) -> list[PCM16]:
-    """All of one chunk's audio (run in a worker thread)."""
-    return list(tts.synthesize(text, voice, speed))
+def _synthesize(tts: TTSModel, text: str, voice: str | None, speed: float) -> tuple[list[PCM16], Served]:
+    """All of one chunk's audio, and who made it (run in a worker thread: a fallback chain reports per thread)."""
+    chunks = list(tts.synthesize(text, voice, speed))
+    last = getattr(tts, "last_served", None)
+    served = last() if callable(last) else None
+    return chunks, served or served_by(tts)
 
 
 class ResponseRunner:
@@ -117,6 +124,7 @@ class ResponseRunner:
         self._text_parts: list[str] = []  # text mode: all text; audio mode: text spoken so far
         self._calls: dict[int, Item] = {}
         self._llm_usage = LLMUsage()
+        self._tts_uses: dict[Served, StageUse] = {}
         self._audio_samples = 0
         self._tts_queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._tts_task: asyncio.Task[None] | None = None
@@ -261,6 +269,12 @@ class ResponseRunner:
             s.emit_error("llm_error", f"The language model failed: {exc}", type="server_error")
             if self._tts_task is not None:
                 self._tts_task.cancel()
+        except ProviderError as exc:  # the TTS failed (after any fallback): say so, clearly
+            r.status = "failed"
+            r.status_details = {"type": "failed", "error": {"type": "server_error", "code": "tts_error", "message": str(exc)}}
+            s.emit_error("tts_error", f"The speech synthesizer failed: {exc}", type="server_error")
+            if self._tts_task is not None:
+                self._tts_task.cancel()
         except Exception as exc:  # a response must always end with response.done
             log.exception("response %s failed", r.id)
             r.status = "failed"
@@ -302,8 +316,11 @@ class ResponseRunner:
             if text is None:
                 break
             t_req = time.monotonic()
-            chunks: list[PCM16] = await asyncio.to_thread(_synthesize, tts, text, voice, speed)
+            chunks, served = await asyncio.to_thread(_synthesize, tts, text, voice, speed)
             pcm = resampler.process(np.concatenate(chunks)) if chunks else np.zeros(0, np.int16)
+            use = self._tts_uses.setdefault(served, StageUse())
+            use.characters += len(text)
+            use.audio_seconds += len(pcm) / ENGINE_RATE
             if pcm.size == 0:
                 continue
             if "tts_first_audio_ms" not in r.metrics:
@@ -379,9 +396,24 @@ class ResponseRunner:
             r.status = "completed"
         r.usage = self._usage()
         done = r.to_dict(s.conversation.id)
-        done["x_voicecall"] = {"latency_ms": {k: round(v, 1) for k, v in r.metrics.items()}}
+        done["x_voicecall"] = {"latency_ms": {k: round(v, 1) for k, v in r.metrics.items()}, **self._cost()}
         s.emit({"type": "response.done", "response": done})
         s.on_response_done(r)
+
+    def _cost(self) -> dict[str, Any]:
+        """``providers`` (who served each stage) and ``cost`` (USD by stage) for ``x_voicecall``."""
+        s = self.s
+        uses: dict[str, dict[Served, StageUse]] = {}
+        stt = s.take_stt_uses()
+        if stt:
+            uses["stt"] = stt
+        u = self._llm_usage
+        uses["llm"] = {u.served or served_by(s.pipeline.llm): StageUse(input_tokens=u.input_tokens,
+                                                                       output_tokens=u.output_tokens)}
+        if self._tts_uses:
+            uses["tts"] = self._tts_uses
+        providers = {stage: ",".join(dict.fromkeys(sv.provider for sv in per)) for stage, per in uses.items()}
+        return {"providers": providers, "cost": cost_report(s.pipeline.prices, uses)}
 
     def _usage(self) -> dict[str, Any]:
         context = self.r.params.input_items if self.r.params.input_items is not None else self.s.conversation.items()

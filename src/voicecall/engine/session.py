@@ -35,6 +35,9 @@ from voicecall.protocol.session import (
     parse_tools,
     parse_voice,
 )
+from voicecall.speech.base import Served, served_by
+from voicecall.speech.cloud import ProviderError
+from voicecall.speech.prices import StageUse
 
 if TYPE_CHECKING:
     from voicecall.speech.registry import Pipeline
@@ -123,6 +126,7 @@ class EngineSession:
         self._turn = TurnTiming()
         self._spec: tuple[str, Response, ResponseRunner] | None = None  # speculative answer to the turn in progress
         self.speculate = local.speculative
+        self._stt_uses: dict[Served, StageUse] = {}
 
     # ------------------------------------------------------------------------------ plumbing
     def emit(self, event: dict[str, Any]) -> None:
@@ -363,7 +367,11 @@ class EngineSession:
         try:
             text = await stt.finish()
         except Exception as exc:
-            log.exception("speech recognition failed")
+            if isinstance(exc, ProviderError):  # a cloud recogniser: a clear message, no traceback
+                log.warning("speech recognition failed: %s", exc)
+                self.emit_error("stt_error", f"The speech recognizer failed: {exc}", type="server_error")
+            else:
+                log.exception("speech recognition failed")
             item.recognized.set_result("")
             if self.config.transcription is not None:
                 self.emit({"type": "conversation.item.input_audio_transcription.failed", "item_id": item.id,
@@ -372,6 +380,9 @@ class EngineSession:
             return
         if self._turn.speech_stopped is not None and self._turn.stt_final is None:
             self._turn.stt_final = time.monotonic()
+        stream = getattr(stt, "_stream", None)
+        served = getattr(stream, "served", None) or served_by(self.pipeline.stt)
+        self._stt_uses.setdefault(served, StageUse()).audio_seconds += item.audio_ms / 1000
         item.recognized.set_result(text)
         if self.config.transcription is not None:
             item.content[0]["transcript"] = text
@@ -570,6 +581,11 @@ class EngineSession:
             self.active = r
         r.task = asyncio.create_task(ResponseRunner(self, r).run())
         return r
+
+    def take_stt_uses(self) -> dict[Served, StageUse]:
+        """Audio recognised since the last response, by the provider that recognised it (for its cost)."""
+        uses, self._stt_uses = self._stt_uses, {}
+        return uses
 
     def on_response_audio_started(self, r: Response) -> None:
         self.audio_produced = True

@@ -28,6 +28,21 @@ PCM16 = npt.NDArray[np.int16]
 """Mono signed 16-bit samples."""
 
 
+# ------------------------------------------------------------------------------------- who served
+@dataclass(frozen=True, slots=True)
+class Served:
+    """The provider that served one call of a stage: its adapter ``name`` (``deepgram``) and its ``billing`` key
+    in the price table (``deepgram/nova-3``; ``None`` for local models, which cost nothing)."""
+
+    provider: str
+    billing: str | None = None
+
+
+def served_by(model: Any) -> Served:
+    """:class:`Served` of a plain (non-fallback) model: its ``name`` and optional ``billing`` attribute."""
+    return Served(str(getattr(model, "name", type(model).__name__)), getattr(model, "billing", None))
+
+
 # --------------------------------------------------------------------------------------------- VAD
 @runtime_checkable
 class VADStream(Protocol):
@@ -67,6 +82,18 @@ class STTStream(Protocol):
 
     def abort(self) -> None:
         """Drop the utterance without a result. Releases the stream."""
+        ...
+
+
+@runtime_checkable
+class EndOfTurnHints(Protocol):
+    """Optional extra of an :class:`STTStream` whose recogniser detects the end of a turn itself (Deepgram's
+    ``endpointing`` / ``speech_final`` and ``UtteranceEnd``). Turn detection may use it as a hint; nothing requires
+    it. Check with ``isinstance(stream, EndOfTurnHints)``."""
+
+    def end_of_turn(self) -> float | None:
+        """``time.monotonic()`` when the recogniser last said the speaker finished, if no new words came since;
+        else ``None``. Cheap and thread-safe (it reads a field the stream's receiver thread sets)."""
         ...
 
 
@@ -132,6 +159,8 @@ class ToolCallDelta:
 class LLMUsage:
     input_tokens: int = 0
     output_tokens: int = 0
+    served: Served | None = None
+    """Which provider produced the reply, when that is not the configured model itself (a fallback chain)."""
 
 
 LLMChunk = TextDelta | ToolCallDelta | LLMUsage

@@ -61,6 +61,8 @@ class OpenAICompatLLM:
         self.url = self.base_url + "/chat/completions"
         self.model = model
         self.model_label = model
+        self.billing = ("openai/" if "api.openai.com" in self.base_url else "openai-compatible/") + model
+        """Price-table key (see :mod:`voicecall.speech.prices`); servers on this machine are not in the table."""
         self._key = api_key or None
         self.max_tokens = int(max_tokens)
         self.temperature = float(temperature)

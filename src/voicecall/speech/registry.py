@@ -8,9 +8,13 @@ the same object, loaded once, even when several threads ask at the same time.
 Adapter types::
 
     vad: silero | webrtc | energy
-    stt: whisper | moonshine | pocketsphinx
-    llm: llama-cpp | openai-compatible | echo
-    tts: piper | espeak | tone
+    stt: whisper | moonshine | pocketsphinx | deepgram | openai-compatible | fallback
+    llm: llama-cpp | openai-compatible | anthropic | echo | fallback
+    tts: piper | espeak | tone | elevenlabs | openai-compatible | fallback
+
+Cloud adapters name the environment variable their key comes from (``Adapter.key_env``); a missing key is a
+configuration error found by :func:`check_stages` before anything loads (``voicecall serve`` calls it first).
+``fallback`` (any stage but VAD) wraps a ``chain`` of other stage configurations, see :mod:`.fallback`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -31,6 +36,7 @@ import numpy as np
 
 from ..config import ConfigError, LocalConfig, StageConfig
 from .base import LLM, STTModel, TTSModel, VADModel
+from .prices import StagePrices
 from .voices import VoiceMap
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,10 @@ class Adapter:
     target: str
     options: dict[str, Option]
     label: Callable[[dict[str, Any]], str] = field(default=lambda opts: "")
+    key_env: str | None = None
+    """Environment variable holding the API key (the ``apiKey`` option wins)."""
+    key_needed: Callable[[dict[str, Any]], bool] = field(default=lambda opts: True)
+    """Whether these options need a key (OpenAI-compatible servers only need one at api.openai.com)."""
 
 
 def _stem(key: str, default: str) -> Callable[[dict[str, Any]], str]:
@@ -71,6 +81,13 @@ def _o(kind: type | tuple[type, ...], kwarg: str, required: bool = False, defaul
 
 
 _NUM = (int, float)
+_OPENAI = "https://api.openai.com/v1"
+
+
+def _at_openai(opts: dict[str, Any]) -> bool:
+    return "api.openai.com" in str(opts.get("baseUrl", _OPENAI))
+
+
 STT_PROCESSES_DEFAULT = 2
 """pocketsphinx worker processes when ``stt.processes`` is not given (0 = decode in the server process)."""
 ADAPTERS: dict[str, dict[str, Adapter]] = {
@@ -106,6 +123,17 @@ ADAPTERS: dict[str, dict[str, Adapter]] = {
             "processes": _o(int, "processes", default=STT_PROCESSES_DEFAULT),
         }, lambda o: f"{o.get('language', 'en-us')}, {o.get('speed', 'accurate')}, {o.get('poolSize', 2)} decoders"
                      + (f" in {o['processes']} worker processes" if o.get("processes") else "")),
+        "deepgram": Adapter("stt", "deepgram", "stt_deepgram:DeepgramSTT", {
+            "model": _o(str, "model"), "apiKey": _o(str, "api_key"), "baseUrl": _o(str, "base_url"),
+            "language": _o(str, "language"), "endpointing": _o(int, "endpointing"),
+            "utteranceEndMs": _o(int, "utterance_end_ms"), "smartFormat": _o(bool, "smart_format"),
+            "keyterms": _o(list, "keyterms"), "keepAlive": _o(_NUM, "keep_alive"), "timeout": _o(_NUM, "timeout"),
+        }, lambda o: f"{o.get('model', 'nova-3')} at {o.get('baseUrl', 'wss://api.deepgram.com')}", "DEEPGRAM_API_KEY"),
+        "openai-compatible": Adapter("stt", "openai-compatible", "stt_openai_compat:OpenAICompatSTT", {
+            "baseUrl": _o(str, "base_url"), "model": _o(str, "model"), "apiKey": _o(str, "api_key"),
+            "language": _o(str, "language"), "prompt": _o(str, "prompt"), "timeout": _o(_NUM, "timeout"),
+        }, lambda o: f"{o.get('model', 'gpt-4o-mini-transcribe')} at {o.get('baseUrl', _OPENAI)}", "OPENAI_API_KEY",
+            _at_openai),
     },
     "llm": {
         "llama-cpp": Adapter("llm", "llama-cpp", "llm_llamacpp:LlamaCppLLM", {
@@ -120,6 +148,12 @@ ADAPTERS: dict[str, dict[str, Adapter]] = {
             "maxTokens": _o(int, "max_tokens"), "temperature": _o(_NUM, "temperature"),
             "timeout": _o(_NUM, "timeout"),
         }, lambda o: f"{o.get('model', 'default')} at {o.get('baseUrl')}"),
+        "anthropic": Adapter("llm", "anthropic", "llm_anthropic:AnthropicLLM", {
+            "model": _o(str, "model"), "apiKey": _o(str, "api_key"), "baseUrl": _o(str, "base_url"),
+            "maxTokens": _o(int, "max_tokens"), "temperature": _o(_NUM, "temperature"), "timeout": _o(_NUM, "timeout"),
+            "anthropicVersion": _o(str, "anthropic_version"),
+        }, lambda o: f"{o.get('model', 'claude-haiku-4-5')} at {o.get('baseUrl', 'https://api.anthropic.com')}",
+            "ANTHROPIC_API_KEY"),
         "echo": Adapter("llm", "echo", "llm_echo:EchoLLM", {"delay": _o(_NUM, "delay")}, lambda o: "test only"),
     },
     "tts": {
@@ -134,13 +168,26 @@ ADAPTERS: dict[str, dict[str, Adapter]] = {
             "sampleRate": _o(int, "sample_rate"), "wordMs": _o(int, "word_ms"), "gapMs": _o(int, "gap_ms"),
             "amplitude": _o(_NUM, "amplitude"),
         }, lambda o: "test only"),
+        "elevenlabs": Adapter("tts", "elevenlabs", "tts_elevenlabs:ElevenLabsTTS", {
+            "voiceId": _o(str, "voice_id"), "voices": _o(dict, "voices"), "model": _o(str, "model"),
+            "apiKey": _o(str, "api_key"), "baseUrl": _o(str, "base_url"), "outputFormat": _o(str, "output_format"),
+            "stability": _o(_NUM, "stability"), "similarityBoost": _o(_NUM, "similarity_boost"),
+            "timeout": _o(_NUM, "timeout"),
+        }, lambda o: f"{o.get('model', 'eleven_flash_v2_5')} at {o.get('baseUrl', 'wss://api.elevenlabs.io')}",
+            "ELEVENLABS_API_KEY"),
+        "openai-compatible": Adapter("tts", "openai-compatible", "tts_openai_compat:OpenAICompatTTS", {
+            "baseUrl": _o(str, "base_url"), "model": _o(str, "model"), "apiKey": _o(str, "api_key"),
+            "instructions": _o(str, "instructions"), "sampleRate": _o(int, "sample_rate"),
+            "timeout": _o(_NUM, "timeout"),
+        }, lambda o: f"{o.get('model', 'gpt-4o-mini-tts')} at {o.get('baseUrl', _OPENAI)}", "OPENAI_API_KEY",
+            _at_openai),
     },
 }
 
 
 def adapter_types() -> dict[str, list[str]]:
     """Valid ``type`` values per stage."""
-    return {stage: list(table) for stage, table in ADAPTERS.items()}
+    return {stage: list(table) + (["fallback"] if stage != "vad" else []) for stage, table in ADAPTERS.items()}
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -148,7 +195,8 @@ def _camel(key: str) -> str:
     return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), key)
 
 
-_KIND_NAMES = {int: "integer", str: "string", bool: "boolean"}
+_KIND_NAMES = {int: "integer", str: "string", bool: "boolean", list: "list", dict: "mapping"}
+FALLBACK_OPTIONS: dict[str, type | tuple[type, ...]] = {"chain": list, "firstByteTimeout": _NUM, "retryAfter": _NUM}
 
 
 def _check_type(stage: str, type_: str, key: str, value: Any, kind: type | tuple[type, ...]) -> Any:
@@ -161,15 +209,54 @@ def _check_type(stage: str, type_: str, key: str, value: Any, kind: type | tuple
     return value
 
 
+def _fallback_entries(stage: str, opts: dict[str, Any]) -> list[StageConfig]:
+    chain = opts.get("chain")
+    if not isinstance(chain, list) or not chain:
+        raise ConfigError(f"local.{stage} type 'fallback' needs a non-empty 'chain' list of {stage} configurations")
+    entries: list[StageConfig] = []
+    for n, raw in enumerate(chain):
+        if not isinstance(raw, dict) or "type" not in raw:
+            raise ConfigError(f"local.{stage}.chain[{n}] must be a mapping with a 'type' (got {raw!r})")
+        if raw["type"] == "fallback":
+            raise ConfigError(f"local.{stage}.chain[{n}]: a fallback chain cannot contain another fallback chain")
+        entries.append(StageConfig.model_validate(raw))
+    return entries
+
+
+def _resolve_fallback(stage: str, cfg: StageConfig) -> tuple[Adapter, dict[str, Any]]:
+    if stage == "vad":
+        raise ConfigError("local.vad cannot be a fallback chain (VAD runs on this machine)")
+    opts: dict[str, Any] = {}
+    for raw_key, value in cfg.options().items():
+        key = _camel(raw_key)
+        if key not in FALLBACK_OPTIONS:
+            raise ConfigError(f"local.{stage}: unknown option {raw_key!r} for type 'fallback'; valid options: "
+                              f"{', '.join(FALLBACK_OPTIONS)}")
+        if value is not None:
+            opts[key] = _check_type(stage, "fallback", key, value, FALLBACK_OPTIONS[key])
+    for n, entry in enumerate(_fallback_entries(stage, opts)):
+        try:
+            resolve_stage(stage, entry)
+        except ConfigError as exc:
+            raise ConfigError(f"in local.{stage}.chain[{n}]: {exc}") from None
+    names = " → ".join(str(e.get("type")) for e in opts["chain"])
+    return Adapter(stage, "fallback", "fallback:Fallback", {}, lambda o: names), opts
+
+
 def resolve_stage(stage: str, cfg: StageConfig) -> tuple[Adapter, dict[str, Any]]:
-    """Validate a stage configuration; return its adapter and its options (camelCase keys, ``None`` dropped)."""
+    """Validate a stage configuration; return its adapter and its options (camelCase keys, ``None`` dropped).
+
+    A cloud adapter's missing API key (neither ``apiKey`` nor its environment variable) is a ``ConfigError``."""
     table = ADAPTERS.get(stage)
     if table is None:
         raise ConfigError(f"unknown speech stage {stage!r}; stages are: {', '.join(STAGES)}")
+    if cfg.type == "fallback":
+        return _resolve_fallback(stage, cfg)
     adapter = table.get(cfg.type)
     if adapter is None:
         raise ConfigError(
-            f"local.{stage}.type {cfg.type!r} is not a known {stage} adapter; valid types: {', '.join(table)}"
+            f"local.{stage}.type {cfg.type!r} is not a known {stage} adapter; valid types: "
+            f"{', '.join(adapter_types()[stage])}"
         )
     opts: dict[str, Any] = {}
     for raw_key, value in cfg.options().items():
@@ -185,7 +272,25 @@ def resolve_stage(stage: str, cfg: StageConfig) -> tuple[Adapter, dict[str, Any]
             opts[key] = opt.default
         if opt.required and key not in opts:
             raise ConfigError(f"local.{stage} type {cfg.type!r} needs the option {key!r}")
+    if adapter.key_env and not opts.get("apiKey") and adapter.key_needed(opts) and not os.environ.get(adapter.key_env):
+        raise ConfigError(f"local.{stage} type {cfg.type!r} needs an API key: set the {adapter.key_env} environment "
+                          f"variable (or local.{stage}.apiKey)")
     return adapter, opts
+
+
+def stage_prices(local_cfg: LocalConfig) -> StagePrices:
+    try:
+        return StagePrices(local_cfg.prices)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def check_stages(local_cfg: LocalConfig) -> None:
+    """Validate every stage (types, options, API keys) and the prices without loading anything. Raises
+    ``ConfigError``."""
+    for stage in STAGES:
+        resolve_stage(stage, getattr(local_cfg, stage))
+    stage_prices(local_cfg)
 
 
 # ------------------------------------------------------------------------------------ model cache
@@ -205,6 +310,21 @@ def _build(adapter: Adapter, opts: dict[str, Any], progress: Progress | None = N
         return cls(**kwargs)
     except (ValueError, FileNotFoundError) as exc:
         raise ConfigError(f"local.{adapter.stage} ({adapter.type}): {exc}") from exc
+
+
+def _build_fallback(stage: str, opts: dict[str, Any], progress: Progress | None) -> Any:
+    from . import fallback
+
+    entries = _fallback_entries(stage, opts)
+    models = [load_stage(stage, e, progress) for e in entries]
+    names = [f"{e.type}" + (f" {e.options().get('model')}" if e.options().get("model") else "") for e in entries]
+    kw = {k: v for k, v in (("first_byte_timeout", opts.get("firstByteTimeout")),
+                            ("retry_after", opts.get("retryAfter"))) if v is not None}
+    if stage == "llm":
+        return fallback.FallbackLLM(models, names, **kw)
+    if stage == "stt":
+        return fallback.FallbackSTT(models, names, **kw)
+    return fallback.FallbackTTS(models, names, [e.type for e in entries], **kw)
 
 
 def load_stage(stage: str, cfg: StageConfig, progress: Progress | None = None) -> Any:
@@ -227,7 +347,8 @@ def load_stage(stage: str, cfg: StageConfig, progress: Progress | None = None) -
             if progress:
                 progress(f"loading {what}…")
             t0 = time.perf_counter()
-            model = _build(adapter, opts, progress)
+            model = (_build_fallback(stage, opts, progress) if adapter.type == "fallback"
+                     else _build(adapter, opts, progress))
             dt = time.perf_counter() - t0
             with _CACHE_LOCK:
                 _CACHE[key] = model
@@ -259,6 +380,8 @@ class Pipeline:
     voice_map: VoiceMap
     types: dict[str, str] = field(default_factory=dict)
     """Stage → adapter type, e.g. ``{"llm": "llama-cpp", ...}``."""
+    prices: StagePrices = field(default_factory=StagePrices)
+    """What each provider costs (``local.prices`` over the defaults), for ``response.done``'s cost."""
 
     def voice_names(self) -> list[str]:
         """Voice names clients may ask for (OpenAI's, plus any added by ``voiceMap``)."""
@@ -279,12 +402,12 @@ class Pipeline:
 
 def load_pipeline(local_cfg: LocalConfig, progress: Progress | None = None) -> Pipeline:
     """Build (or fetch from the process cache) every stage of ``local_cfg``. Raises ``ConfigError``."""
-    for stage in STAGES:  # validate everything before loading anything
-        resolve_stage(stage, getattr(local_cfg, stage))
+    check_stages(local_cfg)  # validate everything before loading anything
     models = {stage: load_stage(stage, getattr(local_cfg, stage), progress) for stage in STAGES}
     tts = models["tts"]
     try:
-        voice_map = VoiceMap(local_cfg.tts.type, tts.voices(), local_cfg.voice_map)
+        voice_map = VoiceMap(local_cfg.tts.type, tts.voices(), local_cfg.voice_map,
+                             getattr(tts, "default_voices", lambda: None)())
     except ValueError as exc:
         raise ConfigError(f"local.voiceMap: {exc}") from exc
     try:
@@ -292,7 +415,7 @@ def load_pipeline(local_cfg: LocalConfig, progress: Progress | None = None) -> P
     except ValueError as exc:
         raise ConfigError(f"local.voice: {exc}") from exc
     return Pipeline(models["vad"], models["stt"], models["llm"], tts, voice_map,
-                    {stage: getattr(local_cfg, stage).type for stage in STAGES})
+                    {stage: getattr(local_cfg, stage).type for stage in STAGES}, stage_prices(local_cfg))
 
 
 def warm_up(pipeline: Pipeline, progress: Progress | None = None) -> None:

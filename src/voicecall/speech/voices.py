@@ -42,8 +42,14 @@ _ESPEAK = {
 }
 
 
-def default_voices(tts_type: str, local_voices: list[str]) -> dict[str, LocalVoice]:
-    """The default table for a TTS adapter type, given the voices the loaded model offers."""
+def default_voices(tts_type: str, local_voices: list[str], table: Mapping[str, str] | None = None
+                   ) -> dict[str, LocalVoice]:
+    """The default table for a TTS adapter type, given the voices the loaded model offers (``table``: the model's
+    own name → voice table, e.g. ElevenLabs' voice ids)."""
+    if table:
+        return {name.lower(): LocalVoice(v) for name, v in table.items()}
+    if tts_type == "openai-compatible":  # OpenAI's speech endpoint knows the Realtime names itself
+        return {name: LocalVoice(name) for name in OPENAI_VOICES}
     if tts_type == "espeak":
         return {name: LocalVoice(v) for name, v in _ESPEAK.items()}
     if tts_type == "piper":
@@ -69,10 +75,11 @@ def _parse_override(value: str) -> LocalVoice:
 class VoiceMap:
     """Resolves OpenAI voice names to local voices for one TTS model."""
 
-    def __init__(self, tts_type: str, local_voices: list[str], overrides: Mapping[str, str] | None = None) -> None:
+    def __init__(self, tts_type: str, local_voices: list[str], overrides: Mapping[str, str] | None = None,
+                 model_table: Mapping[str, str] | None = None) -> None:
         self.tts_type = tts_type
         self.local_voices = list(local_voices)
-        table = default_voices(tts_type, self.local_voices)
+        table = default_voices(tts_type, self.local_voices, model_table)
         for name, value in (overrides or {}).items():
             entry = _parse_override(value)
             if self.local_voices and entry.voice not in self.local_voices:

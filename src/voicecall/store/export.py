@@ -64,9 +64,36 @@ def response_json(r: ResponseRecord) -> dict[str, Any]:
     }
 
 
+STAGES = ("stt", "llm", "tts")
+
+
+def cost_by_stage(responses: list[ResponseRecord]) -> dict[str, dict[str, Any]]:
+    """A pipeline conversation's cost split by stage: ``{"stt": {"usd": ..., "providers": [...]}, ...}`` summed over
+    its responses (empty when no response carried a split, e.g. a call relayed to OpenAI)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in responses:
+        stages = ((r.usage or {}).get("x_voicecall") or {}).get("cost", {}).get("stages") or {}
+        for stage, block in stages.items():
+            acc = out.setdefault(stage, {"usd": 0.0, "providers": []})
+            acc["usd"] = round(acc["usd"] + float(block.get("usd") or 0.0), 8)
+            for p in block.get("providers") or []:
+                if p.get("provider") and p["provider"] not in acc["providers"]:
+                    acc["providers"].append(p["provider"])
+    return {k: out[k] for k in (*STAGES, *sorted(set(out) - set(STAGES))) if k in out}
+
+
+def format_stage_costs(split: dict[str, dict[str, Any]]) -> str:
+    """``STT $0.0120 (deepgram) · LLM $0.0040 (anthropic) · TTS $0.0800 (elevenlabs)``."""
+    return " · ".join(f"{stage.upper()} {format_cost(v['usd'])} ({', '.join(v['providers']) or '-'})"
+                      for stage, v in split.items())
+
+
 def detail_json(d: ConversationDetail) -> dict[str, Any]:
     """The shape of ``GET /api/conversations/{id}`` and of the JSON export."""
     out = conversation_json(d.conversation)
+    split = cost_by_stage(d.responses)
+    if split:
+        out["cost_by_stage"] = split
     out["items"] = [item_json(item, i) for i, item in enumerate(d.items)]
     out["responses"] = [response_json(r) for r in d.responses]
     return out
@@ -194,6 +221,7 @@ def detail_markdown(d: ConversationDetail) -> str:
         f"| Client | {c.client or '-'} |",
         f"| Items | {c.item_count} |",
         f"| Estimated cost | {format_cost(c.cost_usd)} |",
+        *([f"| Cost by stage | {format_stage_costs(split)} |"] if (split := cost_by_stage(d.responses)) else []),
         "",
         "## Transcript",
         "",

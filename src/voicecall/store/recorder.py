@@ -978,7 +978,16 @@ class ConversationRecorder:
         usage = resp.get("usage")
         r.usage = dict(usage) if isinstance(usage, Mapping) else None
         r.model = r.model or self._conversation.model
-        r.cost_usd = self._prices.cost_usd(r.model, r.usage)
+        xv = _mapping(resp.get("x_voicecall"))
+        stage_cost = _mapping(xv.get("cost"))
+        total = stage_cost.get("total_usd")
+        if isinstance(total, (int, float)) and not isinstance(total, bool):
+            # The local engine's pipeline prices itself (speech/prices.py): keep its split by stage with the usage.
+            r.cost_usd = max(0.0, float(total))
+            r.usage = {**(r.usage or {}), "x_voicecall": {"cost": dict(stage_cost),
+                                                          "providers": dict(_mapping(xv.get("providers")))}}
+        else:
+            r.cost_usd = self._prices.cost_usd(r.model, r.usage)
         r.done_at, r.done_mono = self._clock(), self._mono()
         output = resp.get("output")
         audio_items: list[_Item] = []

@@ -247,6 +247,7 @@ function resetCallView() {
   client.latencies.length = 0;
   hooks.cost = 0;
   tokens.input = tokens.cached = tokens.output = 0;
+  stageCosts.clear();
   outputBufferActive = false;
   els.transcript.replaceChildren();
   const p = document.createElement("p");
@@ -413,11 +414,16 @@ function onEvent(ev) {
       break;
     case "response.done": {
       const r = ev.response || {};
-      if (r.usage) {
+      const pipelineCost = r.x_voicecall && r.x_voicecall.cost;
+      if (pipelineCost) {
+        // A local pipeline prices itself, per stage (STT minutes, LLM tokens, TTS characters).
+        hooks.cost += pipelineCost.total_usd || 0;
+        addStageCosts(pipelineCost.stages || {});
+      } else if (r.usage) {
         hooks.cost += costOfUsage(r.usage, client.pricing);
-        addTokens(r.usage);
-        renderCost();
       }
+      if (r.usage) addTokens(r.usage);
+      if (r.usage || pipelineCost) renderCost();
       const outputs = new Map((r.output || []).filter((i) => i && i.id).map((i) => [i.id, i]));
       for (const b of bubbles.values()) {
         if (r.id && b.responseId === r.id && !outputs.has(b.entry.itemId)) outputs.set(b.entry.itemId, { id: b.entry.itemId });
@@ -545,11 +551,24 @@ function addTokens(u) {
   tokens.cached += (u.input_token_details && u.input_token_details.cached_tokens) || 0;
 }
 
+const stageCosts = new Map(); // "stt" -> {usd, providers:Set}
+function addStageCosts(stages) {
+  for (const [stage, block] of Object.entries(stages)) {
+    const acc = stageCosts.get(stage) || { usd: 0, providers: new Set() };
+    acc.usd += block.usd || 0;
+    for (const p of block.providers || []) if (p.provider) acc.providers.add(p.provider);
+    stageCosts.set(stage, acc);
+  }
+}
+
 function renderCost() {
-  els.cost.textContent = `$${hooks.cost.toFixed(4)}`;
+  const split = [...stageCosts].map(([stage, v]) => `${stage.toUpperCase()} $${v.usd.toFixed(4)}`);
+  els.cost.textContent = `$${hooks.cost.toFixed(4)}` + (split.length ? ` (${split.join(" · ")})` : "");
   const priced = client.pricing && Object.values(client.pricing).some((v) => v > 0);
+  const who = [...stageCosts].map(([stage, v]) => `${stage}: ${[...v.providers].join(", ")}`).join("; ");
   els.cost.title = `${tokens.input} input tokens (${tokens.cached} cached), ${tokens.output} output tokens` +
-    (client.pricing && !priced ? " · this server's local engine is free" : "");
+    (who ? ` · ${who}` : "") +
+    (client.pricing && !priced && !stageCosts.size ? " · this server's local engine is free" : "");
 }
 
 // ---------------------------------------------------------------------------------------------- settings
