@@ -47,8 +47,8 @@ def test_snake_case_options_are_accepted() -> None:
 
 
 @pytest.mark.parametrize("stage, cfg, message", [
-    ("llm", StageConfig(type="gpt-5"), "valid types: llama-cpp, openai-compatible, echo"),
-    ("tts", StageConfig(type="festival"), "valid types: piper, espeak, tone"),
+    ("llm", StageConfig(type="gpt-5"), "valid types: llama-cpp, openai-compatible, anthropic, echo, fallback"),
+    ("tts", StageConfig(type="festival"), "valid types: piper, espeak, tone, elevenlabs, openai-compatible, fallback"),
     ("vad", StageConfig(type="silero", treshold=0.5), "unknown option 'treshold'"),
     ("llm", StageConfig(type="llama-cpp", maxTokens="many"), "maxTokens .* must be a integer|must be an integer"),
     ("llm", StageConfig(type="openai-compatible"), "needs the option 'baseUrl'"),
@@ -63,7 +63,8 @@ def test_configuration_errors_are_clear(stage: str, cfg: StageConfig, message: s
 def test_every_stage_is_validated_before_loading() -> None:
     with pytest.raises(ConfigError, match="local.tts.type"):
         load_pipeline(LocalConfig(**{**TEST_STACK, "tts": StageConfig(type="nope")}))
-    assert adapter_types()["stt"] == ["whisper", "moonshine", "pocketsphinx"]
+    assert adapter_types()["stt"] == ["whisper", "moonshine", "pocketsphinx", "deepgram", "openai-compatible",
+                                      "fallback"]
 
 
 def test_voice_maps() -> None:

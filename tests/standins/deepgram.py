@@ -135,6 +135,8 @@ class _Session:
         pcm = np.frombuffer(data, dtype="<i2").astype(np.int16)
         if self.failure == "drop" and self.samples > 16000 * 0.5:
             raise Dropped("stand-in dropped the stream")  # run() closes with 1011, as Deepgram does on a failure
+        if self.failure == "stall":
+            return  # a server that takes audio and never answers
         if self.stream is None:
             self.stream = await asyncio.to_thread(self.model.new_stream)
         self.samples += len(pcm)

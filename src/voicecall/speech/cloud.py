@@ -20,11 +20,20 @@ from typing import Any
 
 from .base import LLMError
 
-QUIET_WS_LOG = logging.getLogger("voicecall.speech.vendor-websocket")
+
+class _Silent(logging.Logger):
+    """A logger that drops everything (and that ``logging.config`` cannot re-enable: it is not registered)."""
+
+    def isEnabledFor(self, level: int) -> bool:
+        return False
+
+    def handle(self, record: logging.LogRecord) -> None:
+        return None
+
+
+QUIET_WS_LOG: logging.Logger = _Silent("voicecall.speech.vendor-websocket")
 """Logger handed to ``websockets`` for vendor connections: its debug output prints the handshake headers, which
-carry API keys, so it is disabled."""
-QUIET_WS_LOG.disabled = True
-QUIET_WS_LOG.propagate = False
+carry API keys, so nothing it says is kept (the adapters report failures themselves, without the key)."""
 
 
 class Secret:
