@@ -205,6 +205,12 @@ class EngineSession:
 
     def _apply_config(self) -> None:
         self.input.set_turn_detection(self.config.turn_detection)
+        nr = (self.config.noise_reduction or {}).get("type")
+        current = getattr(self.input.denoiser, "profile", None)
+        if nr != current:
+            from voicecall.speech.denoise_rnnoise import RNNoiseStream
+
+            self.input.denoiser = RNNoiseStream(nr) if nr else None
         if self._codec.format != self.config.input_format:
             self._codec = AudioCodec(self.config.input_format)
 

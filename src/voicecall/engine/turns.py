@@ -79,6 +79,12 @@ def _safe_abort(stream: STTStream) -> None:
         log.debug("stt abort failed", exc_info=True)
 
 
+class Denoiser(Protocol):
+    """Input noise reduction (e.g. :class:`voicecall.speech.denoise_rnnoise.RNNoiseStream`): engine PCM in and out."""
+
+    def process(self, pcm: PCM16) -> PCM16: ...
+
+
 class TurnEvents(Protocol):
     def on_speech_started(self, audio_start_ms: int) -> None: ...
     def on_speech_stopped(self, audio_end_ms: int) -> None: ...
@@ -135,6 +141,7 @@ class InputAudioBuffer:
         self._recent16: deque[PCM16] = deque()  # 16 kHz audio kept for prefix padding
         self._recent16_len = 0
         self._stt: SttWorker | None = None
+        self.denoiser: Denoiser | None = None  # set by the session from audio.input.noise_reduction
 
     # ----------------------------------------------------------------------------- properties
     @property
@@ -143,6 +150,8 @@ class InputAudioBuffer:
 
     # --------------------------------------------------------------------------------- input
     def append(self, pcm: PCM16) -> None:
+        if self.denoiser is not None:  # audio.input.noise_reduction: before the buffer, the VAD and the STT
+            pcm = self.denoiser.process(pcm)
         if pcm.size == 0:
             return
         self._chunks.append(pcm)
