@@ -10,7 +10,7 @@ const els = {
   transcript: $("transcript"), latency: $("latency"), cost: $("cost"),
   micLevel: $("mic-level"), micFill: document.querySelector("#mic-level .meter-fill"), orb: $("orb"),
   speakUser: $("speaking-user"), speakAssistant: $("speaking-assistant"),
-  voice: $("voice"), instructions: $("instructions"), settingsSaved: $("settings-saved"),
+  voice: $("voice"), instructions: $("instructions"), transport: $("transport"), settingsSaved: $("settings-saved"),
   auth: $("auth"), authForm: $("auth-form"), apiKey: $("api-key"), apiKeyClear: $("api-key-clear"),
   history: $("history"), historyList: $("history-list"), historyMore: $("history-more"),
   historyRefresh: $("history-refresh"), historyNote: $("history-note"),
@@ -33,11 +33,13 @@ function loadSettings() {
 }
 function saveSettings() {
   try {
-    localStorage.setItem(SETTINGS_KEY, JSON.stringify({ voice: els.voice.value, instructions: els.instructions.value }));
+    localStorage.setItem(SETTINGS_KEY, JSON.stringify({
+      voice: els.voice.value, instructions: els.instructions.value, transport: els.transport.value }));
   } catch { /* storage disabled */ }
 }
 const saved = loadSettings();
 if (saved.voice && GA_VOICES.includes(saved.voice)) els.voice.value = saved.voice;
+if (saved.transport === "webrtc" || saved.transport === "websocket") els.transport.value = saved.transport;
 els.instructions.value = typeof saved.instructions === "string" && saved.instructions !== OLD_DEFAULT_INSTRUCTIONS
   ? saved.instructions : "";
 let serverInstructions = null; // the server's own instructions, learnt from session.created while the field is empty
@@ -81,6 +83,7 @@ let hadCall = false; // this page has been connected at least once during the cu
 const bubbles = new Map(); // itemId -> {el, textEl, entry, committed}
 
 const client = new RealtimeClient({
+  transport: els.transport.value,
   voice: els.voice.value,
   instructions: ownInstructions(),
   apiKey: getApiKey,
@@ -104,6 +107,7 @@ function startCall() {
   saveSettings();
   client.voice = els.voice.value;
   client.instructions = ownInstructions();
+  client.transport = els.transport.value;
   client.startRecording(); // one press connects and starts talking
   updateMuteButton();
   if (hadCall) addDivider("Reconnecting…"); // after a dropped call: keep its transcript
@@ -593,6 +597,10 @@ function applySetting(partial) {
 }
 
 els.voice.addEventListener("change", () => applySetting({ audio: { output: { voice: els.voice.value } } }));
+els.transport.addEventListener("change", () => {
+  saveSettings();
+  flashSaved(client.state === "connected" ? "Saved. Used from the next call." : "Saved. Used when you connect.");
+});
 els.instructions.addEventListener("change", () => {
   const own = ownInstructions();
   if (own !== undefined) applySetting({ instructions: own });
