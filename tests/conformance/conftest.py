@@ -73,11 +73,8 @@ def conformance_server(tmp_path_factory: pytest.TempPathFactory, page_port: int)
     "your app on another site" configuration)."""
     netns_required()
     tmp = tmp_path_factory.mktemp("conformance")
-    overrides: dict[str, Any] = {**ECHO_STACK, "server.maxSessions": 8}
-    from voicecall.config import ServerConfig
-
-    if "allowed_origins" in ServerConfig.model_fields:  # TODO(stock-clients): unconditional once stock-server lands
-        overrides["server.allowedOrigins"] = [f"http://127.0.0.1:{page_port}"]
+    overrides: dict[str, Any] = {**ECHO_STACK, "server.maxSessions": 8,
+                                 "server.allowedOrigins": [f"http://127.0.0.1:{page_port}"]}
     with ServerThread(make_config(tmp, **overrides)) as srv:
         yield srv
 

@@ -57,8 +57,6 @@ def test_agents_sdk_websocket_node(conformance_server: ServerThread, tmp_path: P
 
 
 @pytest.mark.browser
-@pytest.mark.xfail(reason="server gap (issue 9, stock-server): no CORS yet - the page's POST /v1/realtime/client_secrets "
-                          "is blocked: no 'Access-Control-Allow-Origin' header", strict=False)
 def test_agents_sdk_webrtc_chromium_cross_origin(conformance_server: ServerThread, second_origin: str,
                                                  tmp_path: Path) -> None:
     """The SDK's browser bundle over WebRTC (its browser default) from a page on another origin: the ek_ secret and

@@ -32,6 +32,7 @@ from voicecall.audio import write_wav
 pytestmark = [pytest.mark.conformance, pytest.mark.browser]
 
 INSTRUCTIONS = "Seed-era instructions: answer like a pirate."
+SEED_MODEL = "gpt-4o-realtime-preview"  # seed-era code, through the seed's WebSocket path /api/realtime
 
 
 def test_seed_openai_realtime_websocket(make_server: Callable[..., ServerThread], tmp_path: Path) -> None:
@@ -48,12 +49,13 @@ def test_seed_openai_realtime_websocket(make_server: Callable[..., ServerThread]
                 if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
         # The page comes from the voicecall server's origin, as seed-era apps served it: a document loaded from the
         # server (so Chromium's local-network-access checks see a loopback page), then the seed page's content.
-        page.goto(f"{srv.http}/healthz?model=gpt-realtime&instructions={INSTRUCTIONS}")
+        page.goto(f"{srv.http}/healthz?model={SEED_MODEL}&wsPath=/api/realtime&instructions={INSTRUCTIONS}")
         page.set_content((PAGES / "seed.html").read_text())
         page.wait_for_function("() => window.run")
         assert page.evaluate("() => window.run().catch(e => e.message + ' ' + JSON.stringify(window.result))") \
             == "connected", page_errors
-        assert page.evaluate("() => window.rt.ws.protocol") == "realtime"
+        assert page.evaluate("() => [window.rt.ws.protocol, new URL(window.rt.ws.url).pathname]") == [
+            "realtime", "/api/realtime"]
         try:
             # Talk over the answer once it is heard.
             page.wait_for_function("() => window.rt.levels.remote > 0.05", timeout=30000)
@@ -78,7 +80,7 @@ def test_seed_openai_realtime_websocket(make_server: Callable[..., ServerThread]
     created = next(e[2] for e in res["events"] if e[1] == "session.created")
     assert created["instructions"] == INSTRUCTIONS
     assert created["audio"]["output"]["voice"] == "marin"
-    assert created["model"] == "gpt-realtime"
+    assert created["model"] == SEED_MODEL  # the local engine reports what was asked
     # A spoken turn: the question transcribed, an answer transcribed and heard.
     texts = [res["transcripts"][i] for i in res["order"]]
     user = [t["text"].lower() for t in texts if t["role"] == "user" and t["isFinal"]]
