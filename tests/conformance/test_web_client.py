@@ -130,3 +130,25 @@ def test_demo_page_websocket_transport(conformance_server: ServerThread, tmp_pat
     user = [t["text"].lower() for t in hooks["transcripts"] if t["role"] == "user" and t["final"]]
     assert user and "capital" in user[0] and "france" in user[0], hooks["transcripts"]
     assert saved == "websocket"  # the choice is remembered
+
+
+def test_openai_realtime_from_another_site(conformance_server: ServerThread, second_origin: str,
+                                           tmp_path: Path) -> None:
+    """The documented "your app on another site" path with this client: module imported from voicecall, ek_ secret
+    from the app's side (``getClientSecret``), WebSocket to voicecall from the second origin (allowed by
+    ``server.allowedOrigins``)."""
+    chromium = chromium_or_skip()
+    wav = tmp_path / "question.wav"
+    write_wav(wav, speech(QUESTION, RTC_RATE, lead_s=1.0, tail_s=6.0, seed=2), RTC_RATE)
+    with chromium_page(chromium, wav, tmp_path) as page:
+        page.goto(f"{second_origin}/app-elsewhere.html?server={conformance_server.http}")
+        page.wait_for_function("() => window.run")
+        assert page.evaluate("() => window.run().catch(e => e.message)") == "connected"
+        page.wait_for_function("() => window.result.transcripts.some(t => t.role === 'assistant')", timeout=40000)
+        res: dict[str, Any] = page.evaluate("() => window.result")
+        page.evaluate("() => window.rt.disconnect()")
+    assert not res["errors"] and ["error"] not in res["events"], res
+    assert ["session.created", "Answer from another site."] in res["events"]
+    user = [t["text"].lower() for t in res["transcripts"] if t["role"] == "user"]
+    assert user and "capital" in user[0] and "france" in user[0], res["transcripts"]
+    assert res["audioChunks"] > 0

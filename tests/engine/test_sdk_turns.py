@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from tests.conftest import ServerThread, speech_pcm
 from tests.engine.sdk_helpers import append_pcm, audio_of, client_for, collect_until, index_of, of_type, recv_json, words
@@ -23,6 +24,7 @@ async def _session(conn, **session) -> dict:
     return ev[-1]["session"]
 
 
+@pytest.mark.conformance  # openai-python's place in the conformance suite (docs/protocol.md)
 async def test_vad_spoken_turn_event_sequence(local_server: ServerThread) -> None:
     client = client_for(local_server.http)
     async with client.realtime.connect(model="gpt-realtime") as conn:
@@ -39,6 +41,7 @@ async def test_vad_spoken_turn_event_sequence(local_server: ServerThread) -> Non
             await collect_until(conn, lambda e: e["type"] == "conversation.item.input_audio_transcription.completed",
                                 timeout=20, into=events)
     types = [e["type"] for e in events]
+    assert "error" not in types, of_type(events, "error")
     order = ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped", "input_audio_buffer.committed",
              "conversation.item.added", "conversation.item.done", "response.created", "response.output_item.added",
              "response.content_part.added", "response.output_audio_transcript.delta", "response.output_audio.delta",

@@ -192,6 +192,9 @@ function wsUrl(base, path, params) {
  *  - baseUrl ("" = same origin), sessionPath ("/session").
  *  - apiKey: string or (async) function returning one; sent as `Authorization: Bearer` on the session request.
  *  - sessionBody: extra JSON fields merged into the session request body.
+ *  - getClientSecret: (async) function returning an ek_ client secret (a string, or the JSON of
+ *    POST /v1/realtime/client_secrets) minted by your own backend; replaces the session request (for a page on
+ *    another site whose backend holds the voicecall API key).
  *  - audioConstraints: getUserMedia audio constraints (default echoCancellation/noiseSuppression/autoGainControl true).
  *  - mediaStream: use this MediaStream as the microphone instead of calling getUserMedia.
  *  - audioElement: the <audio> element that plays the assistant (default: a hidden one appended to <body>).
@@ -220,6 +223,7 @@ export class RealtimeClient {
     this.sessionPath = o.sessionPath ?? "/session";
     this.apiKey = o.apiKey ?? null;
     this.sessionBody = o.sessionBody ?? null;
+    this.getClientSecret = o.getClientSecret ?? null;
     this.audioConstraints = { ...DEFAULT_AUDIO_CONSTRAINTS, ...(o.audioConstraints || {}) };
     this.externalStream = o.mediaStream ?? null;
     this.audioElement = o.audioElement ?? null;
@@ -507,6 +511,18 @@ export class RealtimeClient {
     this._setState(STATES.CONNECTED, { callId: this.callId, provider: this.provider, model: this.model });
   }
 
+  async _secretFromApp() {
+    let got;
+    try { got = await this.getClientSecret(); } catch (err) {
+      throw new RealtimeError(`Could not get a client secret: ${(err && err.message) || err}`, { code: "client_secret_failed", cause: err });
+    }
+    const info = typeof got === "string" ? { value: got } : { ...(got || {}) };
+    if (typeof info.value !== "string" || !info.value) {
+      throw new RealtimeError("getClientSecret() returned no client secret.", { code: "bad_response" });
+    }
+    return info;
+  }
+
   _applySessionInfo(info) {
     this.sessionInfo = info;
     this.session = info.session || null;
@@ -612,6 +628,7 @@ export class RealtimeClient {
   }
 
   async _createSession(signal) {
+    if (this.getClientSecret) return this._secretFromApp();
     const headers = { "Content-Type": "application/json" };
     const key = typeof this.apiKey === "function" ? await this.apiKey() : this.apiKey;
     if (key) headers.Authorization = `Bearer ${key}`;
