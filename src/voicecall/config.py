@@ -78,6 +78,50 @@ class ServerConfig(_Model):
     internal_url: str | None = None
     """Where other replicas reach this one to forward a request for a call it owns (default:
     ``http://<host>:<port>``). Env: ``VOICECALL_INTERNAL_URL``."""
+    max_outgoing_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
+    """Bytes of events one connection may have waiting for a slow client (WebSocket queue, data-channel buffer).
+    Past half of it answer-audio deltas are dropped; past all of it the connection is closed (1008)."""
+    send_timeout_seconds: float = Field(30.0, gt=0)
+    """A client that takes no data for this long while the server has some to send is closed (1008)."""
+    first_event_seconds: float = Field(30.0, gt=0)
+    """A WebSocket that sends no event this long after its handshake is closed (1008)."""
+    idle_session_seconds: float = Field(600.0, gt=0)
+    """A session with no client event and no audio for this long is closed (1008, ``idle timeout``)."""
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    """Time a connection has to send the headers of a request (from connect, or from the first byte of the next
+    request on a kept-alive connection); slower connections are dropped."""
+    body_timeout_seconds: float = Field(30.0, gt=0)
+    """Time a request has to send its whole body once its headers arrived; slower requests get 408."""
+    keep_alive_seconds: float = Field(5.0, gt=0)
+    """An idle kept-alive HTTP connection is closed after this long."""
+    max_connections: int = Field(1000, ge=1)
+    """Open HTTP connections + WebSockets this process serves at once; more get HTTP 503."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses (or CIDR networks) of reverse proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are
+    believed; empty (the default): the address of the TCP peer is the client's, whatever headers say."""
+    max_input_audio_seconds: float = Field(300.0, gt=0)
+    """Uncommitted input audio a session may buffer; appends past it get ``input_audio_buffer_full``."""
+    max_conversation_items: int = Field(2000, ge=10)
+    """Items one session's conversation may hold; ``conversation.item.create`` past it gets ``conversation_full``,
+    and turns the server adds past it drop the oldest items."""
+    max_conversation_audio_seconds: float = Field(1800.0, gt=0)
+    """Audio a session's conversation keeps in memory (for ``conversation.item.retrieve``); past it the audio of
+    the oldest items is dropped (their transcripts stay)."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in v:
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/8, or '*' "
+                                 "for any)") from None
+        return v
 
     @field_validator("allowed_origins")
     @classmethod
@@ -200,6 +244,13 @@ class OpenAIRealtimeConfig(_Model):
     """Session fields a browser may set when it asks ``POST /session`` (``voice``, ``instructions``, ...)."""
     max_spend_usd: float | None = Field(None, gt=0)
     """Hang up a call (sideband) once its estimated cost passes this."""
+    request_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    """Longest wait for an upstream HTTP answer (``POST /session``, client secrets, calls, hangup) and for the
+    upstream WebSocket handshake; then the client gets 504 / ``upstream_timeout``."""
+    response_stall_seconds: float = Field(30.0, gt=0)
+    """A relayed response (or a ``response.create`` / ``input_audio_buffer.commit`` upstream never answers) with
+    no upstream event for this long is failed: ``error`` ``upstream_timeout`` to the client, ``response.cancel``
+    upstream, status ``failed`` in history."""
 
     @field_validator("model")
     @classmethod

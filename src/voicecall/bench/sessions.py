@@ -87,7 +87,10 @@ def ensure_netns(argv: list[str]) -> None:
 class ServerProcess:
     """``voicecall serve`` as a child process on 127.0.0.1 and a free port, with the benchmark's settings."""
 
-    def __init__(self, config: str | None, max_sessions: int, stt_processes: int | None = None) -> None:
+    def __init__(self, config: str | None, max_sessions: int, stt_processes: int | None = None, *,
+                 server_settings: dict[str, Any] | None = None, log_path: Path | None = None) -> None:
+        """``server_settings``: extra ``server.*`` settings (camelCase); ``log_path``: where the server's output goes
+        (default: this process's)."""
         import yaml
 
         raw: dict[str, Any] = {}
@@ -110,7 +113,8 @@ class ServerProcess:
         self.port = free_port()
         server = raw.setdefault("server", {})
         server.update({"host": "127.0.0.1", "port": self.port, "maxSessions": max_sessions + 4,
-                       "mintRatePerMinute": 100000, "logLevel": "warning"})
+                       "mintRatePerMinute": 100000, "logLevel": "warning", **(server_settings or {})})
+        self.log_path = log_path
         raw.setdefault("webrtc", {})["hostAddresses"] = ["127.0.0.1"]
         raw["webrtc"]["iceServers"] = []
         raw.setdefault("store", {})["url"] = "none"
@@ -128,8 +132,13 @@ class ServerProcess:
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("VOICECALL_")}
         env["VOICECALL_IN_NETNS"] = os.environ.get("VOICECALL_IN_NETNS", "")
-        self.proc = subprocess.Popen([sys.executable, "-m", "voicecall.cli", "serve", "--config", str(self.config_path)],
-                                     env=env)
+        out = self.log_path.open("ab") if self.log_path is not None else None
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "voicecall.cli", "serve", "--config",
+                                          str(self.config_path)], env=env, stdout=out, stderr=out)
+        finally:
+            if out is not None:
+                out.close()
         progress(f"starting the server ({self.stack} stack, pid {self.proc.pid}) and loading its models…")
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -151,6 +160,24 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self._dir.cleanup()
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/realtime"
+
+    def sessions(self) -> int:
+        """Live sessions, from ``GET /healthz``."""
+        import httpx
+
+        return int(httpx.get(self.url + "/healthz", timeout=5).json()["sessions"])
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server process, MiB (Linux ``/proc``)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
 
     def cpu_seconds(self) -> float | None:
         if self.proc is None:

@@ -77,10 +77,37 @@ class Item:
 
 
 class Conversation:
-    def __init__(self) -> None:
+    def __init__(self, max_items: int | None = None, max_audio_samples: int | None = None) -> None:
         self.id = new_id("conv_")
         self._order: list[str] = []
         self._items: dict[str, Item] = {}
+        self.max_items = max_items
+        """Past this many items the oldest are forgotten (``server.maxConversationItems``)."""
+        self.max_audio_samples = max_audio_samples
+        """Past this much audio the oldest items lose theirs (``server.maxConversationAudioSeconds``)."""
+
+    @property
+    def full(self) -> bool:
+        return self.max_items is not None and len(self._order) >= self.max_items
+
+    def trim(self) -> int:
+        """Enforce the bounds: forget the oldest items past ``max_items``, drop the audio of the oldest items past
+        ``max_audio_samples`` (transcripts stay). Returns the number of items forgotten."""
+        forgotten = 0
+        if self.max_items is not None:
+            while len(self._order) > self.max_items:
+                del self._items[self._order.pop(0)]
+                forgotten += 1
+        if self.max_audio_samples is not None:
+            total = sum(len(chunk) for item in self._items.values() for chunk in item.audio)
+            for item_id in self._order:
+                if total <= self.max_audio_samples:
+                    break
+                item = self._items[item_id]
+                if item.audio:
+                    total -= sum(len(chunk) for chunk in item.audio)
+                    item.audio = []
+        return forgotten
 
     def __contains__(self, item_id: str) -> bool:
         return item_id in self._items
@@ -115,7 +142,10 @@ class Conversation:
             idx = self._order.index(previous_item_id) + 1
         self._order.insert(idx, item.id)
         self._items[item.id] = item
-        return self._order[idx - 1] if idx > 0 else None
+        prev = self._order[idx - 1] if idx > 0 else None
+        if self.max_items is not None and len(self._order) > self.max_items:
+            self.trim()
+        return prev
 
     def previous_of(self, item_id: str) -> str | None:
         idx = self._order.index(item_id)

@@ -7,10 +7,10 @@ look for "where is event X handled". The session never touches sockets: it talks
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
@@ -78,6 +78,21 @@ class Recorder(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """What one session may hold in memory (``server.maxInputAudioSeconds``, ``server.maxConversationItems``,
+    ``server.maxConversationAudioSeconds``)."""
+
+    max_input_audio_seconds: float = 300.0
+    max_conversation_items: int = 2000
+    max_conversation_audio_seconds: float = 1800.0
+
+    @classmethod
+    def from_config(cls, server: Any) -> SessionLimits:
+        return cls(server.max_input_audio_seconds, server.max_conversation_items,
+                   server.max_conversation_audio_seconds)
+
+
 class EngineSession:
     HANDLERS: ClassVar[dict[str, str]] = {
         "session.update": "on_session_update",
@@ -94,12 +109,16 @@ class EngineSession:
     }
 
     def __init__(self, pipeline: Pipeline, local: LocalConfig, transport: Transport, *, model: str | None = None,
-                 recorder: Recorder | None = None, max_seconds: float | None = None) -> None:
+                 recorder: Recorder | None = None, max_seconds: float | None = None,
+                 limits: SessionLimits | None = None) -> None:
         self.pipeline = pipeline
         self.local = local
         self.transport = transport
         self.recorder = recorder
-        self.conversation = Conversation()
+        self.limits = limits or SessionLimits()
+        self.conversation = Conversation(self.limits.max_conversation_items,
+                                         int(self.limits.max_conversation_audio_seconds * 24000))
+        self._input_full_reported = False
         self.voices = set(pipeline.voice_names())
         self.vad_defaults = TurnDetection(threshold=local.threshold, prefix_padding_ms=local.prefix_padding_ms,
                                           silence_duration_ms=local.silence_duration_ms)
@@ -174,8 +193,6 @@ class EngineSession:
             eid = client_event_id(event)
             await self.handle(event)
         except ProtocolError as exc:
-            if eid is None and isinstance(message, (str, bytes)):
-                eid = _sniff_event_id(message)
             self.emit(from_exception(exc, eid))
 
     async def handle(self, event: dict[str, Any]) -> None:
@@ -234,6 +251,14 @@ class EngineSession:
         ``input_audio_buffer.append``: the WebRTC transport feeds its decoded media track here."""
         if self._closed or pcm.size == 0:
             return
+        if self.input.buffered_ms >= self.limits.max_input_audio_seconds * 1000:
+            if not self._input_full_reported:  # one error per full buffer, not one per append
+                self._input_full_reported = True
+                self.emit_error("input_audio_buffer_full", f"The input audio buffer holds its maximum of "
+                                f"{self.limits.max_input_audio_seconds:g} s; audio is dropped until it is committed "
+                                "or cleared.", param="audio")
+            return
+        self._input_full_reported = False
         if self.config.turn_detection is None and self._utt_item_id is None:
             self._new_utterance()
         self.input.append(pcm)
@@ -428,6 +453,9 @@ class EngineSession:
 
     # --------------------------------------------------------------------------- conversation
     def on_conversation_item_create(self, event: dict[str, Any]) -> None:
+        if self.conversation.full:
+            raise ProtocolError("conversation_full", f"The conversation holds its maximum of "
+                                f"{self.limits.max_conversation_items} items; delete some first.", "item")
         item = item_from_client(event["item"])
         prev = self.conversation.add(item, event.get("previous_item_id"))
         self.emit({"type": "conversation.item.added", "previous_item_id": prev, "item": item.to_dict()})
@@ -597,6 +625,7 @@ class EngineSession:
         self.audio_produced = True
 
     def on_response_done(self, r: Response) -> None:
+        self.conversation.trim()
         self.responses.pop(r.id, None)
         if self.active is r:
             self.active = None
@@ -633,11 +662,3 @@ class EngineSession:
 def _norm(text: str) -> str:
     return " ".join(w.strip(".,!?;:").lower() for w in text.split())
 
-
-def _sniff_event_id(message: str | bytes) -> str | None:
-    """Best-effort event_id from a message that failed validation (e.g. bad JSON has none)."""
-    try:
-        obj = json.loads(message)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return client_event_id(obj)

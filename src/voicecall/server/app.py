@@ -132,16 +132,24 @@ def ws_hard_limit(config: Config) -> int:
 
 
 def uvicorn_options(config: Config) -> dict[str, Any]:
-    """WebSocket settings every way of running the app shares (``voicecall serve``, tests, benchmarks).
+    """Connection settings every way of running the app shares (``voicecall serve``, tests, benchmarks): WebSocket
+    sizes and pings, HTTP header/body deadlines (:mod:`voicecall.server.http_timeouts`), keep-alive, the connection
+    cap, and which proxies' ``X-Forwarded-For`` counts (``server.trustedProxies``; none by default).
 
     permessage-deflate is off: realtime traffic is mostly base64 audio, which does not compress, and deflating
     every frame costs CPU on the audio path (OpenAI clients offer it by default). The WebSocket protocol is
     uvicorn's sans-I/O one with voicecall's frame-level extension (:mod:`voicecall.server.ws_protocol`), which the
     relay uses to move audio frames without a task or queue per message."""
+    from voicecall.server.http_timeouts import http_protocol
     from voicecall.server.ws_protocol import FrameWebSocketProtocol
 
+    server = config.server
     return {"ws": FrameWebSocketProtocol, "ws_max_size": ws_hard_limit(config), "ws_ping_interval": 20.0,
-            "ws_ping_timeout": 20.0, "ws_per_message_deflate": False}
+            "ws_ping_timeout": 20.0, "ws_per_message_deflate": False,
+            "http": http_protocol(server.header_timeout_seconds, server.body_timeout_seconds),
+            "timeout_keep_alive": server.keep_alive_seconds, "limit_concurrency": server.max_connections,
+            # X-Forwarded-For / -Proto count only from server.trustedProxies (uvicorn's default trusts loopback)
+            "proxy_headers": bool(server.trusted_proxies), "forwarded_allow_ips": list(server.trusted_proxies)}
 
 
 def _progress(message: str) -> None:

@@ -461,14 +461,20 @@ class MicrophoneInput:
 
 
 # --------------------------------------------------------------------------------------- transport
+MAX_PENDING_EVENTS = 256
+"""Events kept for a data channel that is not open yet (it must open within DATA_CHANNEL_OPEN_TIMEOUT)."""
+
+
 class WebRTCTransport:
     """The :class:`~voicecall.engine.session.Transport` of a WebRTC call: events on the data channel, audio on
     :class:`AnswerAudioTrack`. Events sent before the channel opens are queued and flushed on open."""
 
     kind = "webrtc"
 
-    def __init__(self, on_close: Callable[[str], None]) -> None:
+    def __init__(self, on_close: Callable[[str], None], max_outgoing_bytes: int = 4 << 20) -> None:
         self.track = AnswerAudioTrack(PlaybackCallbacks(self._audio_started, self._audio_stopped))
+        self.max_outgoing_bytes = max_outgoing_bytes
+        """Bytes the data channel may hold unsent (``bufferedAmount``) before the call is closed as too slow."""
         self.session: EngineSession | None = None  # set once the session exists (for playback events)
         self.channel: Any = None  # aiortc RTCDataChannel once the client opened "oai-events"
         self._pending: list[str] = []
@@ -490,6 +496,13 @@ class WebRTCTransport:
             self._send(msg)
 
     def _send(self, msg: str) -> None:
+        if self.channel.bufferedAmount + len(msg) > self.max_outgoing_bytes and self.channel.bufferedAmount:
+            if not self.closed:
+                self.closed = True
+                log.warning("closing a WebRTC call whose client is too slow: %d bytes of events unsent",
+                            self.channel.bufferedAmount)
+                self._on_close(f"client too slow: more than {self.max_outgoing_bytes} bytes of events unsent")
+            return
         try:
             self.channel.send(msg)
             self.events_sent += 1
@@ -507,7 +520,7 @@ class WebRTCTransport:
         msg = json.dumps(event, separators=(",", ":"))
         if self.channel_open and not self._pending:
             self._send(msg)
-        else:
+        elif len(self._pending) < MAX_PENDING_EVENTS:
             self._pending.append(msg)
 
     def send_audio(self, response_id: str, item_id: str, output_index: int, content_index: int,
@@ -588,8 +601,12 @@ class WebRTCPeer:
 
     def __init__(self, transport: WebRTCTransport, *, ice_servers: Sequence[IceServer] = (),
                  host_addresses: Sequence[str] = (), max_message_bytes: int = 16 * 1024 * 1024,
-                 open_timeout: float = DATA_CHANNEL_OPEN_TIMEOUT, jitter_buffer_frames: int = 1) -> None:
+                 open_timeout: float = DATA_CHANNEL_OPEN_TIMEOUT, jitter_buffer_frames: int = 1,
+                 idle_seconds: float | None = None) -> None:
         self.transport = transport
+        self.idle_seconds = idle_seconds
+        self.last_activity = time.monotonic()
+        """When the client last sent an event or microphone audio (``server.idleSessionSeconds``)."""
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self.host_addresses = list(host_addresses)
         self.max_message_bytes = max_message_bytes
@@ -620,6 +637,8 @@ class WebRTCPeer:
             if t.sender.track is self.transport.track and codecs and codecs[0].mimeType.lower() == "audio/opus":
                 self.transport.track.use_opus()
         self._spawn(self._watch_open())
+        if self.idle_seconds:
+            self._spawn(self._watch_idle(self.idle_seconds))
         return str(self.pc.localDescription.sdp)
 
     def start(self, session: EngineSession) -> None:
@@ -648,6 +667,7 @@ class WebRTCPeer:
                 log.exception("could not process a microphone frame")
 
     def _feed(self, pcm: PCM16) -> None:
+        self.last_activity = time.monotonic()
         if self.session is not None:
             self.session.feed_audio(pcm)
 
@@ -659,8 +679,23 @@ class WebRTCPeer:
             log.info("ignoring a second %r data channel", EVENTS_LABEL)
             return
         self.transport.attach_channel(channel)
-        channel.on("message", self._inbox.put_nowait)
+        channel.on("message", self._on_message)
         channel.on("close", lambda: self.close("the data channel closed"))
+
+    def _on_message(self, msg: str | bytes) -> None:
+        self.last_activity = time.monotonic()
+        self._inbox.put_nowait(msg)
+
+    async def _watch_idle(self, seconds: float) -> None:
+        """Close the call once neither events nor microphone audio came for ``seconds`` (a vanished peer)."""
+        from voicecall.transports.websocket import idle_timeout
+
+        while not self.closed.is_set():
+            quiet = time.monotonic() - self.last_activity
+            if quiet >= seconds:
+                idle_timeout(self.transport, "any event or audio", seconds)
+                return
+            await asyncio.sleep(min(seconds - quiet + 0.05, 5.0))
 
     def _on_state(self) -> None:
         state = self.pc.connectionState

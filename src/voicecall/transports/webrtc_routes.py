@@ -232,7 +232,7 @@ async def _read_offer(request: Request, state: AppState) -> tuple[str, dict[str,
 
 
 async def _create_local_call(request: Request, state: AppState, calls: CallRegistry) -> Response:
-    from voicecall.engine.session import EngineSession
+    from voicecall.engine.session import EngineSession, SessionLimits
     from voicecall.transports.websocket_session import _recorder
 
     parsed = await _read_offer(request, state)
@@ -257,13 +257,16 @@ async def _create_local_call(request: Request, state: AppState, calls: CallRegis
         pipeline = await state.get_pipeline()
         model = (initial or {}).get("model") if isinstance((initial or {}).get("model"), str) else None
         model = model or cfg.voice_call.local.model
-        transport = WebRTCTransport(on_close=lambda reason: peer.close(reason) if peer is not None else None)
+        transport = WebRTCTransport(on_close=lambda reason: peer.close(reason) if peer is not None else None,
+                                    max_outgoing_bytes=cfg.server.max_outgoing_bytes)
         peer = WebRTCPeer(transport, ice_servers=cfg.webrtc.ice_servers, host_addresses=cfg.webrtc.host_addresses,
                           max_message_bytes=cfg.server.max_message_bytes,
-                          jitter_buffer_frames=cfg.webrtc.jitter_buffer_frames)
+                          jitter_buffer_frames=cfg.webrtc.jitter_buffer_frames,
+                          idle_seconds=cfg.server.idle_session_seconds)
         recorder = _recorder(state, principal, model, "webrtc")
         session = EngineSession(pipeline, cfg.voice_call.local, transport, model=model, recorder=recorder,
-                                max_seconds=cfg.server.max_session_seconds)
+                                max_seconds=cfg.server.max_session_seconds,
+                                limits=SessionLimits.from_config(cfg.server))
         transport.session = session
         try:
             await session.start(initial)  # validates the initial session; session.created waits for the channel

@@ -1,7 +1,11 @@
 """The WebSocket transport: ``GET /v1/realtime`` carrying JSON events (audio as base64 inside them).
 
 Outgoing events go through one queue and one writer task, so events from concurrent engine tasks never
-interleave on the socket and the engine never waits for a slow client.
+interleave on the socket and the engine never waits for a slow client. The queue is bounded in bytes
+(:class:`~voicecall.transports.outbound.OutboundQueue`): a client that falls behind loses answer-audio deltas
+first, then the connection (1008, ``client too slow``). A send that does not complete within
+``server.sendTimeoutSeconds`` closes the connection too. :func:`receive_loop` closes sockets that send no first
+event within ``server.firstEventSeconds`` or go quiet for ``server.idleSessionSeconds``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from voicecall.audio import AudioCodec, b64encode
 from voicecall.protocol.errors import error_event
 from voicecall.protocol.ids import event_id
+from voicecall.transports.outbound import OutboundQueue
 
 log = logging.getLogger(__name__)
 # Largest answer-audio delta, in engine samples (0.5 s): keeps frames far below the SDK's 1 MiB limit.
@@ -27,9 +32,11 @@ MAX_DELTA_SAMPLES = 12000
 class WebSocketTransport:
     kind = "websocket"
 
-    def __init__(self, ws: WebSocket) -> None:
+    def __init__(self, ws: WebSocket, max_outgoing_bytes: int = 4 << 20, send_timeout: float = 30.0) -> None:
         self.ws = ws
-        self._out: asyncio.Queue[str | None] = asyncio.Queue()
+        self._out = OutboundQueue(max_outgoing_bytes)
+        self.send_timeout = send_timeout
+        self._dropped_reported = 0
         self._codecs: dict[str, AudioCodec] = {}
         self._writer: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
@@ -40,24 +47,45 @@ class WebSocketTransport:
         self._writer = asyncio.create_task(self._write())
 
     async def _write(self) -> None:
+        out = self._out
+        send = self.ws.send_text
         try:
             while True:
-                msg = await self._out.get()
+                msg = await out.get()
                 if msg is None:
                     break
-                await self.ws.send_text(msg)
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            pass
+                async with asyncio.timeout(self.send_timeout):
+                    await send(msg)
+                if out.dropped and not self._dropped_reported:
+                    self._dropped_reported = out.dropped
+                    log.warning("websocket client too slow: dropping answer-audio deltas it could not play in time")
+        except TimeoutError:
+            self._too_slow(f"took no data for {self.send_timeout:g} s")
+        except (WebSocketDisconnect, RuntimeError, OSError, asyncio.CancelledError):
+            pass  # CancelledError: the queue overflowed (see _put)
         finally:
+            if out.overflowed:
+                self._too_slow(f"more than {out.max_bytes} bytes of events unsent")
+            if out.dropped:
+                log.info("websocket client: %d answer-audio delta(s) dropped in all", out.dropped)
             self.closed.set()
             if self.ws.application_state == WebSocketState.CONNECTED:
                 with contextlib.suppress(Exception):
-                    await self.ws.close(self.close_code, self.close_reason)
+                    async with asyncio.timeout(self.send_timeout):  # a client that reads nothing takes no close
+                        await self.ws.close(self.close_code, self.close_reason)
+
+    def _too_slow(self, why: str) -> None:
+        log.warning("closing a websocket client that is too slow: %s", why)
+        self.close_code, self.close_reason = 1008, f"client too slow: {why}"[:120]
 
     # ------------------------------------------------------------------ Transport protocol
     def send_event(self, event: dict[str, Any]) -> None:
         if not self.closed.is_set():
-            self._out.put_nowait(json.dumps(event, separators=(",", ":")))
+            self._put(json.dumps(event, separators=(",", ":")), False)
+
+    def _put(self, frame: str, droppable: bool) -> None:
+        if not self._out.put(frame, droppable) and self._out.overflowed and self._writer is not None:
+            self._writer.cancel()  # it may be stuck in a send to this client: close now, from its finally
 
     def send_audio(self, response_id: str, item_id: str, output_index: int, content_index: int,
                    pcm: np.ndarray, fmt: str = "audio/pcm") -> None:
@@ -70,9 +98,11 @@ class WebSocketTransport:
                 self._delta(response_id, item_id, output_index, content_index, data)
 
     def _delta(self, response_id: str, item_id: str, output_index: int, content_index: int, data: bytes) -> None:
-        self.send_event({"type": "response.output_audio.delta", "event_id": event_id(), "response_id": response_id,
-                         "item_id": item_id, "output_index": output_index, "content_index": content_index,
-                         "delta": b64encode(data)})
+        if not self.closed.is_set():
+            self._put(json.dumps({"type": "response.output_audio.delta", "event_id": event_id(),
+                                  "response_id": response_id, "item_id": item_id, "output_index": output_index,
+                                  "content_index": content_index, "delta": b64encode(data)}, separators=(",", ":")),
+                      True)
 
     def end_audio(self, response_id: str, item_id: str, output_index: int, content_index: int) -> None:
         codec = self._codecs.pop(response_id, None)
@@ -86,31 +116,39 @@ class WebSocketTransport:
 
     def queue_depth(self) -> int:
         """Messages waiting for the client (the ``voicecall_queue_depth_*`` metrics)."""
-        return self._out.qsize()
+        return len(self._out)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         self.close_code, self.close_reason = code, reason
-        self._out.put_nowait(None)
+        self._out.finish()
 
     async def drain(self) -> None:
         """Let queued events reach the client, then stop the writer."""
-        self._out.put_nowait(None)
+        self._out.finish()
         if self._writer is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._writer, 5)
+                await asyncio.wait_for(self._writer, self.send_timeout + 1)
 
 
-async def receive_loop(ws: WebSocket, transport: WebSocketTransport, handle: Any, max_bytes: int) -> None:
-    """Read client messages until the socket closes; oversize messages get an error and are dropped."""
+async def receive_loop(ws: WebSocket, transport: WebSocketTransport, handle: Any, max_bytes: int, *,
+                       first_event_seconds: float | None = None, idle_seconds: float | None = None) -> None:
+    """Read client messages until the socket closes; oversize messages get an error and are dropped.
+
+    A client that sends nothing within ``first_event_seconds`` of the handshake, or nothing for ``idle_seconds``
+    later on, gets an ``error`` (``idle_timeout``) and a close 1008."""
+    limit, waited_for = first_event_seconds, "a first event"
     while not transport.closed.is_set():
         recv = asyncio.ensure_future(ws.receive())
         closed = asyncio.ensure_future(transport.closed.wait())
-        done, _ = await asyncio.wait({recv, closed}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({recv, closed}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
         if recv not in done:
             recv.cancel()
             closed.cancel()
+            if not done:
+                idle_timeout(transport, waited_for, limit or 0.0)
             return
         closed.cancel()
+        limit, waited_for = idle_seconds, "any event"
         msg = recv.result()
         if msg["type"] == "websocket.disconnect":
             return
@@ -125,3 +163,12 @@ async def receive_loop(ws: WebSocket, transport: WebSocketTransport, handle: Any
                 "per message. Send audio in smaller appends.", param=None))
             continue
         await handle(data)
+
+
+def idle_timeout(transport: Any, waited_for: str, seconds: float) -> None:
+    """Tell the client why it is being closed (``error`` ``idle_timeout``), then close it with 1008."""
+    what = waited_for.removeprefix("a ").removeprefix("any ")
+    log.info("closing an idle %s session: no %s for %g s", transport.kind, what, seconds)
+    transport.send_event(error_event("idle_timeout", f"No {what} from the client for {seconds:g} s: the server "
+                                     "closes the session.", type="invalid_request_error"))
+    transport.close(1008, f"idle timeout: no {what} for {seconds:g} s")

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 async def serve_engine_websocket(ws: WebSocket, state: AppState, principal: Principal, subprotocol: str | None) -> None:
-    from voicecall.engine.session import EngineSession
+    from voicecall.engine.session import EngineSession, SessionLimits
 
     await ws.accept(subprotocol=subprotocol)
     try:
@@ -26,7 +26,8 @@ async def serve_engine_websocket(ws: WebSocket, state: AppState, principal: Prin
     except Refused as exc:
         await refuse_websocket(ws, exc)
         return
-    transport = WebSocketTransport(ws)
+    server = state.config.server
+    transport = WebSocketTransport(ws, server.max_outgoing_bytes, server.send_timeout_seconds)
 
     def end(reason: str) -> None:  # drain ran out of time
         transport.send_event(closing_event(reason))
@@ -40,17 +41,18 @@ async def serve_engine_websocket(ws: WebSocket, state: AppState, principal: Prin
         model = ws.query_params.get("model") or state.config.voice_call.local.model
         recorder = _recorder(state, principal, model, "websocket")
         session = EngineSession(pipeline, state.config.voice_call.local, transport, model=model, recorder=recorder,
-                                max_seconds=state.config.server.max_session_seconds)
+                                max_seconds=server.max_session_seconds, limits=SessionLimits.from_config(server))
         transport.start()
         await session.start(principal.secret.session if principal.secret else None)
-        await receive_loop(ws, transport, session.handle_message, state.config.server.max_message_bytes)
+        await receive_loop(ws, transport, session.handle_message, server.max_message_bytes,
+                           first_event_seconds=server.first_event_seconds, idle_seconds=server.idle_session_seconds)
     finally:
         if session is not None:
             await session.close()
             if session.recorder is not None:
                 await session.recorder.close()
+        lease.release()  # before the drain: a client that reads nothing may hold the socket a while
         await transport.drain()
-        lease.release()
 
 
 def _recorder(state: AppState, principal: Principal, model: str, transport: str):  # type: ignore[no-untyped-def]
