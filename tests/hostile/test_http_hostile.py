@@ -26,14 +26,14 @@ async def test_slow_headers_bodies_and_idle_keepalive_are_cut(make_server: Calla
     conns = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(200)]
     for n, (_, writer) in enumerate(conns):
         if n % 2:
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # headers never finished
     outcomes = await asyncio.gather(*(_read_all(reader) for reader, _ in conns))
     assert all(out == b"" for out in outcomes)  # every one closed by the server, none answered
     for _, writer in conns:
         writer.close()
 
     reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
-    writer.write(b"POST /v1/realtime/client_secrets HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+    writer.write(b"POST /v1/realtime/client_secrets HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
                  b"content-length: 100\r\n\r\n{\"sess")
     answer = await _read_all(reader)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
@@ -41,7 +41,7 @@ async def test_slow_headers_bodies_and_idle_keepalive_are_cut(make_server: Calla
     writer.close()
 
     reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
-    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     answer = await _read_all(reader)  # answered, then closed once idle for keepAliveSeconds
     assert answer.startswith(b"HTTP/1.1 200") and b'"status":"ok"' in answer
     writer.close()
