@@ -16,134 +16,45 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 import websockets
-import yaml
 
 from tests import pg
-from tests.redis_server import RedisServer, redis_or_skip
-from voicecall.server.thread import free_port
+from tests.redis_server import redis_or_skip
+from voicecall.bench.cluster import LocalCluster, find_exe, wait_until
 
-SECRET_KEY = "cluster-test-signing-key"
 API_KEY = "cluster-test-api-key"
-ECHO_STACK = {"vad": {"type": "energy"}, "stt": {"type": "pocketsphinx", "speed": "fast", "processes": 0},
-              "llm": {"type": "echo"}, "tts": {"type": "tone"}}
 
 
 @dataclass
-class Replica:
-    name: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-@dataclass
-class Cluster:
-    replicas: list[Replica]
-    lb_port: int
-    redis: RedisServer
-    pg_url: str
-
-    @property
-    def lb(self) -> str:
-        return f"http://127.0.0.1:{self.lb_port}"
-
-    def by_name(self, name: str) -> Replica:
-        return next(r for r in self.replicas if r.name == name)
-
-
-def _haproxy_config(lb_port: int, replicas: list[Replica]) -> str:
-    servers = "\n".join(f"  server {r.name} 127.0.0.1:{r.port} check inter 500ms fall 2 rise 1" for r in replicas)
-    return f"""global
-  maxconn 512
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  timeout tunnel 1h
-frontend voicecall
-  bind 127.0.0.1:{lb_port}
-  default_backend replicas
-backend replicas
-  balance roundrobin
-  option httpchk GET /readyz
-  http-check expect status 200
-{servers}
-"""
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError, OSError):
-            if predicate():
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+class Deployment(LocalCluster):
+    redis: Any = None
+    pg_url: str = ""
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    haproxy = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
-    if haproxy is None:
+def cluster() -> Iterator[Deployment]:
+    if find_exe("haproxy") is None:
         if os.environ.get("CI"):
             pytest.fail("haproxy is required when CI is set (Debian package haproxy)", pytrace=False)
         pytest.skip("haproxy is not installed")
-    base = Path(tempfile.mkdtemp(prefix="voicecall-cluster-"))
-    procs: list[subprocess.Popen[bytes]] = []
-    with redis_or_skip() as redis, pg.postgres_or_skip() as pg_server, pg.fresh_schema(pg_server) as pg_url:
-        try:
-            replicas = []
-            for name in ("r1", "r2"):
-                port = free_port()
-                cfg = {"server": {"host": "127.0.0.1", "port": port, "apiKeys": [API_KEY], "secretKey": SECRET_KEY,
-                                  "replicaId": name, "drainSeconds": 3},
-                       "state": {"url": redis.url, "maxSessions": 3, "leaseSeconds": 6},
-                       "store": {"url": pg_url}, "webrtc": {"hostAddresses": ["127.0.0.1"]},
-                       "plugins": {"voice-call": {"local": ECHO_STACK}}}
-                path = base / f"{name}.yaml"
-                path.write_text(yaml.safe_dump(cfg))
-                log = base / f"{name}.log"
-                proc = subprocess.Popen([sys.executable, "-m", "voicecall.cli", "serve", "--config", str(path)],
-                                        stdout=log.open("ab"), stderr=subprocess.STDOUT)
-                procs.append(proc)
-                replicas.append(Replica(name, port, proc, log))
-            for r in replicas:
-                _wait(lambda r=r: r.proc.poll() is None and httpx.get(r.url + "/readyz", timeout=2).status_code == 200,
-                      120, f"{r.name} ready (log: {r.log.read_text()[-2000:] if r.log.exists() else ''})")
-            lb_port = free_port()
-            (base / "haproxy.cfg").write_text(_haproxy_config(lb_port, replicas))
-            lb = subprocess.Popen([haproxy, "-f", str(base / "haproxy.cfg"), "-db"], stdout=subprocess.DEVNULL,
-                                  stderr=(base / "haproxy.log").open("ab"))
-            procs.append(lb)
-            _wait(lambda: httpx.get(f"http://127.0.0.1:{lb_port}/readyz", timeout=2).status_code == 200, 30,
-                  "the balancer")
-            yield Cluster(replicas, lb_port, redis, pg_url)
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait(10)
-            shutil.rmtree(base, ignore_errors=True)
+    with redis_or_skip() as redis, pg.postgres_or_skip() as pg_server, pg.fresh_schema(pg_server) as pg_url, \
+            Deployment(replicas_wanted=2, state_url=redis.url, store_url=pg_url, redis=redis, pg_url=pg_url,
+                       server={"apiKeys": [API_KEY], "drainSeconds": 3},
+                       state={"maxSessions": 3, "leaseSeconds": 6}) as c:
+        yield c
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    wait_until(predicate, timeout, what)
 
 
 def _ws_url(base: str) -> str:
@@ -175,7 +86,7 @@ def _replicas_in_history(pg_url: str) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in rows}
 
 
-async def test_openai_sdk_through_the_balancer_reaches_both_replicas(cluster: Cluster) -> None:
+async def test_openai_sdk_through_the_balancer_reaches_both_replicas(cluster: Deployment) -> None:
     from openai import AsyncOpenAI
 
     client = AsyncOpenAI(api_key=API_KEY, base_url=cluster.lb + "/v1", websocket_base_url=_ws_url(cluster.lb)[:-9])
@@ -196,7 +107,7 @@ async def test_openai_sdk_through_the_balancer_reaches_both_replicas(cluster: Cl
     assert {"r1", "r2"} <= set(_replicas_in_history(cluster.pg_url))  # round robin: one session on each
 
 
-async def test_a_secret_minted_on_one_replica_opens_a_session_on_the_other(cluster: Cluster) -> None:
+async def test_a_secret_minted_on_one_replica_opens_a_session_on_the_other(cluster: Deployment) -> None:
     r1, r2 = cluster.replicas
     async with httpx.AsyncClient(timeout=30) as http:
         resp = await http.post(r1.url + "/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {API_KEY}"},
@@ -209,7 +120,7 @@ async def test_a_secret_minted_on_one_replica_opens_a_session_on_the_other(clust
         assert (await _text_turn(ws, "from the browser"))["response"]["status"] == "completed"
 
 
-def _wait_idle(cluster: Cluster) -> None:
+def _wait_idle(cluster: Deployment) -> None:
     """Sessions of earlier tests have ended everywhere (local counts, then the shared leases)."""
     import redis
 
@@ -219,7 +130,7 @@ def _wait_idle(cluster: Cluster) -> None:
     _wait(lambda: shared.zcard("voicecall:sessions") == 0, 30, "no session leases left")
 
 
-async def test_the_session_limit_holds_across_replicas(cluster: Cluster) -> None:
+async def test_the_session_limit_holds_across_replicas(cluster: Deployment) -> None:
     r1, r2 = cluster.replicas
     _wait_idle(cluster)
     auth = {"Authorization": f"Bearer {API_KEY}"}
@@ -227,11 +138,12 @@ async def test_the_session_limit_holds_across_replicas(cluster: Cluster) -> None
                 websockets.connect(_ws_url(cluster.lb), additional_headers=auth) as ws):
         event = json.loads(await asyncio.wait_for(ws.recv(), 30))
         assert event["type"] == "error" and event["error"]["code"] == "session_limit_reached"
-    async with _session(cluster.lb) as ws:  # slots are released when sessions end
+    _wait_idle(cluster)  # slots are released when sessions end (asynchronously, on the server side)
+    async with _session(cluster.lb) as ws:
         assert (await _text_turn(ws, "room again"))["response"]["status"] == "completed"
 
 
-async def test_webrtc_through_the_balancer_and_hangup_through_the_other_replica(cluster: Cluster) -> None:
+async def test_webrtc_through_the_balancer_and_hangup_through_the_other_replica(cluster: Deployment) -> None:
     from tests.webrtc.conftest import RtcClient
 
     client = RtcClient(cluster.lb)
@@ -262,7 +174,7 @@ async def test_webrtc_through_the_balancer_and_hangup_through_the_other_replica(
         await client.close()
 
 
-async def test_sessions_still_start_while_redis_is_down(cluster: Cluster) -> None:
+async def test_sessions_still_start_while_redis_is_down(cluster: Deployment) -> None:
     cluster.redis.stop()
     try:
         async with _session(cluster.lb) as ws:  # state.failOpen (default): per-replica limits only
@@ -276,7 +188,7 @@ async def test_sessions_still_start_while_redis_is_down(cluster: Cluster) -> Non
           "replicas ready again after Redis came back")
 
 
-async def test_sigterm_drains_a_replica_and_history_survives(cluster: Cluster) -> None:
+async def test_sigterm_drains_a_replica_and_history_survives(cluster: Deployment) -> None:
     """Last: it stops r2."""
     r2 = cluster.by_name("r2")
     async with _session(r2.url) as ws:

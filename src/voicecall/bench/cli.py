@@ -66,6 +66,17 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                         "and the echo upstream share the rest, as on separate machines)")
     b.set_defaults(func=_run("voicecall.bench.relay"))
 
+    b = bsub.add_parser("cluster", help="replicas behind HAProxy with Redis: what the balancer and shared limits add",
+                        description="Start redis-server, N voicecall replicas (echo stack) and HAProxy on loopback; "
+                        "measure session start and a text turn straight to a replica vs through the balancer, with "
+                        "state.url memory vs Redis, and concurrent sessions through the balancer. Needs Debian's "
+                        "redis-server and haproxy.")
+    b.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 3], help="replica counts (default 1 2 3)")
+    b.add_argument("--rounds", type=int, default=20, help="sessions per path and configuration (default 20)")
+    b.add_argument("--sessions", type=int, default=12, help="concurrent sessions through the balancer (default 12)")
+    b.add_argument("--out", default="bench-results/cluster.json")
+    b.set_defaults(func=_run("voicecall.bench.cluster"))
+
 
 def _run(module: str):  # type: ignore[no-untyped-def]
     def run(args: argparse.Namespace) -> int:
