@@ -253,7 +253,7 @@ async def _measure(cluster: LocalCluster, rounds: int, concurrent: int) -> dict[
 def run(args: argparse.Namespace) -> int:
     from voicecall.bench.sessions import ensure_netns
 
-    ensure_netns(sys.argv)
+    ensure_netns(sys.argv[1:])
     report: dict[str, Any] = {"bench": "cluster", "rounds": args.rounds, "concurrent": args.sessions, "runs": []}
     with redis_server() as redis_url:
         for n in args.replicas:
