@@ -236,6 +236,9 @@ async def _measure(cluster: LocalCluster, rounds: int, concurrent: int) -> dict[
     paths = {"direct": cluster.replicas[0].url, "balancer": cluster.lb}
     start: dict[str, list[float]] = {k: [] for k in paths}
     turn: dict[str, list[float]] = {k: [] for k in paths}
+    for base in paths.values():  # warm up (first connections, imports, pools) before measuring
+        for _ in range(3):
+            await _turn(base)
     for i in range(rounds):  # alternate the paths round by round
         for name in (list(paths) if i % 2 == 0 else list(reversed(paths))):
             s, t = await _turn(paths[name])
