@@ -90,9 +90,11 @@ class AppState:
         return self.pipeline
 
 
-async def readiness(state: AppState) -> dict[str, bool]:
+async def readiness(state: AppState) -> tuple[dict[str, bool], dict[str, bool]]:
+    """(checks that decide readiness, checks that only report a degraded state)."""
     checks = {"not_draining": not state.sessions.draining,
               "session_slot_free": state.sessions.count < state.sessions.max_sessions}
+    degraded: dict[str, bool] = {}
     if state.provider == "local":
         checks["models_loaded"] = state.pipeline is not None
     try:
@@ -100,8 +102,12 @@ async def readiness(state: AppState) -> dict[str, bool]:
     except Exception:  # noqa: BLE001 - any failure means not ready
         checks["store"] = False
     if state.shared.kind != "memory":
-        checks["shared_state"] = await state.shared.ping()
-    return checks
+        st = state.config.state
+        needed = not st.fail_open or st.max_spend_per_client_per_day_usd is not None
+        # Without Redis this replica still takes sessions when it fails open: then an outage is reported, not a
+        # reason to leave the balancer (every replica would leave at once).
+        (checks if needed else degraded)["shared_state"] = await state.shared.ping()
+    return checks, degraded
 
 
 async def _sweep_dead_replicas(state: AppState) -> None:
@@ -218,11 +224,14 @@ def create_app(config: Config) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        """Readiness: models loaded, store and shared state reachable, not draining, a session slot free."""
-        checks = await readiness(state)
+        """Readiness: models loaded, store reachable, not draining, a session slot free, and the shared state
+        reachable when sessions need it (``state.failOpen: false`` or a spend limit); else its outage is listed
+        under ``degraded``."""
+        checks, degraded = await readiness(state)
         ready = all(checks.values())
-        return JSONResponse({"ready": ready, "checks": checks, "replica": state.replica_id,
-                             "sessions": state.sessions.count}, status_code=200 if ready else 503)
+        return JSONResponse({"ready": ready, "checks": checks, "degraded": [k for k, ok in degraded.items() if not ok],
+                             "replica": state.replica_id, "sessions": state.sessions.count},
+                            status_code=200 if ready else 503)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
