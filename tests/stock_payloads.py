@@ -38,3 +38,21 @@ DOCUMENTED: dict[str, Any] = {
     "tool_choice": "auto", "max_output_tokens": "inf",
     "tracing": {"workflow_name": "support-line", "group_id": "grp_1", "metadata": {"team": "voice"}},
 }
+# The beta session.update (SPEC-2025-04 example; what seed-era clients send with OpenAI-Beta: realtime=v1).
+BETA_SESSION: dict[str, Any] = {
+    "modalities": ["text", "audio"], "instructions": "You are a helpful assistant.", "voice": "sage",
+    "input_audio_format": "pcm16", "output_audio_format": "pcm16",
+    "input_audio_transcription": {"model": "whisper-1"},
+    "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
+                       "create_response": True},
+    "tools": [{"type": "function", "name": "get_weather", "description": "Get the current weather...",
+               "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
+                              "required": ["location"]}}],
+    "tool_choice": "auto", "temperature": 0.8, "max_response_output_tokens": "inf",
+}
+BETA_ONLY_EVENTS = {"response.audio.delta", "response.audio.done", "response.audio_transcript.delta",
+                    "response.audio_transcript.done", "response.text.delta", "response.text.done",
+                    "conversation.item.created"}
+GA_ONLY_EVENTS = {"response.output_audio.delta", "response.output_audio.done", "response.output_audio_transcript.delta",
+                  "response.output_audio_transcript.done", "response.output_text.delta", "response.output_text.done",
+                  "conversation.item.added", "conversation.item.done"}

@@ -60,6 +60,10 @@ class ServerConfig(_Model):
     check of WebSocket upgrades. Exact origins (``https://app.example.com``), wildcards (``https://*.example.com``)
     or ``"*"`` (any page). Not set: the server's own origin and loopback origins. The server's own origin (the
     page at ``/``) is always allowed. Clients that send no ``Origin`` (not browsers) are judged by their key."""
+    beta_protocol: Literal["translate", "refuse"] = "translate"
+    """Clients asking for the beta Realtime protocol (``OpenAI-Beta: realtime=v1`` or the
+    ``openai-beta.realtime-v1`` subprotocol): ``translate`` serves them beta names both ways (local engine and
+    gateway); ``refuse`` answers as OpenAI does since 2026 (``error`` ``beta_api_shape_disabled``, close 4000)."""
     allowed_hosts: list[str] | None = None
     """Host names this server answers to (``Host`` header; others get 403: DNS rebinding). ``*.example.com`` or
     ``.example.com`` for subdomains, ``"*"`` for any. Not set: loopback names, ``server.host`` and this machine's

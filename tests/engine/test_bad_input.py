@@ -103,16 +103,6 @@ async def test_oversize_message_gets_an_error(make_server) -> None:
         assert ev["type"] == "input_audio_buffer.cleared"
 
 
-async def test_beta_shape_is_refused_like_openai(local_server: ServerThread) -> None:
-    async with websockets.connect(local_server.ws + "?model=gpt-4o-realtime-preview",
-                                  additional_headers={"OpenAI-Beta": "realtime=v1"}) as ws:
-        ev = json.loads(await ws.recv())
-        assert ev["type"] == "error" and ev["error"]["code"] == "beta_api_shape_disabled"
-        with pytest.raises(websockets.ConnectionClosed):
-            await asyncio.wait_for(ws.recv(), 5)
-        assert ws.close_code == 4000
-
-
 async def test_subprotocol_auth_and_echo(make_server) -> None:
     srv = make_server(**{"server.apiKeys": ["secret-key-123"]})
     with pytest.raises(websockets.InvalidStatus) as exc_info:

@@ -65,6 +65,7 @@ from voicecall.gateway.upstream import (
     ws_url,
 )
 from voicecall.gateway.upstream_ws import UpstreamConnection, open_upstream
+from voicecall.protocol.beta import BetaRefusal, BetaSession
 from voicecall.protocol.errors import error_event
 from voicecall.protocol.ids import new_id
 from voicecall.protocol.peek import (
@@ -134,8 +135,10 @@ def _ws_status_error(state: AppState, exc: InvalidStatus) -> UpstreamError:
 
 
 # ------------------------------------------------------------------------------------------ the relay
-async def relay_websocket(ws: WebSocket, state: AppState, principal: Principal, subprotocol: str | None) -> None:
-    """Serve one client WebSocket (not yet accepted; already authenticated) by relaying it to OpenAI."""
+async def relay_websocket(ws: WebSocket, state: AppState, principal: Principal, subprotocol: str | None,
+                          beta: bool = False) -> None:
+    """Serve one client WebSocket (not yet accepted; already authenticated) by relaying it to OpenAI. ``beta``: the
+    client speaks the beta protocol; upstream hears GA and the client beta (:mod:`voicecall.protocol.beta`)."""
     await ws.accept(subprotocol="realtime" if subprotocol == "realtime" else None)
     try:
         lease = await state.sessions.admit(principal.client, "relay")
@@ -145,6 +148,7 @@ async def relay_websocket(ws: WebSocket, state: AppState, principal: Principal, 
         return
     relay = Relay(ws, state, principal)
     relay.lease = lease
+    relay.beta = BetaSession() if beta else None
     lease.closer = relay.end_for_drain
     try:
         await relay.run()
@@ -232,6 +236,7 @@ class Relay:
         self.daily_limit = state.config.state.max_spend_per_client_per_day_usd
         self.spend_reason: str | None = None
         self._spend_tasks: set[asyncio.Task[None]] = set()
+        self.beta: BetaSession | None = None
 
     # -------------------------------------------------------------------------------------- lifecycle
     async def run(self) -> None:
@@ -361,7 +366,8 @@ class Relay:
     # -------------------------------------------------------------------------------------- endings
     def _to_client(self, event: dict[str, Any]) -> None:
         if self.client is not None:
-            self.client.send_frame(json.dumps(event).encode())
+            for out in (event,) if self.beta is None else self.beta.server_event(event):
+                self.client.send_frame(json.dumps(out).encode())
 
     async def _close_client(self, code: int, reason: str) -> None:
         if self.client is not None:
@@ -452,6 +458,12 @@ class Relay:
                 if self.recorder is not None:
                     self.recorder.on_audio_appended(b64_bytes(data, hit[0], hit[1]))
             else:
+                if self.beta is not None:
+                    try:
+                        data = self.beta.client_bytes(data)
+                    except BetaRefusal as exc:
+                        self._to_client(exc.event)
+                        return
                 out = self._inspect_up(data)
                 if out is None:
                     return
@@ -537,11 +549,27 @@ class Relay:
                     self.recorder.on_output_audio(response_id, item_id, b64_bytes(data, hit[0], hit[1]))
             else:
                 self._inspect_down(data)
+            if self.beta is not None:
+                self._beta_down(data, hit is not None)
+                return
         if client.send_frame(data, text):
             self.down_messages += 1
             self.down_bytes += len(data)
             if not client.writable and self.upstream is not None:
                 self.upstream.pause_reading()  # the client's buffer is full: resume when it drains (_FromClient)
+        if self.stop is not None:
+            self._end(self.stop)
+
+    def _beta_down(self, data: bytes, audio_delta: bool) -> None:
+        """``upstream_message``'s sending half for a beta client: the GA message in its beta form (0-2 frames)."""
+        client = self.client
+        assert client is not None
+        for frame in self.beta.server_frames(data, audio_delta) if self.beta is not None else ():
+            if client.send_frame(frame, True):
+                self.down_messages += 1
+                self.down_bytes += len(frame)
+        if not client.writable and self.upstream is not None:
+            self.upstream.pause_reading()
         if self.stop is not None:
             self._end(self.stop)
 

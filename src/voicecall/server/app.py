@@ -37,7 +37,8 @@ from voicecall.cluster.metrics import CONTENT_TYPE, Metrics
 from voicecall.cluster.signing import SecretSigner
 from voicecall.cluster.state import SharedState, open_state
 from voicecall.config import Config
-from voicecall.server.auth import BETA_SUBPROTOCOL, Authenticator, AuthError, offered_subprotocols, presented_token
+from voicecall.protocol.beta import requested as beta_requested
+from voicecall.server.auth import Authenticator, AuthError, offered_subprotocols, presented_token
 from voicecall.server.limits import Admission
 from voicecall.server.origins import OriginGuard, OriginPolicy
 from voicecall.server.secrets import SecretStore
@@ -242,7 +243,8 @@ def create_app(config: Config) -> FastAPI:
     async def realtime_ws(ws: WebSocket) -> None:
         offered = offered_subprotocols(ws)
         subprotocol = "realtime" if "realtime" in offered else None
-        if ws.headers.get("openai-beta", "").startswith("realtime=") or BETA_SUBPROTOCOL in offered:
+        beta = beta_requested(ws.headers, offered)
+        if beta and config.server.beta_protocol == "refuse":
             await _refuse_beta(ws, subprotocol)
             return
         await state.secrets.prefetch(presented_token(ws))  # an OpenAI secret another replica minted (gateway)
@@ -254,7 +256,7 @@ def create_app(config: Config) -> FastAPI:
         if state.provider == "openai-realtime":
             from voicecall.gateway.relay import relay_websocket
 
-            await relay_websocket(ws, state, principal, subprotocol)
+            await relay_websocket(ws, state, principal, subprotocol, beta=beta)
             return
         if ws.query_params.get("call_id"):  # sideband onto a local WebRTC call (gateway/local_sideband.py)
             from voicecall.cluster.forward import forward_websocket, owner_elsewhere
@@ -267,13 +269,16 @@ def create_app(config: Config) -> FastAPI:
             if owner is not None:  # the call runs on another replica
                 await forward_websocket(state, ws, owner, subprotocol)
                 return
+            if beta:  # a sideband is a backend of this decade: GA only
+                await _refuse_beta(ws, subprotocol)
+                return
             from voicecall.gateway.local_sideband import serve_local_sideband
 
             await serve_local_sideband(ws, state, principal, subprotocol)
             return
         from voicecall.transports.websocket_session import serve_engine_websocket
 
-        await serve_engine_websocket(ws, state, principal, subprotocol)
+        await serve_engine_websocket(ws, state, principal, subprotocol, beta=beta)
 
     # The seed-era clients' WebSocket proxy path (``/api/realtime?model=…``): the same endpoint, both providers.
     app.add_api_websocket_route("/api/realtime", realtime_ws)
@@ -303,7 +308,7 @@ def _register_history(app: FastAPI, state: AppState) -> None:
 
 
 async def _refuse_beta(ws: WebSocket, subprotocol: str | None) -> None:
-    """Behave as OpenAI does since 2026: an error event, then close 4000."""
+    """Behave as OpenAI does since 2026 (``server.betaProtocol: refuse``): an error event, then close 4000."""
     import json
 
     from voicecall.protocol.errors import error_event

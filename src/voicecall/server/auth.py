@@ -16,7 +16,6 @@ from starlette.requests import HTTPConnection
 from voicecall.server.secrets import ClientSecret, SecretStore
 
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
-BETA_SUBPROTOCOL = "openai-beta.realtime-v1"
 
 
 @dataclass(slots=True)

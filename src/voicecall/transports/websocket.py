@@ -20,6 +20,7 @@ import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from voicecall.audio import AudioCodec, b64encode
+from voicecall.protocol.beta import BetaSession
 from voicecall.protocol.errors import error_event
 from voicecall.protocol.ids import event_id
 from voicecall.transports.outbound import OutboundQueue
@@ -31,6 +32,7 @@ MAX_DELTA_SAMPLES = 12000
 
 class WebSocketTransport:
     kind = "websocket"
+    audio_delta_type = "response.output_audio.delta"
 
     def __init__(self, ws: WebSocket, max_outgoing_bytes: int = 4 << 20, send_timeout: float = 30.0) -> None:
         self.ws = ws
@@ -99,7 +101,7 @@ class WebSocketTransport:
 
     def _delta(self, response_id: str, item_id: str, output_index: int, content_index: int, data: bytes) -> None:
         if not self.closed.is_set():
-            self._put(json.dumps({"type": "response.output_audio.delta", "event_id": event_id(),
+            self._put(json.dumps({"type": self.audio_delta_type, "event_id": event_id(),
                                   "response_id": response_id, "item_id": item_id, "output_index": output_index,
                                   "content_index": content_index, "delta": b64encode(data)}, separators=(",", ":")),
                       True)
@@ -128,6 +130,21 @@ class WebSocketTransport:
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._writer, self.send_timeout + 1)
+
+
+class BetaWebSocketTransport(WebSocketTransport):
+    """A WebSocket whose client speaks the beta protocol: every server event leaves in its beta form
+    (:mod:`voicecall.protocol.beta`); the engine and the history recorder still see GA."""
+
+    audio_delta_type = "response.audio.delta"
+
+    def __init__(self, ws: WebSocket, beta: BetaSession, *args: Any) -> None:
+        super().__init__(ws, *args)
+        self.beta = beta
+
+    def send_event(self, event: dict[str, Any]) -> None:
+        for out in self.beta.server_event(event):
+            super().send_event(out)
 
 
 async def receive_loop(ws: WebSocket, transport: WebSocketTransport, handle: Any, max_bytes: int, *,

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
 
+from voicecall.protocol.beta import BetaSession
+from voicecall.protocol.errors import ProtocolError, from_exception
+from voicecall.protocol.events import client_event_id
 from voicecall.server.limits import Refused, closing_event, refuse_websocket
-from voicecall.transports.websocket import WebSocketTransport, receive_loop
+from voicecall.transports.websocket import BetaWebSocketTransport, WebSocketTransport, receive_loop
 
 if TYPE_CHECKING:
+    from voicecall.engine.session import EngineSession
     from voicecall.server.app import AppState
     from voicecall.server.auth import Principal
 
 log = logging.getLogger(__name__)
+_APPENDS = ('{"type":"input_audio_buffer.append"', '{"type": "input_audio_buffer.append"')
 
 
-async def serve_engine_websocket(ws: WebSocket, state: AppState, principal: Principal, subprotocol: str | None) -> None:
+async def serve_engine_websocket(ws: WebSocket, state: AppState, principal: Principal, subprotocol: str | None,
+                                 beta: bool = False) -> None:
+    """``beta``: the client asked for the beta protocol; it is translated both ways (:mod:`voicecall.protocol.beta`)."""
     from voicecall.engine.session import EngineSession, SessionLimits
 
     await ws.accept(subprotocol=subprotocol)
@@ -27,7 +36,9 @@ async def serve_engine_websocket(ws: WebSocket, state: AppState, principal: Prin
         await refuse_websocket(ws, exc)
         return
     server = state.config.server
-    transport = WebSocketTransport(ws, server.max_outgoing_bytes, server.send_timeout_seconds)
+    translator = BetaSession() if beta else None
+    transport = (WebSocketTransport(ws, server.max_outgoing_bytes, server.send_timeout_seconds) if translator is None
+                 else BetaWebSocketTransport(ws, translator, server.max_outgoing_bytes, server.send_timeout_seconds))
 
     def end(reason: str) -> None:  # drain ran out of time
         transport.send_event(closing_event(reason))
@@ -44,7 +55,8 @@ async def serve_engine_websocket(ws: WebSocket, state: AppState, principal: Prin
                                 max_seconds=server.max_session_seconds, limits=SessionLimits.from_config(server))
         transport.start()
         await session.start(principal.secret.session if principal.secret else None)
-        await receive_loop(ws, transport, session.handle_message, server.max_message_bytes,
+        handle = session.handle_message if translator is None else _beta_handler(session, translator)
+        await receive_loop(ws, transport, handle, server.max_message_bytes,
                            first_event_seconds=server.first_event_seconds, idle_seconds=server.idle_session_seconds)
     finally:
         if session is not None:
@@ -65,3 +77,29 @@ def _recorder(state: AppState, principal: Principal, model: str, transport: str)
                                 voice=state.config.voice_call.local.voice, transport=transport, client=principal.label,
                                 prices=LocalPrices() if state.provider == "local" else state.prices,
                                 metrics=state.metrics)
+
+
+def _beta_handler(session: EngineSession, beta: BetaSession) -> Callable[[str | bytes], Awaitable[None]]:
+    """``session.handle_message`` for a beta client: each event is translated to GA first (appends, the same in
+    both, go through untouched; what is not an event goes on to the engine's own error path)."""
+
+    async def handle(message: str | bytes) -> None:
+        head = message[:40]
+        if (head.decode("latin-1") if isinstance(head, bytes) else head).startswith(_APPENDS):
+            await session.handle_message(message)  # the audio path: the same event in beta
+            return
+        try:
+            event: Any = json.loads(message)
+        except ValueError:
+            event = None
+        if type(event) is not dict:
+            await session.handle_message(message)
+            return
+        try:
+            ga = beta.client_event(event)
+        except ProtocolError as exc:
+            session.emit(from_exception(exc, client_event_id(event)))
+            return
+        await session.handle_message(message if ga is event else json.dumps(ga))
+
+    return handle
