@@ -41,6 +41,15 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--out", default="bench-results/stages.json")
     b.set_defaults(func=_run("voicecall.bench.speech_stages"))
 
+    b = bsub.add_parser("stt", help="WER and decode time of every STT engine on a test set built from our TTS voices",
+                        description="Word error rate and decode time of whisper, whisper-30s, moonshine and "
+                        "pocketsphinx side by side on 100 clips (20 questions x 5 voices: Piper and espeak-ng) with a "
+                        "noise floor, streaming cost, and noise reduction (RNNoise) on clean and 5 dB SNR clips.")
+    from voicecall.bench.stt import add_arguments
+
+    add_arguments(b)
+    b.set_defaults(func=_run("voicecall.bench.stt"))
+
     b = bsub.add_parser("relay", help="what the OpenAI relay adds (CPU per message, latency), side by side with a "
                         "Node ws relay",
                         description="Clients stream audio appends to a local echo upstream directly, through the "

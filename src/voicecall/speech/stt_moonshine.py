@@ -72,6 +72,8 @@ class MoonshineSTT:
         self.window = float(window)
         self.partial_interval = float(partial_interval)
         self.language = "en"
+        self.decodes = 0
+        """Decodes run so far (partials and finals; approximate under concurrency)."""
 
     def transcribe(self, pcm: PCM16, language: str | None = None, context: str = "") -> tuple[str, float]:
         """Decode a piece of audio; ``context`` is ignored (Moonshine takes no prompt)."""
@@ -94,6 +96,7 @@ class MoonshineSTT:
                         lines.append(ctypes.string_at(t.lines[i].text).decode("utf-8", errors="ignore").strip())
         finally:
             self._free.put(tr)
+        self.decodes += 1
         text = _HYPHENATED.sub(lambda m: "to" + m.group(1), " ".join(x for x in lines if x))
         return text, time.perf_counter() - t0
 

@@ -1,0 +1,28 @@
+"""``voicecall bench stt``: its scoring is right, and a one-question run writes figures for every voice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from voicecall.bench.stt import VOICES, main, normalize, word_errors
+
+
+def test_scoring_normalizes_numbers_case_and_punctuation() -> None:
+    assert normalize("Set a timer for 10 minutes.") == "set a timer for ten minutes".split()
+    assert normalize("It's 125 km to-night!") == "it's one hundred twenty five km tonight".split()
+    assert word_errors("What is two plus two?", "what is 2 plus 2") == (0, 5)
+    assert word_errors("Tell me something about the moon.", "Tell me something about them.") == (2, 6)
+
+
+def test_one_question_run_writes_json_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "stt.json"
+    assert main(["--engines", "whisper", "--questions", "1", "--stream-clips", "2", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["clips"] == len(VOICES) and data["noisy_clips"] == 2
+    w = data["engines"]["whisper"]
+    assert set(w["wer_by_voice"]) == {v[0] for v in VOICES} and 0.0 <= w["wer"] <= 1.0 and w["decode_s_p50"] > 0
+    assert data["streaming"]["whisper"]["decodes_per_clip"] >= 1
+    assert set(data["noise_reduction"]) == {"off", "near_field", "far_field"}
+    assert data["noise_reduction"]["far_field"]["denoise_per_audio_s"] > 0
+    assert out.with_suffix(".png").stat().st_size > 10_000
