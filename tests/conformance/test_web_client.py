@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.chromium import chromium_or_skip, chromium_page, hang_up
@@ -152,3 +153,22 @@ def test_openai_realtime_from_another_site(conformance_server: ServerThread, sec
     user = [t["text"].lower() for t in res["transcripts"] if t["role"] == "user"]
     assert user and "capital" in user[0] and "france" in user[0], res["transcripts"]
     assert res["audioChunks"] > 0
+
+
+def test_pcm_audio_worklets_gapless_and_resampled(conformance_server: ServerThread, tmp_path: Path) -> None:
+    """The WebSocket transport's audio, rendered offline in Chromium (``pages/pcm-audio-check.js``): a tone pushed in
+    25 odd-sized chunks plays back as one continuous tone (gapless; the worst sample is within interpolation error of
+    the ideal tone) and the player counts every sample as heard; the microphone worklet turns 1 s at 48 kHz into
+    exactly 24,000 samples at 24 kHz (25 chunks of 40 ms) of the same tone."""
+    chromium = chromium_or_skip()
+    wav = tmp_path / "silence.wav"
+    write_wav(wav, np.zeros(RTC_RATE // 10, np.int16), RTC_RATE)  # no microphone needed
+    with chromium_page(chromium, wav, tmp_path) as page:
+        page.goto(f"{conformance_server.http}/healthz")
+        res: dict[str, Any] = page.evaluate((PAGES / "pcm-audio-check.js").read_text())
+    assert res["chunks"] == 25
+    assert res["playErr"] < 0.005, res  # a gap or a repeated/skipped sample at a join would be ~0.03-0.5
+    assert res["tail"] == 0, res  # silence once the queue is empty
+    assert res["position"] == {"itemId": "item_a", "contentIndex": 0, "played": 12000, "queued": 0}
+    assert res["captured"] == 24000 and set(res["captureChunks"]) == {960}, res
+    assert res["capErr"] < 0.01, res
