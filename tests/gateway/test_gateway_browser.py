@@ -76,3 +76,37 @@ def test_browser_call_through_the_gateway(make_gateway, local_upstream, tmp_path
     assert len(convs) == 1 and convs[0]["transport"] == "sideband"
     texts = " ".join((i["text"] or "") for i in convs[0]["items"]).lower()
     assert "capital" in texts and "you said" in texts
+
+
+def test_browser_websocket_through_the_gateway(make_gateway, local_upstream, tmp_path: Path) -> None:
+    """The page's WebSocket transport through the gateway: the ek_ minted upstream authenticates the browser's
+    WebSocket (subprotocol) to the gateway, which relays to the upstream with its own key; one spoken turn, heard."""
+    netns_required()
+    from tests.webrtc.conftest import QUESTION, RTC_RATE, speech
+
+    chromium = chromium_or_skip()
+    gw = make_gateway(f"{local_upstream.http}/v1", **{"server.apiKeys": []})
+    wav = tmp_path / "mic.wav"
+    write_wav(wav, speech(QUESTION, RTC_RATE, lead_s=1.0, tail_s=6.0, seed=2), RTC_RATE)
+    with chromium_page(chromium, wav, tmp_path) as page:
+        frames: list[str] = []
+        page.on("websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(str(f))))
+        page.goto(f"{gw.http}/")
+        page.wait_for_function("() => window.voicecall && window.voicecall.client")
+        page.select_option("#transport", "websocket")
+        page.evaluate("() => { window.voicecall.client.audioConstraints = "
+                      "{echoCancellation: false, noiseSuppression: false, autoGainControl: false}; }")
+        page.click("#connect")
+        page.wait_for_function("() => window.voicecall.state === 'connected'", timeout=15000)
+        assert page.evaluate("() => window.voicecall.client.ws.url").startswith(gw.ws)
+        page.wait_for_function("() => window.voicecall.transcripts.some(t => t.role === 'assistant' && t.final)",
+                               timeout=40000)
+        page.wait_for_function("() => window.voicecall.remoteLevelMax > 0.05", timeout=10000)
+        hooks: dict[str, Any] = page.evaluate(
+            "() => ({transcripts: window.voicecall.transcripts, errors: window.voicecall.errors, "
+            "events: window.voicecall.events})")
+        hang_up(page)
+    assert not hooks["errors"] and "error" not in hooks["events"], hooks
+    user = [t["text"].lower() for t in hooks["transcripts"] if t["role"] == "user" and t["text"]]
+    assert user and "capital" in user[0] and "france" in user[0], hooks["transcripts"]
+    assert frames and not any(LEAK_KEY in f for f in frames)
