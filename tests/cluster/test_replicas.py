@@ -47,7 +47,7 @@ def cluster() -> Iterator[Deployment]:
             pytest.fail("haproxy is required when CI is set (Debian package haproxy)", pytrace=False)
         pytest.skip("haproxy is not installed")
     with redis_or_skip() as redis, pg.postgres_or_skip() as pg_server, pg.fresh_schema(pg_server) as pg_url, \
-            Deployment(replicas_wanted=2, state_url=redis.url, store_url=pg_url, redis=redis, pg_url=pg_url,
+            Deployment(replicas_wanted=3, state_url=redis.url, store_url=pg_url, redis=redis, pg_url=pg_url,
                        server={"apiKeys": [API_KEY], "drainSeconds": 3},
                        state={"maxSessions": 3, "leaseSeconds": 6}) as c:
         yield c
@@ -90,7 +90,7 @@ async def test_openai_sdk_through_the_balancer_reaches_both_replicas(cluster: De
     from openai import AsyncOpenAI
 
     client = AsyncOpenAI(api_key=API_KEY, base_url=cluster.lb + "/v1", websocket_base_url=_ws_url(cluster.lb)[:-9])
-    for i in range(2):
+    for i in range(3):
         async with client.realtime.connect(model="gpt-realtime") as conn:
             await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
             await conn.conversation.item.create(item={"type": "message", "role": "user",
@@ -102,13 +102,13 @@ async def test_openai_sdk_through_the_balancer_reaches_both_replicas(cluster: De
                     assert event.response.status == "completed"
                     break
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and set(_replicas_in_history(cluster.pg_url)) < {"r1", "r2"}:
+    while time.monotonic() < deadline and len(_replicas_in_history(cluster.pg_url)) < 3:
         await asyncio.sleep(0.2)
-    assert {"r1", "r2"} <= set(_replicas_in_history(cluster.pg_url))  # round robin: one session on each
+    assert set(_replicas_in_history(cluster.pg_url)) == {"r1", "r2", "r3"}  # round robin: one session on each
 
 
 async def test_a_secret_minted_on_one_replica_opens_a_session_on_the_other(cluster: Deployment) -> None:
-    r1, r2 = cluster.replicas
+    r1, r2 = cluster.replicas[:2]
     async with httpx.AsyncClient(timeout=30) as http:
         resp = await http.post(r1.url + "/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {API_KEY}"},
                                json={"session": {"type": "realtime", "instructions": "Minted on r1."}})
@@ -131,7 +131,7 @@ def _wait_idle(cluster: Deployment) -> None:
 
 
 async def test_the_session_limit_holds_across_replicas(cluster: Deployment) -> None:
-    r1, r2 = cluster.replicas
+    r1, r2 = cluster.replicas[:2]
     _wait_idle(cluster)
     auth = {"Authorization": f"Bearer {API_KEY}"}
     async with (_session(r1.url), _session(r2.url), _session(r1.url),  # state.maxSessions: 3
@@ -156,6 +156,15 @@ async def test_webrtc_through_the_balancer_and_hangup_through_the_other_replica(
                      for r in cluster.replicas}
             owner = next(name for name, calls in lists.items() if any(c["id"] == client.call_id for c in calls))
             other = next(r for r in cluster.replicas if r.name != owner)
+            # the sideband join, sent to a replica that does not run the call, reaches the call
+            async with websockets.connect(f"{_ws_url(other.url)}?call_id={client.call_id}",
+                                          additional_headers={"Authorization": f"Bearer {API_KEY}"}) as side:
+                joined = json.loads(await asyncio.wait_for(side.recv(), 15))
+                assert joined["type"] == "session.created", joined
+                await side.send(json.dumps({"type": "session.update", "session": {
+                    "type": "realtime", "instructions": "Set through the sideband."}}))
+                updated = await client.wait_type("session.updated", timeout=15)  # seen on the call's data channel
+                assert updated["session"]["instructions"] == "Set through the sideband."
             resp = await http.post(f"{other.url}/v1/realtime/calls/{client.call_id}/hangup",
                                    headers={"Authorization": f"Bearer {API_KEY}"})
             assert resp.status_code == 200, resp.text  # forwarded to the owner, which hung up
@@ -190,6 +199,22 @@ async def test_sessions_still_start_while_redis_is_down(cluster: Deployment) -> 
         cluster.redis.start()
     _wait(lambda: all(httpx.get(r.url + "/readyz", timeout=2).status_code == 200 for r in cluster.replicas), 30,
           "replicas ready again after Redis came back")
+
+
+async def test_a_replica_that_dies_has_its_conversations_closed_by_another(cluster: Deployment) -> None:
+    r3 = cluster.by_name("r3")
+    async with _session(r3.url) as ws:
+        assert (await _text_turn(ws, "just before the crash"))["response"]["status"] == "completed"
+        await asyncio.sleep(0.5)  # the recorder's writes are off the audio path: let them land
+        r3.proc.kill()  # SIGKILL: no drain, no goodbye
+        r3.proc.wait(10)
+
+    def closed() -> bool:
+        with psycopg.connect(cluster.pg_url) as conn:
+            rows = conn.execute("SELECT ended_at FROM conversations WHERE replica = 'r3'").fetchall()
+        return bool(rows) and all(r[0] is not None for r in rows)
+
+    _wait(closed, 40, "a live replica to close the dead one's conversations (state.leaseSeconds: 6)")
 
 
 async def test_sigterm_drains_a_replica_and_history_survives(cluster: Deployment) -> None:
