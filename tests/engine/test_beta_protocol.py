@@ -23,6 +23,7 @@ def _types(events: list[dict[str, Any]]) -> list[str]:
     return [e["type"] for e in events]
 
 
+@pytest.mark.conformance  # the beta-protocol client of the conformance suite (docs/protocol.md)
 async def test_beta_header_client_spoken_turn(local_server: ServerThread) -> None:
     events: list[dict[str, Any]] = []
     async with websockets.connect(f"{local_server.ws}?model={BETA_MODEL}",
