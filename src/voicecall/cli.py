@@ -27,7 +27,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         overrides["server.port"] = args.port
     try:
-        cfg = load_config(args.config, overrides=overrides)
+        cfg = load_config(args.config, overrides=overrides, strict=args.strict_config)
     except ConfigError as exc:
         print(f"voicecall: {exc}", file=sys.stderr)
         return 2
@@ -41,6 +41,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 2
     logging.basicConfig(level=cfg.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("voicecall")
+    for warning in cfg.warnings:
+        log.warning("%s", warning)
     if cfg.server.host not in ("127.0.0.1", "localhost", "::1") and not cfg.server.api_keys:
         log.warning("listening on %s with no server.apiKeys: anyone who can reach this port can use it",
                     cfg.server.host)
@@ -84,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, or server.host)")
     p.add_argument("--port", type=int, default=None, help="port (default 8080, or server.port)")
+    p.add_argument("--strict-config", action="store_true", help="refuse seed-era values (beta-era model names such "
+                   "as gpt-4o-realtime-preview, TTS-only voices fable/onyx/nova) instead of mapping them to current ones "
+                   "with a warning")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("talk", help="send a recording as a user turn and save the spoken reply",

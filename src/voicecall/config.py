@@ -21,12 +21,23 @@ separated), ``VOICECALL_SECRET_KEY``, ``VOICECALL_PREVIOUS_SECRET_KEYS``,
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 
@@ -236,6 +247,33 @@ class LocalConfig(_Model):
 # ------------------------------------------------------------------------- provider: openai-realtime
 GA_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 NON_REALTIME_VOICES = {"fable": "sage", "onyx": "ash", "nova": "coral"}
+"""OpenAI's TTS-only voices and the nearest realtime voice (seed-era configurations name them)."""
+
+
+def seed_era_model(name: str) -> str | None:
+    """The current model for a beta-era realtime model name (``gpt-4o-realtime``, ``gpt-4o-realtime-preview-*``,
+    ``gpt-4o-mini-realtime-preview-*``), else ``None``."""
+    if name.startswith("gpt-4o-mini-realtime"):
+        return "gpt-realtime-mini"
+    if name == "gpt-4o-realtime" or name.startswith("gpt-4o-realtime-"):
+        return "gpt-realtime"
+    return None
+
+
+def _seed_era(info: ValidationInfo, key: str, old: str, new: str, why: str) -> str:
+    """Map a seed-era value to its current one with one start-up warning, or refuse it under ``--strict-config``
+    (``context={"strict": True}``)."""
+    context = info.context if isinstance(info.context, dict) else {}
+    if context.get("strict"):
+        raise ValueError(f"{key} {old!r} {why}; use {new!r}")
+    message = (f"plugins.voice-call.openaiRealtime.{key}: {old!r} {why}; using {new!r} instead "
+               f"(set {key}: {new} to silence this warning, or start with --strict-config to refuse it)")
+    warnings = context.get("warnings")
+    if isinstance(warnings, list):
+        warnings.append(message)
+    else:
+        logging.getLogger("voicecall.config").warning("%s", message)
+    return new
 
 
 class OpenAIRealtimeConfig(_Model):
@@ -258,22 +296,19 @@ class OpenAIRealtimeConfig(_Model):
 
     @field_validator("model")
     @classmethod
-    def _model(cls, v: str) -> str:
-        if v == "gpt-4o-realtime" or v.startswith(("gpt-4o-realtime-preview", "gpt-4o-mini-realtime-preview")):
-            raise ValueError(
-                f"model {v!r} is a beta-era preview model; OpenAI turned the beta Realtime API off in 2026. "
-                "Use 'gpt-realtime' (or gpt-realtime-mini / gpt-realtime-2)."
-            )
+    def _model(cls, v: str, info: ValidationInfo) -> str:
+        current = seed_era_model(v)
+        if current is not None:
+            return _seed_era(info, "model", v, current, "is a beta-era model name (OpenAI turned the beta Realtime "
+                             "API off in 2026)")
         return v
 
     @field_validator("voice")
     @classmethod
-    def _voice(cls, v: str) -> str:
+    def _voice(cls, v: str, info: ValidationInfo) -> str:
         if v in NON_REALTIME_VOICES:
-            raise ValueError(
-                f"voice {v!r} exists only for OpenAI's TTS models, not for realtime models; "
-                f"use {NON_REALTIME_VOICES[v]!r} or one of: {', '.join(GA_VOICES)}"
-            )
+            return _seed_era(info, "voice", v, NON_REALTIME_VOICES[v], "exists only for OpenAI's TTS models, not for "
+                             "realtime models; its nearest realtime voice is")
         if v not in GA_VOICES:
             raise ValueError(f"unknown realtime voice {v!r}; use one of: {', '.join(GA_VOICES)}")
         return v
@@ -302,6 +337,13 @@ class Config(_Model):
     store: StoreConfig = Field(default_factory=StoreConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What :func:`load_config` mapped from seed-era values (beta-era model names, TTS-only voices): one
+        start-up warning each (``voicecall serve`` logs them)."""
+        return self._warnings
 
     @property
     def voice_call(self) -> VoiceCallConfig:
@@ -382,8 +424,11 @@ def _apply_env(raw: dict[str, Any], env: dict[str, str]) -> None:
 
 
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None,
-                overrides: dict[str, Any] | None = None) -> Config:
-    """Read ``path`` (or ``$VOICECALL_CONFIG``; none = defaults), apply the environment, validate."""
+                overrides: dict[str, Any] | None = None, strict: bool = False) -> Config:
+    """Read ``path`` (or ``$VOICECALL_CONFIG``; none = defaults), apply the environment, validate.
+
+    Seed-era values (``openaiRealtime.model: gpt-4o-realtime…``, ``voice: fable|onyx|nova``) are mapped to their
+    current ones and listed in :attr:`Config.warnings`; ``strict`` refuses them instead."""
     env = dict(os.environ) if env is None else env
     path = path or env.get("VOICECALL_CONFIG") or None
     raw: dict[str, Any] = {}
@@ -408,7 +453,10 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     _apply_env(raw, env)
     for dotted, value in (overrides or {}).items():
         _set(raw, dotted.split("."), value)
+    warnings: list[str] = []
     try:
-        return Config.model_validate(raw)
+        config = Config.model_validate(raw, context={"strict": strict, "warnings": warnings})
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, source)) from None
+    config._warnings = warnings
+    return config

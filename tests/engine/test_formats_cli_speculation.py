@@ -72,11 +72,11 @@ def test_cli_help_everywhere() -> None:
 def test_cli_serve_rejects_bad_config(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("plugins:\n  voice-call:\n    provider: openai-realtime\n    openaiRealtime:\n"
-                   "      apiKey: sk-test\n      voice: nova\n")
+                   "      apiKey: sk-test\n      voice: bogus\n")
     out = subprocess.run([*VOICECALL, "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=60,
                          check=False)
     assert out.returncode == 2
-    assert "openaiRealtime.voice" in out.stderr and "nova" in out.stderr and "sk-test" not in out.stderr
+    assert "openaiRealtime.voice" in out.stderr and "bogus" in out.stderr and "sk-test" not in out.stderr
 
 
 def test_cli_talk(local_server: ServerThread, tmp_path: Path) -> None:
