@@ -189,3 +189,17 @@ async def test_relay_joins_a_call(make_gateway, upstream: UpstreamRecorder) -> N
         assert err["type"] == "error" and err["error"]["code"] == "call_not_found"
         await ws.wait_closed()
         assert ws.close_code == 1008
+
+
+async def test_daily_client_spend_limit_hangs_up_and_refuses_new_calls(make_gateway, upstream: UpstreamRecorder) -> None:
+    """``state.maxSpendPerClientPerDayUsd`` (here with the in-process state; tests/cluster covers Redis): the
+    client's calls add up; past the limit the live call is hung up and the next one refused."""
+    gw = make_gateway(upstream.base_url, **{"state.maxSpendPerClientPerDayUsd": 0.1})
+    r = await post_offer(gw, await browser_secret(gw))
+    call_id = r.headers["location"].rsplit("/", 1)[-1]
+    assert await wait_until(lambda: upstream.sidebands(call_id) == 1)
+    upstream.push(call_id, response_done("resp_1"))  # $0.0612
+    upstream.push(call_id, response_done("resp_2"))  # $0.1224 today > $0.10
+    assert await wait_until(lambda: upstream.hangups == [call_id], timeout=5)
+    r = await post_offer(gw, await browser_secret(gw))
+    assert r.status_code == 429 and r.json()["error"]["code"] == "spend_limit_reached"

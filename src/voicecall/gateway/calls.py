@@ -358,11 +358,23 @@ class CallSession:
                         self.usage[key] += value
                 if self._prices is None:
                     self._prices = price_table(self.state)
-                self.cost_usd += self._prices.cost_usd(self.model, usage)
+                cost = self._prices.cost_usd(self.model, usage)
+                self.cost_usd += cost
                 if self.max_spend is not None and self.cost_usd >= self.max_spend:
                     self._spawn_hangup(f"spend limit reached (${self.cost_usd:.4f} >= ${self.max_spend:g})")
+                if self.state.config.state.max_spend_per_client_per_day_usd is not None:
+                    task = asyncio.ensure_future(self._add_spend(cost))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
         if self.recorder is not None:
             self.recorder.on_server_event(event)
+
+    async def _add_spend(self, cost: float) -> None:
+        """Per-client daily spend across replicas (``state.maxSpendPerClientPerDayUsd``): over it, hang up."""
+        conversation = self.recorder.conversation_id if self.recorder is not None else self.call_id
+        reason = await self.lease.add_spend(conversation, cost)
+        if reason is not None:
+            self._spawn_hangup(reason)
 
     # -------------------------------------------------------------------------------------- hangup
     def _spawn_hangup(self, reason: str) -> None:
