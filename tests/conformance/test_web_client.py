@@ -10,7 +10,7 @@ settings, the question is transcribed and answered with audio that the page play
 the barge-in stops playback at once and truncates the item at what was heard (``conversation.item.truncate``
 with ``audio_end_ms`` below what was received, confirmed by ``conversation.item.truncated``). No error.
 
-The demo page (``/``) with its Connection selector on WebSocket.
+The demo page's WebSocket transport is tested through the gateway (``tests/gateway/test_gateway_browser.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.chromium import chromium_or_skip, chromium_page, hang_up
+from tests.chromium import chromium_or_skip, chromium_page
 from tests.conformance.conftest import PAGES
 from tests.conftest import ServerThread
 from tests.webrtc.conftest import BARGE_IN, ECHO_STACK, QUESTION, RTC_RATE, speech
@@ -103,34 +103,6 @@ def test_seed_openai_realtime_websocket(make_server: Callable[..., ServerThread]
     after = [lv for t, lv in res["levels"] if t_trunc + 100 < t < t_trunc + 1000]
     assert after and max(after) < 0.02, max(after or [0])
     assert any("stop" in u and "talking" in u for u in user[1:]), user
-
-
-def test_demo_page_websocket_transport(conformance_server: ServerThread, tmp_path: Path) -> None:
-    """The demo page with its Connection selector on WebSocket: one spoken turn, heard, no error."""
-    chromium = chromium_or_skip()
-    wav = tmp_path / "question.wav"
-    write_wav(wav, speech(QUESTION, RTC_RATE, lead_s=1.0, tail_s=6.0, seed=2), RTC_RATE)
-    with chromium_page(chromium, wav, tmp_path) as page:
-        page.goto(f"{conformance_server.http}/")
-        page.select_option("#transport", "websocket")
-        # Recognition wants the signal as it is in the file: no echo cancellation, noise suppression or AGC.
-        page.evaluate("() => { window.voicecall.client.audioConstraints = "
-                      "{echoCancellation: false, noiseSuppression: false, autoGainControl: false}; }")
-        page.click("#connect")
-        page.wait_for_function("() => window.voicecall.state === 'connected'", timeout=15000)
-        assert page.evaluate("() => [window.voicecall.client.transport, window.voicecall.client.ws.protocol]") \
-            == ["websocket", "realtime"]
-        page.wait_for_function("() => window.voicecall.transcripts.some(t => t.role === 'assistant' && t.final)",
-                               timeout=40000)
-        page.wait_for_function("() => window.voicecall.remoteLevelMax > 0.05", timeout=10000)
-        hooks: dict[str, Any] = page.evaluate("() => ({transcripts: window.voicecall.transcripts, "
-                                              "events: window.voicecall.events, errors: window.voicecall.errors})")
-        hang_up(page)
-        saved = page.evaluate("() => JSON.parse(localStorage.getItem('voicecall.settings')).transport")
-    assert not hooks["errors"] and "error" not in hooks["events"], hooks
-    user = [t["text"].lower() for t in hooks["transcripts"] if t["role"] == "user" and t["final"]]
-    assert user and "capital" in user[0] and "france" in user[0], hooks["transcripts"]
-    assert saved == "websocket"  # the choice is remembered
 
 
 def test_openai_realtime_from_another_site(conformance_server: ServerThread, second_origin: str,

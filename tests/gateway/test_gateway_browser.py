@@ -78,6 +78,7 @@ def test_browser_call_through_the_gateway(make_gateway, local_upstream, tmp_path
     assert "capital" in texts and "you said" in texts
 
 
+@pytest.mark.conformance
 def test_browser_websocket_through_the_gateway(make_gateway, local_upstream, tmp_path: Path) -> None:
     """The page's WebSocket transport through the gateway: the ek_ minted upstream authenticates the browser's
     WebSocket (subprotocol) to the gateway, which relays to the upstream with its own key; one spoken turn, heard."""
@@ -106,6 +107,8 @@ def test_browser_websocket_through_the_gateway(make_gateway, local_upstream, tmp
             "() => ({transcripts: window.voicecall.transcripts, errors: window.voicecall.errors, "
             "events: window.voicecall.events})")
         hang_up(page)
+        saved = page.evaluate("() => JSON.parse(localStorage.getItem('voicecall.settings')).transport")
+    assert saved == "websocket"  # the page remembers the Connection choice
     assert not hooks["errors"] and "error" not in hooks["events"], hooks
     user = [t["text"].lower() for t in hooks["transcripts"] if t["role"] == "user" and t["text"]]
     assert user and "capital" in user[0] and "france" in user[0], hooks["transcripts"]
