@@ -154,3 +154,38 @@ async def test_many_appends_keep_their_order(make_gateway, upstream: UpstreamRec
         assert await wait_until(lambda: sum('"e499"' in t for _, t in upstream.frames) == 1)
     ids = [json.loads(t)["event_id"] for _, t in upstream.frames if "input_audio_buffer.append" in t]
     assert ids == [f"e{i}" for i in range(500)]
+
+
+# ------------------------------------------------------------------------------------------ frame-level parsing
+def test_split_frames_takes_whole_data_frames_and_leaves_the_rest_to_the_full_parser() -> None:
+    from voicecall.transports.frames import MaskKeys, encode_frame, split_frames
+
+    keys = MaskKeys()
+    text = encode_frame(b'{"type":"x"}', True, keys.next())
+    binary = encode_frame(b"\x00\x01" * 200, False, keys.next())  # 16-bit length
+    ping = bytes([0x89, 0x80]) + keys.next()  # masked ping, empty
+    fragment = bytes([0x01, 0x83]) + b"\x00\x00\x00\x00abc"  # text, not final
+    stream = text + ping + binary + fragment + text[:5]
+    frames, used = split_frames(stream, True, None)
+    assert [(op, start) for op, _, start in frames] == [
+        (1, 0), (0, len(text)), (2, len(text) + len(ping)), (0, len(text) + len(ping) + len(binary))]
+    assert frames[0][1] == b'{"type":"x"}' and frames[2][1] == b"\x00\x01" * 200
+    assert frames[1][1] == ping and frames[3][1] == fragment
+    assert used == len(stream) - 5  # the partial frame waits for more bytes
+    assert split_frames(text, False, None)[0][0][0] == 0  # masked from a server: the full parser refuses it
+    assert split_frames(text, True, 4)[0] == [(-1, text, 0)]  # over max_size: the full parser refuses it
+
+
+async def test_fragments_and_pings_through_the_fast_path(make_gateway, upstream: UpstreamRecorder) -> None:
+    """A fragmented message and pings between data frames: the frame-level parser hands them to websockets whole,
+    and the relay still forwards the whole message, in order."""
+    gw = make_gateway(upstream.base_url)
+    async with raw_connect(gw) as ws:
+        assert (await recv_event(ws))["type"] == "session.created"
+        await ws.send('{"type":"input_audio_buffer.append","audio":"AAAA","event_id":"a1"}')
+        await ws.ping()
+        await ws.send(iter(['{"type":"input_audio_buffer.append",', '"audio":"BBBB",', '"event_id":"a2"}']))
+        await ws.send('{"type":"input_audio_buffer.append","audio":"CCCC","event_id":"a3"}')
+        assert await wait_until(lambda: any('"a3"' in t for _, t in upstream.frames))
+    appends = [json.loads(t) for _, t in upstream.frames if "input_audio_buffer.append" in t]
+    assert [(a["event_id"], a["audio"]) for a in appends] == [("a1", "AAAA"), ("a2", "BBBB"), ("a3", "CCCC")]

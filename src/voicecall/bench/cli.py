@@ -69,6 +69,9 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                    help="port of the echo upstream on 127.0.0.1 (default: a free one), for a --compare URL relay")
     b.add_argument("--history", choices=["on", "off"], default="on",
                    help="the gateway records conversations in SQLite (default on, as deployed)")
+    b.add_argument("--realtime", action="store_true",
+                   help="run the benchmark's processes under SCHED_RR (needs root): on a machine busy with other work "
+                        "the only way to measure sub-millisecond latencies")
     b.add_argument("--out", default="bench-results/relay.json")
     b.add_argument("--no-pin", dest="pin", action="store_false",
                    help="do not give the relays a CPU of their own (by default they share one, and the load generator "

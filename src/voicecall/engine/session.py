@@ -241,10 +241,13 @@ class EngineSession:
 
     # --------------------------------------------------------------------------- input audio
     def on_input_audio_buffer_append(self, event: dict[str, Any]) -> None:
-        raw = decode_audio(event["audio"])
-        if not raw:
-            return
-        self.feed_audio(self._codec.decode(raw))
+        self.append_audio(decode_audio(event["audio"]))
+
+    def append_audio(self, raw: bytes) -> None:
+        """The decoded bytes of an ``input_audio_buffer.append`` in the session's input format (the WebSocket
+        transport's fast path calls this without building the event)."""
+        if raw:
+            self.feed_audio(self._codec.decode(raw))
 
     def feed_audio(self, pcm: np.ndarray) -> None:
         """Engine PCM (mono int16, 24 kHz) from the client's microphone, as if it came in an

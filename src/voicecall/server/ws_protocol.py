@@ -17,7 +17,7 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
-from voicecall.transports.frames import EXTENSION, FrameSink, check_text, encode_frame
+from voicecall.transports.frames import EXTENSION, FrameSink, at_frame_boundary, check_text, encode_frame, split_frames
 
 
 class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -26,6 +26,45 @@ class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.frames_socket = ServerFrameSocket(self)
+        self._fast: bool | None = None  # parsing data frames here (None: not decided yet)
+        self._buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        """Once a sink is attached and ``websockets``' parser is at a frame boundary, final data frames are parsed
+        here (:func:`~voicecall.transports.frames.split_frames`) and go straight to the sink; everything else
+        (control frames, fragments, an oversize frame) goes to uvicorn's handling whole."""
+        sink = self.frames_socket.sink
+        fast = self._fast
+        if fast is None:
+            if sink is None or not self.handshake_complete or not at_frame_boundary(self.conn):
+                super().data_received(data)
+                return
+            fast = self._fast = True
+        if not fast or sink is None:
+            super().data_received(data)
+            return
+        buf = self._buf + data if self._buf else data
+        if self.close_sent:  # closing: back to uvicorn, which discards messages and ends the closing handshake
+            self._fast, self._buf = False, b""
+            super().data_received(buf)
+            return
+        frames, used = split_frames(buf, True, self.config.ws_max_size)
+        self._buf = buf[used:]
+        for i, (op, payload, start) in enumerate(frames):
+            if op > 0 and self.conn.cur_size is None:  # (not inside a fragmented message)
+                if self.close_sent or self.disconnected:
+                    continue
+                if op == 1 and not check_text(payload):
+                    self.conn.send_close(1007, "invalid UTF-8 in a text message")
+                    self.handle_parser_exception()
+                    return
+                sink.on_message(payload, op == 1)
+                continue
+            if op < 0:
+                self._fast = False
+            elif op > 0:  # a final data frame inside a fragmented message: websockets refuses it
+                payload = buf[start:frames[i + 1][2] if i + 1 < len(frames) else used]
+            super().data_received(payload)
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)

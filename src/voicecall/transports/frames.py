@@ -138,6 +138,65 @@ def encode_frame(data: bytes, text: bool = True, key: bytes | None = None) -> by
     return head + key + _apply_mask(data, key)
 
 
+def split_frames(buf: bytes, masked: bool, max_size: int | None) -> tuple[list[tuple[int, bytes, int]], int]:
+    """The complete frames at the start of ``buf``: ``(opcode, payload, start)`` for final, uncompressed text (1)
+    and binary (2) frames (payload unmasked; the raw frame is ``buf[start:start + next]``), ``(0, raw frame bytes,
+    start)`` for any other frame (control frames, fragments, reserved bits: for the full parser), ``(-1, rest of
+    buf, start)`` at a frame longer than ``max_size`` (the full parser refuses it); and how many bytes were
+    consumed. ``masked``: frames from a client must be masked (those from a server
+    must not); a frame that is not is handed to the full parser, which refuses it."""
+    out: list[tuple[int, bytes, int]] = []
+    pos, n = 0, len(buf)
+    while n - pos >= 2:
+        b0, b1 = buf[pos], buf[pos + 1]
+        length, head = b1 & 0x7F, 2
+        if length == 126:
+            if n - pos < 4:
+                break
+            length, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+        elif length == 127:
+            if n - pos < 10:
+                break
+            length, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+        if max_size is not None and length > max_size:
+            out.append((-1, buf[pos:], pos))
+            return out, n
+        is_masked = b1 & 0x80
+        if is_masked:
+            head += 4
+        end = pos + head + length
+        if end > n:
+            break
+        op = b0 & 0x0F
+        if (b0 & 0xF0) == 0x80 and (op == 1 or op == 2) and bool(is_masked) == masked:
+            payload = buf[pos + head:end]
+            out.append((op, _apply_mask(payload, buf[pos + head - 4:pos + head]) if masked else payload, pos))
+        else:
+            out.append((0, buf[pos:end], pos))
+        pos = end
+    return out, pos
+
+
+def at_frame_boundary(protocol: Any) -> bool:
+    """Whether a ``websockets`` sans-I/O protocol's parser waits for the first byte of a frame, with nothing
+    buffered and no fragmented message under way, so that :func:`split_frames` can take over the byte stream (and
+    hand it whole frames only). ``False`` whenever that cannot be told for sure."""
+    try:
+        if protocol.reader.buffer or protocol.cur_size is not None:
+            return False
+        gen = protocol.parser
+        while gen is not None:
+            code = gen.gi_code
+            if code.co_name == "at_eof" and code.co_filename.endswith("streams.py"):
+                return True  # Protocol.parse, between frames
+            if code.co_name == "parse" and code.co_filename.endswith("frames.py"):
+                return "head1" not in gen.gi_frame.f_locals  # the frame's first two bytes not read yet
+            gen = gen.gi_yieldfrom
+    except AttributeError:
+        return False
+    return False
+
+
 def check_text(data: bytes) -> bool:
     """Whether a text message's payload is valid UTF-8 (ASCII, the usual case, checked in C without decoding)."""
     if data.isascii():
@@ -170,6 +229,8 @@ class FrameConnectionMixin:
         self._reading_paused = False
         self._closed_told = False
         self._keys = MaskKeys() if self.protocol.side is CLIENT else None
+        self._fast: bool | None = None  # parsing data frames here (None: not decided yet)
+        self._buf = b""
 
     def attach(self, sink: FrameSink) -> None:
         self.sink = sink
@@ -211,6 +272,32 @@ class FrameConnectionMixin:
                 self.transport.resume_reading()
 
     # websockets hooks
+    def data_received(self, data: bytes) -> None:
+        """Data frames parsed here (:func:`split_frames`) once ``websockets``' parser is at a frame boundary after the
+        handshake; anything else (handshake, control frames, fragments) goes to ``websockets`` whole."""
+        fast = self._fast
+        if fast is None:
+            if self.protocol.state is not State.OPEN or not at_frame_boundary(self.protocol):
+                super().data_received(data)  # type: ignore[misc]
+                return
+            fast = self._fast = True
+        if not fast:
+            super().data_received(data)  # type: ignore[misc]
+            return
+        buf = self._buf + data if self._buf else data
+        frames, used = split_frames(buf, False, self.protocol.max_size)
+        self._buf = buf[used:]
+        for i, (op, payload, start) in enumerate(frames):
+            if op > 0 and self.protocol.cur_size is None:  # (not inside a fragmented message)
+                if self.protocol.state is State.OPEN:  # data after a close frame is dropped
+                    self._deliver(payload, op == 1)
+                continue
+            if op < 0:
+                self._fast = False
+            elif op > 0:  # a final data frame inside a fragmented message: websockets refuses it
+                payload = buf[start:frames[i + 1][2] if i + 1 < len(frames) else used]
+            super().data_received(payload)  # type: ignore[misc]
+
     def process_event(self, event: Any) -> None:
         if not isinstance(event, Frame):
             super().process_event(event)  # type: ignore[misc]  # the handshake
@@ -334,6 +421,10 @@ class AsgiFrameSocket:
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._writer), 5.0)
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the reader and writer tasks."""
         for task in (self._reader, self._writer):
             if task is not None and not task.done():
                 task.cancel()

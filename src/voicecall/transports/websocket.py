@@ -11,9 +11,13 @@ event within ``server.firstEventSeconds`` or go quiet for ``server.idleSessionSe
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -23,6 +27,8 @@ from voicecall.audio import AudioCodec, b64encode
 from voicecall.protocol.beta import BetaSession
 from voicecall.protocol.errors import error_event
 from voicecall.protocol.ids import event_id
+from voicecall.protocol.peek import peek_append
+from voicecall.transports.frames import AsgiFrameSocket, FrameSocket, frame_socket
 from voicecall.transports.outbound import OutboundQueue
 
 log = logging.getLogger(__name__)
@@ -147,39 +153,121 @@ class BetaWebSocketTransport(WebSocketTransport):
             super().send_event(out)
 
 
-async def receive_loop(ws: WebSocket, transport: WebSocketTransport, handle: Any, max_bytes: int, *,
-                       first_event_seconds: float | None = None, idle_seconds: float | None = None) -> None:
-    """Read client messages until the socket closes; oversize messages get an error and are dropped.
+INPUT_QUEUE_MESSAGES = 256
+"""Client messages waiting for the session (a handler still busy); past that, reading the socket pauses."""
 
-    A client that sends nothing within ``first_event_seconds`` of the handshake, or nothing for ``idle_seconds``
-    later on, gets an ``error`` (``idle_timeout``) and a close 1008."""
-    limit, waited_for = first_event_seconds, "a first event"
-    while not transport.closed.is_set():
-        recv = asyncio.ensure_future(ws.receive())
-        closed = asyncio.ensure_future(transport.closed.wait())
-        done, _ = await asyncio.wait({recv, closed}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
-        if recv not in done:
-            recv.cancel()
-            closed.cancel()
-            if not done:
-                idle_timeout(transport, waited_for, limit or 0.0)
+
+class _EngineInput:
+    """The client socket's :class:`~voicecall.transports.frames.FrameSink` for an engine session: one reader task,
+    no future per message. A plain ``input_audio_buffer.append`` (recognised by :func:`~voicecall.protocol.peek.
+    peek_append`) that arrives while nothing waits before it goes straight to the engine from the socket's I/O
+    callback (base64-decoded, never JSON-parsed); every other message, and any append behind one, is handled in
+    order by :meth:`run`."""
+
+    def __init__(self, sock: FrameSocket, transport: WebSocketTransport, handle: Callable[[str | bytes], Awaitable[None]],
+                 append_audio: Callable[[bytes], None] | None, max_bytes: int) -> None:
+        self.sock = sock
+        self.transport = transport
+        self.handle = handle
+        self.append_audio = append_audio
+        self.max_bytes = max_bytes
+        self.queue: deque[bytes] = deque()
+        self.wake = asyncio.Event()
+        self.busy = False
+        self.paused = False
+        self.closed = False
+        self.messages = 0
+
+    # FrameSink
+    def on_message(self, data: bytes, text: bool) -> None:
+        self.messages += 1
+        if len(data) > self.max_bytes:
+            self.transport.send_event(error_event(
+                "message_too_large", f"The message is {len(data)} bytes; this server accepts at most {self.max_bytes} "
+                "bytes per message. Send audio in smaller appends.", param=None))
             return
-        closed.cancel()
-        limit, waited_for = idle_seconds, "any event"
-        msg = recv.result()
-        if msg["type"] == "websocket.disconnect":
-            return
-        data = msg.get("text")
-        if data is None:
-            data = msg.get("bytes")
-        if data is None:
-            continue
-        if len(data) > max_bytes:
-            transport.send_event(error_event(
-                "message_too_large", f"The message is {len(data)} bytes; this server accepts at most {max_bytes} bytes "
-                "per message. Send audio in smaller appends.", param=None))
-            continue
-        await handle(data)
+        if text and self.append_audio is not None and not self.queue and not self.busy:
+            hit = peek_append(data)
+            if hit is not None:
+                try:
+                    raw = base64.b64decode(data[hit[0]:hit[1]], validate=True)
+                except (binascii.Error, ValueError):
+                    pass  # the full path reports it
+                else:
+                    self.append_audio(raw)
+                    return
+        self.queue.append(data)
+        if len(self.queue) >= INPUT_QUEUE_MESSAGES and not self.paused:
+            self.paused = True
+            self.sock.pause_reading()
+        self.wake.set()
+
+    def on_writable(self) -> None:
+        pass
+
+    def on_closed(self, code: int | None, reason: str) -> None:
+        self.closed = True
+        self.wake.set()
+
+    async def run(self, first_event_seconds: float | None = None, idle_seconds: float | None = None) -> None:
+        """Handle queued messages in order until the client leaves or the transport closes. A client that sends
+        nothing within ``first_event_seconds`` of the handshake, or nothing for ``idle_seconds`` later on, gets an
+        ``error`` (``idle_timeout``) and a close 1008."""
+        while True:
+            while self.queue and not self.transport.closed.is_set():
+                data = self.queue.popleft()
+                self.busy = True
+                try:
+                    await self.handle(data)
+                finally:
+                    self.busy = False
+                if self.paused and len(self.queue) < INPUT_QUEUE_MESSAGES // 2:
+                    self.paused = False
+                    self.sock.resume_reading()
+            if self.closed or self.transport.closed.is_set():
+                return
+            self.wake.clear()
+            # (the fast path delivers appends without waking this task: they count as activity all the same)
+            while True:
+                limit, waited_for = (first_event_seconds, "a first event") if not self.messages else (
+                    idle_seconds, "any event")
+                seen = self.messages
+                if limit is None:
+                    await self.wake.wait()
+                    break
+                try:
+                    await asyncio.wait_for(self.wake.wait(), limit)
+                    break
+                except TimeoutError:
+                    if self.messages == seen:
+                        idle_timeout(self.transport, waited_for, limit)
+                        return
+
+
+async def receive_loop(ws: WebSocket, transport: WebSocketTransport, handle: Callable[[str | bytes], Awaitable[None]],
+                       max_bytes: int, *, append_audio: Callable[[bytes], None] | None = None,
+                       first_event_seconds: float | None = None, idle_seconds: float | None = None) -> int:
+    """Read client messages until the socket closes (or the transport does); oversize messages get an error and
+    are dropped. ``append_audio``: the engine's entry for the raw bytes of an ``input_audio_buffer.append`` (the fast
+    path, see :class:`_EngineInput`). A client that sends nothing within ``first_event_seconds`` of the handshake,
+    or nothing for ``idle_seconds`` later on, gets an ``error`` (``idle_timeout``) and a close 1008. Returns the
+    number of messages received."""
+    sock = frame_socket(ws)
+    reader = _EngineInput(sock, transport, handle, append_audio, max_bytes)
+    sock.attach(reader)
+
+    async def on_transport_closed() -> None:
+        await transport.closed.wait()
+        reader.wake.set()
+
+    watcher = asyncio.ensure_future(on_transport_closed())
+    try:
+        await reader.run(first_event_seconds, idle_seconds)
+    finally:
+        watcher.cancel()
+        if isinstance(sock, AsgiFrameSocket):
+            await sock.aclose()
+    return reader.messages
 
 
 def idle_timeout(transport: Any, waited_for: str, seconds: float) -> None:

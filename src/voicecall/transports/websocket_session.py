@@ -57,6 +57,7 @@ async def serve_engine_websocket(ws: WebSocket, state: AppState, principal: Prin
         await session.start(principal.secret.session if principal.secret else None)
         handle = session.handle_message if translator is None else _beta_handler(session, translator)
         await receive_loop(ws, transport, handle, server.max_message_bytes,
+                           append_audio=session.append_audio if translator is None else None,
                            first_event_seconds=server.first_event_seconds, idle_seconds=server.idle_session_seconds)
     finally:
         if session is not None:
