@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml Makefile $(MODELS)
 # conformance tests skip (and fail under CI, whose .ci/run installs Node).
 $(NODE_STAMP): tests/js/package.json tests/js/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
-	  cd tests/js && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	  cd tests/js && npm ci --prefer-offline --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: the JavaScript conformance tests (tests/conformance) will be skipped"; fi
 
 $(BENCH_NODE_STAMP): bench/node-relay/package.json bench/node-relay/package-lock.json
