@@ -29,14 +29,15 @@ def _words(text: str) -> set[str]:
     return {w.strip(".,?!:;").lower() for w in text.split()}
 
 
-def check_turn(seen: dict[str, Any]) -> None:
-    """One spoken turn with the agent's session applied and no error (what every Agents SDK transport must show)."""
+def check_turn(seen: dict[str, Any], turn_detection: str = "semantic_vad") -> None:
+    """One spoken turn with the client's session applied (its instructions, its one tool ``get_weather``, its turn
+    detection) and no error: what every JavaScript client of the suite must show."""
     assert "error" not in seen["types"], seen["types"]
     assert seen["sessionUpdated"], f"no session.updated: {seen['types']}"
     session = seen["sessionUpdated"][-1]
     assert session["instructions"] == AGENT_INSTRUCTIONS, session
     assert [t["name"] for t in session["tools"]] == ["get_weather"], session["tools"]
-    assert session["audio"]["input"]["turn_detection"]["type"] == "semantic_vad", session["audio"]
+    assert session["audio"]["input"]["turn_detection"]["type"] == turn_detection, session["audio"]
     assert seen["userTranscripts"], seen["types"]
     assert {"capital", "france"} <= _words(seen["userTranscripts"][0]), seen["userTranscripts"]
     assert seen["assistantTranscripts"] and seen["assistantTranscripts"][0].lower().startswith("you said"), seen
