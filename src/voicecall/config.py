@@ -215,6 +215,8 @@ class LocalConfig(_Model):
     stt: StageConfig = Field(default_factory=lambda: StageConfig(type="whisper"))
     llm: StageConfig = Field(default_factory=lambda: StageConfig(type="llama-cpp"))
     tts: StageConfig = Field(default_factory=lambda: StageConfig(type="piper"))
+    eot: StageConfig = Field(default_factory=lambda: StageConfig(type="smart-turn"))
+    """semantic_vad's end-of-turn model: ``smart-turn`` (Smart Turn v3.2 from the pipecat-ai wheel) or ``fixed``."""
     model: str = "voicecall-local"
     """Model name reported in ``session.created`` (clients may ask for any ``?model=``)."""
     voice: str = "marin"
@@ -237,6 +239,12 @@ class LocalConfig(_Model):
     """Start answering at the first 150 ms pause, from the partial transcript, and release the answer at the
     end-of-turn decision if the final transcript matches (else answer afresh). Cuts the wait after the
     decision to about the STT's final pass; costs wasted compute when the user goes on talking."""
+    false_interruptions: bool = True
+    """Speech while the answer is audible pauses it instead of cancelling it; it is cancelled only once words
+    show a real interruption (not noise, not a backchannel like "mm-hm", "yeah", "okay"), else it resumes. See
+    docs/turns.md. Off: any detected speech interrupts at once, as OpenAI's server does."""
+    max_backchannel_ms: int = Field(1000, ge=200, le=5000)
+    """Speech during an answer that lasts longer than this is an interruption, whatever its words."""
     preload: bool = True
     """Load every model at start-up (with progress) instead of at the first session."""
     prices: dict[str, dict[str, float]] = Field(default_factory=dict)

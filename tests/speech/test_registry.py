@@ -24,7 +24,7 @@ def test_same_config_same_objects_and_progress() -> None:
     assert (a.vad, a.stt, a.llm, a.tts) == (b.vad, b.stt, b.llm, b.tts)
     assert all(x is y for x, y in zip((a.vad, a.stt, a.llm, a.tts), (b.vad, b.stt, b.llm, b.tts)))
     assert any(m.startswith(("loading llm echo", "llm echo")) for m in messages)
-    assert a.types == {"vad": "energy", "stt": "pocketsphinx", "llm": "echo", "tts": "tone"}
+    assert a.types == {"vad": "energy", "stt": "pocketsphinx", "llm": "echo", "tts": "tone", "eot": "smart-turn"}
     other = load_stage("llm", StageConfig(type="echo", delay=0.01))
     assert other is not a.llm  # other options, other object
     a.warm_up()

@@ -30,6 +30,9 @@ BROWSER_STACK = {
     "plugins.voice-call.local.instructions": SERVER_INSTRUCTIONS,
     "plugins.voice-call.local.llm": {"type": "echo", "delay": 0.45},
     "plugins.voice-call.local.tts": {"type": "tone", "wordMs": 1200, "gapMs": 40, "amplitude": 0.4},
+    # The page-side timing below is anchored on output_audio_buffer.cleared: interrupt at once, as OpenAI does
+    # (with false-interruption handling the answer pauses earlier, at speech onset; test_aiortc_client covers it).
+    "plugins.voice-call.local.falseInterruptions": False,
 }
 LEAD_S = 1.0
 # Where the barge-in starts, counted from the end of the question. Measured: the answer's audio starts ~1.4 s

@@ -50,6 +50,20 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     add_arguments(b)
     b.set_defaults(func=_run("voicecall.bench.stt"))
 
+    b = bsub.add_parser("turns", help="end of turn (cut-offs, dead air) and false interruptions, labelled set",
+                        description="Build a labelled set of turns (espeak-ng voices: complete questions, the same cut "
+                        "by 0.5-1.5 s mid-sentence pauses, backchannels, noises and real interruptions during answers) "
+                        "and report, for server_vad and each semantic_vad eagerness, the false cut-off rate and the dead "
+                        "air after true ends (p50/p95), plus the false-interruption rate.")
+    b.add_argument("--url", default=None, help="server WebSocket URL; default: an in-process server")
+    b.add_argument("--config", default=None, help="configuration for the in-process server")
+    b.add_argument("--questions", type=int, default=10, help="questions per voice (default 10, at most 10)")
+    b.add_argument("--voices", type=int, default=3, help="espeak-ng voices (default 3)")
+    b.add_argument("--skip-eot", action="store_true", help="only the interruption part")
+    b.add_argument("--skip-interruptions", action="store_true", help="only the end-of-turn part")
+    b.add_argument("--out", default="bench-results/turns.json")
+    b.set_defaults(func=_run("voicecall.bench.turns"))
+
     b = bsub.add_parser("relay", help="what the OpenAI relay adds (CPU per message, latency), side by side with a "
                         "Node ws relay",
                         description="Clients stream audio appends to a local echo upstream directly, through the "

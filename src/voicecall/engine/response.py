@@ -341,6 +341,7 @@ class ResponseRunner:
         s.emit({"type": "response.output_audio_transcript.delta", **self._ids(item, self._msg_idx), "content_index": 0,
                 "delta": sep + text})
         s.transport.send_audio(r.id, item.id, self._msg_idx, 0, pcm, r.params.output_format)
+        s.note_audio_out(len(pcm))
         item.audio.append(pcm)
         self._audio_samples += len(pcm)
         item.audio_ms = self._audio_samples / (ENGINE_RATE / 1000)

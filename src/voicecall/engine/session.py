@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-from voicecall.audio import AudioCodec, resample
+from voicecall.audio import ENGINE_RATE, AudioCodec, resample
 from voicecall.config import LocalConfig
 from voicecall.engine.conversation import Conversation, Item, item_from_client
+from voicecall.engine.interruptions import Tentative, classify, is_clear_interruption
 from voicecall.engine.response import Response, ResponseParams, ResponseRunner, TurnTiming
-from voicecall.engine.turns import InputAudioBuffer, SttWorker
+from voicecall.engine.turns import InputAudioBuffer, Segment, SttWorker
 from voicecall.protocol.errors import ProtocolError, error_event, from_exception
 from voicecall.protocol.events import client_event_id, decode_audio, parse_client_event
 from voicecall.protocol.ids import event_id, new_id
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
     from voicecall.speech.registry import Pipeline
 
 log = logging.getLogger(__name__)
+IDLE_INSTRUCTIONS = ("The user has said nothing for a while. In one short sentence, ask whether they are still "
+                     "there, in the language of the conversation.")
+"""Added to the session instructions for the response that ``idle_timeout_ms`` triggers."""
 
 
 class Transport(Protocol):
@@ -66,6 +70,15 @@ class Transport(Protocol):
     def clear_audio(self) -> tuple[str, float] | None:
         """Drop answer audio not yet played. Returns (item_id, ms of it that was played) when audio was playing
         (WebRTC knows what was heard), else ``None`` (on a WebSocket the client truncates)."""
+        ...
+
+    def pause_audio(self) -> None:
+        """Stop playing answer audio now, keeping the rest (WebRTC: the track sends silence; WebSocket: nothing,
+        the client owns playback)."""
+        ...
+
+    def resume_audio(self) -> None:
+        """Play on from where :meth:`pause_audio` stopped."""
         ...
 
     def close(self, code: int = 1000, reason: str = "") -> None: ...
@@ -129,7 +142,7 @@ class EngineSession:
         )
         if max_seconds:
             self.config.expires_at = int(time.time() + max_seconds)
-        self.input = InputAudioBuffer(pipeline.vad, pipeline.stt, self, self._on_partial_transcript)
+        self.input = InputAudioBuffer(pipeline.vad, pipeline.stt, self, self._on_partial_transcript, pipeline.eot)
         self.input.set_turn_detection(self.config.turn_detection)
         self._codec = AudioCodec(self.config.input_format)
         self.responses: dict[str, Response] = {}
@@ -146,6 +159,14 @@ class EngineSession:
         self._spec: tuple[str, Response, ResponseRunner] | None = None  # speculative answer to the turn in progress
         self.speculate = local.speculative
         self._stt_uses: dict[Served, StageUse] = {}
+        # False interruptions (engine/interruptions.py): speech while the answer is audible is tentative.
+        self.false_interruptions = local.false_interruptions
+        self.max_backchannel_ms = local.max_backchannel_ms
+        self.false_interruption_count = 0
+        self._tentative: Tentative | None = None
+        self._play_until = 0.0  # monotonic time when the answer audio sent so far ends playing at the client
+        self._paused_at: float | None = None
+        self._idle: asyncio.TimerHandle | None = None  # idle_timeout_ms
 
     # ------------------------------------------------------------------------------ plumbing
     def emit(self, event: dict[str, Any]) -> None:
@@ -209,6 +230,7 @@ class EngineSession:
         if self._expiry is not None:
             self._expiry.cancel()
         self._drop_speculation()
+        self._cancel_idle()
         for r in list(self.responses.values()):
             if r.task is not None and not r.task.done():
                 r.status_details = {"type": "cancelled", "reason": "client_cancelled"}
@@ -265,6 +287,8 @@ class EngineSession:
         if self.config.turn_detection is None and self._utt_item_id is None:
             self._new_utterance()
         self.input.append(pcm)
+        if self._tentative is not None:
+            self._check_long_tentative()
 
     def _new_utterance(self) -> None:
         self._utt_item_id = new_id("item_")
@@ -272,13 +296,116 @@ class EngineSession:
         self._utt_emitted = 0
 
     def on_speech_started(self, audio_start_ms: int) -> None:  # TurnEvents
+        self._cancel_idle()
         self._new_utterance()
         self._turn = TurnTiming(last_speech=time.monotonic())
+        td = self.config.turn_detection
+        if td is not None and td.interrupt_response and self.false_interruptions and self._answer_audible():
+            # Maybe only "mm-hm" or a cough: pause the answer now, tell the client once words say it is real.
+            assert self._utt_item_id is not None
+            self._tentative = Tentative(self._utt_item_id, audio_start_ms, time.monotonic())
+            self._pause_answer()
+            log.debug("speech during the answer: paused, tentative")
+            return
+        self._speech_started(audio_start_ms, self._utt_item_id)
+
+    def _speech_started(self, audio_start_ms: int, item_id: str | None) -> None:
         self.emit({"type": "input_audio_buffer.speech_started", "audio_start_ms": audio_start_ms,
-                   "item_id": self._utt_item_id})
+                   "item_id": item_id})
         td = self.config.turn_detection
         if td is not None and td.interrupt_response:
             self._barge_in()
+
+    # ------------------------------------------------------------------ false interruptions
+    def note_audio_out(self, samples: int) -> None:
+        """Answer audio was sent: it plays (in real time, after what was sent before) until ``_play_until``."""
+        self._play_until = max(self._play_until, time.monotonic()) + samples / ENGINE_RATE
+
+    def _answer_audible(self) -> bool:
+        return self._paused_at is not None or time.monotonic() < self._play_until
+
+    def _pause_answer(self) -> None:
+        if self._paused_at is None:
+            self._paused_at = time.monotonic()
+            self.transport.pause_audio()
+
+    def _resume_answer(self) -> None:
+        if self._paused_at is not None:
+            self._play_until += time.monotonic() - self._paused_at
+            self._paused_at = None
+            self.transport.resume_audio()
+
+    def _check_long_tentative(self) -> None:
+        """Speech that goes on longer than a backchannel does is a real interruption (on the audio clock)."""
+        t, td = self._tentative, self.config.turn_detection
+        if t is None or td is None or not self.input.speaking:
+            return
+        spoken_ms = self.input.last_speech_sample * 1000 / ENGINE_RATE - t.audio_start_ms - td.prefix_padding_ms
+        if spoken_ms > self.max_backchannel_ms:
+            self._confirm_interruption()
+
+    def _confirm_interruption(self) -> None:
+        t, self._tentative = self._tentative, None
+        if t is None:
+            return
+        log.debug("speech during the answer: a real interruption (%r)", t.partial)
+        self._speech_started(t.audio_start_ms, t.item_id)  # the barge-in clears the paused audio (and unpauses)
+
+    async def _settle_tentative(self, t: Tentative, seg: Segment, audio_end_ms: int, timing: TurnTiming) -> None:
+        """The tentative speech ended before it proved to be an interruption: its final transcript decides."""
+        text = t.partial
+        if seg.stt is not None:
+            try:
+                text = await asyncio.wait_for(seg.stt.finish(), 10)
+            except Exception:
+                log.debug("final transcript of a tentative interruption failed", exc_info=True)
+        if self._closed:
+            return
+        if classify(text) != "words":
+            self.false_interruption_count += 1
+            log.info("false interruption ignored (%s): %r", classify(text), text)
+            if self._tentative is None:
+                self._resume_answer()
+            if self._utt_item_id == t.item_id:
+                self._utt_item_id = None
+            return
+        # Real words after all: the interruption happens now, then the turn is taken as usual.
+        self._speech_started(t.audio_start_ms, t.item_id)
+        self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": audio_end_ms, "item_id": t.item_id})
+        self._commit(None, seg=seg, item_id=t.item_id)
+        td = self.config.turn_detection
+        if td is not None and td.create_response and self.active is None:
+            self._start_response(self._default_params(), timing)
+
+    # ------------------------------------------------------------------ idle timeout
+    def _arm_idle(self) -> None:
+        td = self.config.turn_detection
+        self._cancel_idle()
+        if td is None or td.type != "server_vad" or not td.idle_timeout_ms or self._closed:
+            return
+        delay = max(0.0, self._play_until - time.monotonic()) + td.idle_timeout_ms / 1000
+        self._idle = asyncio.get_running_loop().call_later(delay, self._idle_timeout)
+
+    def _cancel_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _idle_timeout(self) -> None:
+        """``idle_timeout_ms`` of silence after the answer played: commit the silence, ask if they are there."""
+        self._idle = None
+        td = self.config.turn_detection
+        if (td is None or td.type != "server_vad" or not td.idle_timeout_ms or self._closed or self.active is not None
+                or self.input.speaking or self._tentative is not None):
+            return
+        end_ms = int(self.input.total_samples * 1000 / ENGINE_RATE)
+        self._new_utterance()
+        self.emit({"type": "input_audio_buffer.timeout_triggered", "audio_start_ms": max(0, end_ms - td.idle_timeout_ms),
+                   "audio_end_ms": end_ms, "item_id": self._utt_item_id})
+        self._commit(None)
+        params = self._default_params()
+        params.instructions = f"{params.instructions}\n\n{IDLE_INSTRUCTIONS}".strip()
+        self._start_response(params, TurnTiming())
 
     def _barge_in(self) -> None:
         r = self.active
@@ -286,6 +413,8 @@ class EngineSession:
             r.status = "cancelled"
             r.status_details = {"type": "cancelled", "reason": "turn_detected"}
             r.task.cancel()
+        self._paused_at = None
+        self._play_until = 0.0
         played = self.transport.clear_audio()
         if played is not None:
             item_id, ms = played
@@ -296,7 +425,7 @@ class EngineSession:
     def on_speech_paused(self) -> None:  # TurnEvents
         """Start answering the partial transcript now, held back until the end-of-turn decision confirms it."""
         td = self.config.turn_detection
-        if not self.speculate or td is None or not td.create_response or self._spec is not None:
+        if not self.speculate or td is None or not td.create_response or self._spec is not None or self._tentative:
             return
         if self.active is not None or not self._utt_words:
             return
@@ -320,6 +449,15 @@ class EngineSession:
     def on_speech_stopped(self, audio_end_ms: int) -> None:  # TurnEvents
         self._turn.speech_stopped = time.monotonic()
         self._turn.last_speech = self.input.last_speech_time
+        t = self._tentative
+        if t is not None:  # speech during the answer ended before it proved to be an interruption
+            self._tentative = None
+            if classify(t.partial) == "words":
+                self._tentative = t
+                self._confirm_interruption()
+            else:
+                self._spawn(self._settle_tentative(t, self.input.take(), audio_end_ms, self._turn))
+                return
         self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": audio_end_ms,
                    "item_id": self._utt_item_id})
         partial = " ".join(self._utt_words)  # what the recogniser had heard when the turn ended
@@ -375,12 +513,15 @@ class EngineSession:
         self._turn = TurnTiming(last_speech=time.monotonic(), speech_stopped=time.monotonic())
         self._commit(client_event_id(event))
 
-    def _commit(self, _eid: str | None) -> Item | None:
-        seg = self.input.take()
-        item_id = self._utt_item_id or new_id("item_")
-        # words already sent as transcription deltas for this item: the final transcript's delta completes them
-        emitted = self._utt_words[:self._utt_emitted] if self._utt_item_id else []
-        self._utt_item_id = None
+    def _commit(self, _eid: str | None, seg: Segment | None = None, item_id: str | None = None) -> Item | None:
+        emitted: list[str] = []
+        if seg is None:
+            seg = self.input.take()
+            item_id = self._utt_item_id
+            # words already sent as transcription deltas for this item: the final transcript's delta completes them
+            emitted = self._utt_words[:self._utt_emitted] if self._utt_item_id else []
+            self._utt_item_id = None
+        item_id = item_id or new_id("item_")
         item = Item(id=item_id, type="message", role="user",
                     content=[{"type": "input_audio", "transcript": None}], audio=[seg.pcm], audio_ms=len(seg.pcm) / 24)
         prev = self.conversation.add(item)
@@ -434,6 +575,11 @@ class EngineSession:
 
     def _on_partial_transcript(self, text: str) -> None:
         """Emit the words of a partial hypothesis that have stayed stable (append-only deltas)."""
+        if self._tentative is not None:  # not yet known to be said to the assistant: keep it back
+            self._tentative.partial = text
+            if not is_clear_interruption(text):
+                return
+            self._confirm_interruption()
         if self.config.transcription is None or self._utt_item_id is None:
             return
         words = text.split()
@@ -612,6 +758,7 @@ class EngineSession:
         return items
 
     def _start_response(self, params: ResponseParams, timing: TurnTiming) -> Response:
+        self._cancel_idle()
         r = Response(id=new_id("resp_"), params=params, timing=timing)
         self.responses[r.id] = r
         if r.in_conversation:
@@ -632,6 +779,7 @@ class EngineSession:
         self.responses.pop(r.id, None)
         if self.active is r:
             self.active = None
+            self._arm_idle()
         if self.recorder is not None and r.metrics:
             self.recorder.on_response_metrics(r.id, dict(r.metrics))
 

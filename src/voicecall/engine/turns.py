@@ -18,8 +18,9 @@ from typing import Protocol
 import numpy as np
 
 from voicecall.audio import ENGINE_RATE, PCM16, Resampler
+from voicecall.engine.endpointing import Endpointer
 from voicecall.protocol.session import TurnDetection
-from voicecall.speech.base import STTModel, STTStream, VADModel
+from voicecall.speech.base import EOTModel, STTModel, STTStream, VADModel
 
 log = logging.getLogger(__name__)
 STT_RATE = 16000
@@ -114,7 +115,7 @@ class InputAudioBuffer:
     """
 
     def __init__(self, vad_model: VADModel, stt_model: STTModel, events: TurnEvents,
-                 on_partial: Callable[[str], None]) -> None:
+                 on_partial: Callable[[str], None], eot_model: EOTModel | None = None) -> None:
         self._vad = vad_model.new_stream()
         self._frame = self._vad.frame_samples
         self._vad_resampler = Resampler(ENGINE_RATE, self._vad.sample_rate, quality="QQ")
@@ -142,6 +143,9 @@ class InputAudioBuffer:
         self._recent16_len = 0
         self._stt: SttWorker | None = None
         self.denoiser: Denoiser | None = None  # set by the session from audio.input.noise_reduction
+        # semantic_vad: the end-of-turn decision (engine/endpointing.py); fed 16 kHz audio, asked on silent frames
+        self._partial = ""
+        self.endpointer = Endpointer(eot_model, self._end_by_model, lambda: self._partial)  # latest partial transcript of the turn (evidence for the endpointer)
 
     # ----------------------------------------------------------------------------- properties
     @property
@@ -165,6 +169,8 @@ class InputAudioBuffer:
             self._stt.feed(pcm16)
             return
         self._remember16(pcm16, td)
+        if td.type == "semantic_vad":
+            self.endpointer.push(pcm16)
         if self.speaking and self._stt is not None:
             self._stt.feed(pcm16)
         self._run_vad(pcm, td)
@@ -216,6 +222,8 @@ class InputAudioBuffer:
                 if p >= low:
                     if self._silence_run >= pause_frames:
                         self._events.on_speech_resumed()
+                    if self._silence_run:
+                        self.endpointer.on_speech()
                     self._silence_run = 0
                     self.last_speech_sample = frame_end_sample
                     self.last_speech_time = time.monotonic()
@@ -223,7 +231,11 @@ class InputAudioBuffer:
                     self._silence_run += 1
                     if self._silence_run == pause_frames and pause_frames < silence_frames:
                         self._events.on_speech_paused()
-                    if self._silence_run >= silence_frames:
+                    if td.type == "semantic_vad":
+                        silence_ms = self._silence_run * 1000 * self._frame / self._vad.sample_rate
+                        if self.endpointer.on_silence(silence_ms):
+                            self._end_speech()
+                    elif self._silence_run >= silence_frames:
                         self._end_speech()
         rest = buf[n * self._frame:]
         self._pending16 = [rest] if rest.size else []
@@ -241,7 +253,9 @@ class InputAudioBuffer:
         self._drop_before(padded)
         if self._stt is not None:
             self._stt.abort()
-        self._stt = SttWorker(self._stt_model, self._on_partial, self.language)
+        self._partial = ""
+        self._stt = SttWorker(self._stt_model, self._note_partial, self.language)
+        self.endpointer.start_turn(int((self.total_samples - padded) * STT_RATE / ENGINE_RATE))
         pre = np.concatenate(self._recent16) if self._recent16 else np.zeros(0, np.int16)
         pre_len = int((self.total_samples - padded) * STT_RATE / ENGINE_RATE)
         if pre_len > 0:
@@ -259,7 +273,19 @@ class InputAudioBuffer:
             self._chunks_samples -= cut
             self._start_sample = sample
 
+    def _note_partial(self, text: str) -> None:
+        self._partial = text
+        self._on_partial(text)
+        if self.speaking and self._silence_run:
+            self.endpointer.on_partial()
+
+    def _end_by_model(self) -> None:
+        """The end-of-turn model decided between two VAD frames that the pause ends the turn."""
+        if self.speaking and self._silence_run:
+            self._end_speech()
+
     def _end_speech(self) -> None:
+        self.endpointer.end_turn()
         self.speaking = False
         self._silence_run = 0
         self.speech_stopped_at = time.monotonic()
@@ -291,8 +317,11 @@ class InputAudioBuffer:
         if (td is None) != (self.turn_detection is None):
             self.clear()
         self.turn_detection = td
+        if td is not None and td.type == "semantic_vad":
+            self.endpointer.set_eagerness(td.eagerness)
 
     def close(self) -> None:
+        self.endpointer.close()
         if self._stt is not None:
             self._stt.abort()
             self._stt = None

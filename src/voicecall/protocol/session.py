@@ -21,8 +21,9 @@ TRANSCRIPTION_MODELS = (
     "whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-mini-transcribe-2025-12-15",
     "gpt-4o-transcribe-diarize", "gpt-transcribe", "gpt-live-transcribe", "gpt-realtime-whisper",
 )
-# semantic_vad is served by server_vad with a silence window that follows the eagerness.
-SEMANTIC_EAGERNESS_SILENCE_MS = {"low": 1200, "medium": 700, "auto": 700, "high": 350}
+# semantic_vad: silence proposes an end of turn and an end-of-turn model decides; engine/endpointing.py holds
+# what each eagerness means (when the model is asked, its threshold, the hard maximum wait).
+SEMANTIC_EAGERNESS = ("low", "medium", "high", "auto")
 BETA_FIELDS = {
     "modalities": "output_modalities", "voice": "audio.output.voice", "input_audio_format": "audio.input.format",
     "output_audio_format": "audio.output.format", "input_audio_transcription": "audio.input.transcription",
@@ -242,17 +243,20 @@ def parse_turn_detection(value: Any, param: str, current: TurnDetection | None, 
         if "idle_timeout_ms" in value:
             v = value["idle_timeout_ms"]
             if v is not None:
-                raise _err("unsupported_parameter", "idle_timeout_ms is not supported by this server; send null.",
-                           param + ".idle_timeout_ms")
-            base.idle_timeout_ms = None
+                v = _expect(v, int, param + ".idle_timeout_ms", "an integer or null")
+                if not 5000 <= v <= 30000:
+                    raise _err("invalid_value", f"Invalid value: {v}. idle_timeout_ms must be between 5000 and 30000, "
+                               "or null.", param + ".idle_timeout_ms")
+            base.idle_timeout_ms = v
     elif ttype == "semantic_vad":
-        _unknown(value, {"type", "eagerness", "create_response", "interrupt_response"}, param + ".")
+        if "idle_timeout_ms" in value and value["idle_timeout_ms"] is not None:
+            raise _err("invalid_value", "idle_timeout_ms is only supported with server_vad.", param + ".idle_timeout_ms")
+        _unknown(value, {"type", "eagerness", "create_response", "interrupt_response", "idle_timeout_ms"}, param + ".")
         eag = value.get("eagerness", base.eagerness or "auto")
-        if eag not in SEMANTIC_EAGERNESS_SILENCE_MS:
+        if eag not in SEMANTIC_EAGERNESS:
             raise _err("invalid_value", f"Invalid value: {eag!r}. Supported values are: low, medium, high, auto.",
                        param + ".eagerness")
         base.eagerness = eag
-        base.silence_duration_ms = SEMANTIC_EAGERNESS_SILENCE_MS[eag]
         base.idle_timeout_ms = None
     else:
         raise _err("invalid_value", f"Invalid value: {ttype!r}. Supported values are: 'server_vad', 'semantic_vad'.",

@@ -65,6 +65,19 @@ class VADModel(Protocol):
     def new_stream(self) -> VADStream: ...
 
 
+# ------------------------------------------------------------------------------------- end of turn
+@runtime_checkable
+class EOTModel(Protocol):
+    """An end-of-turn model for ``semantic_vad``: P(turn complete) from the turn's audio at ``sample_rate``.
+
+    Blocking (tens of ms): the engine calls it from a worker thread. Stateless, shared by every session."""
+
+    name: str
+    sample_rate: int
+
+    def probability(self, audio16k: PCM16) -> float: ...
+
+
 # --------------------------------------------------------------------------------------------- STT
 @runtime_checkable
 class STTStream(Protocol):

@@ -11,6 +11,7 @@ Adapter types::
     stt: whisper | moonshine | pocketsphinx | deepgram | openai-compatible | fallback
     llm: llama-cpp | openai-compatible | anthropic | echo | fallback
     tts: piper | espeak | tone | elevenlabs | openai-compatible | fallback
+    eot: smart-turn | fixed          (semantic_vad's end-of-turn model)
 
 Cloud adapters name the environment variable their key comes from (``Adapter.key_env``); a missing key is a
 configuration error found by :func:`check_stages` before anything loads (``voicecall serve`` calls it first).
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..config import ConfigError, LocalConfig, StageConfig
-from .base import LLM, STTModel, TTSModel, VADModel
+from .base import LLM, EOTModel, STTModel, TTSModel, VADModel
 from .prices import StagePrices
 from .voices import VoiceMap
 
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
-STAGES = ("vad", "stt", "llm", "tts")
+STAGES = ("vad", "stt", "llm", "tts", "eot")
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +182,13 @@ ADAPTERS: dict[str, dict[str, Adapter]] = {
             "timeout": _o(_NUM, "timeout"),
         }, lambda o: f"{o.get('model', 'gpt-4o-mini-tts')} at {o.get('baseUrl', _OPENAI)}", "OPENAI_API_KEY",
             _at_openai),
+    },
+    "eot": {
+        "smart-turn": Adapter("eot", "smart-turn", "eot_smartturn:SmartTurnEOT",
+                              {"modelPath": _o(str, "model_path"), "threads": _o(int, "threads")},
+                              _stem("modelPath", "smart-turn-v3.2-cpu")),
+        "fixed": Adapter("eot", "fixed", "eot_fixed:FixedEOT", {"probability": _o(_NUM, "probability")},
+                         lambda o: f"p = {o.get('probability', 0.6)}"),
     },
 }
 
@@ -382,6 +390,8 @@ class Pipeline:
     """Stage → adapter type, e.g. ``{"llm": "llama-cpp", ...}``."""
     prices: StagePrices = field(default_factory=StagePrices)
     """What each provider costs (``local.prices`` over the defaults), for ``response.done``'s cost."""
+    eot: EOTModel | None = None
+    """semantic_vad's end-of-turn model."""
 
     def voice_names(self) -> list[str]:
         """Voice names clients may ask for (OpenAI's, plus any added by ``voiceMap``)."""
@@ -415,7 +425,8 @@ def load_pipeline(local_cfg: LocalConfig, progress: Progress | None = None) -> P
     except ValueError as exc:
         raise ConfigError(f"local.voice: {exc}") from exc
     return Pipeline(models["vad"], models["stt"], models["llm"], tts, voice_map,
-                    {stage: getattr(local_cfg, stage).type for stage in STAGES}, stage_prices(local_cfg))
+                    {stage: getattr(local_cfg, stage).type for stage in STAGES}, stage_prices(local_cfg),
+                    eot=models["eot"])
 
 
 def warm_up(pipeline: Pipeline, progress: Progress | None = None) -> None:
@@ -437,6 +448,9 @@ def warm_up(pipeline: Pipeline, progress: Progress | None = None) -> None:
     llm_warm = getattr(pipeline.llm, "warm_up", None)
     if callable(llm_warm):
         llm_warm()
+    eot_warm = getattr(pipeline.eot, "warm_up", None)
+    if callable(eot_warm):
+        eot_warm()
     tts_warm = getattr(pipeline.tts, "warm_up", None)
     if callable(tts_warm):
         tts_warm()

@@ -29,6 +29,7 @@ SAMPLE_RATE = 22050
 AUDIO_OUTPUT_SYNCHRONOUS = 2
 POS_CHARACTER = 1
 ESPEAK_CHARS_UTF8 = 1
+ESPEAK_SSML = 0x10
 ESPEAK_RATE = 1
 ESPEAK_PITCH = 3
 
@@ -80,8 +81,9 @@ class _EspeakLib:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
         return 0  # 1 would abort synthesis
 
-    def speak(self, text: str, voice: str, wpm: int) -> PCM16:
-        """Synthesize one piece of text (call with :attr:`lock` held)."""
+    def speak(self, text: str, voice: str, wpm: int, ssml: bool = False) -> PCM16:
+        """Synthesize one piece of text (call with :attr:`lock` held); ``ssml``: the text may hold SSML tags
+        such as ``<break time="800ms"/>`` (a pause inside a sentence, its melody going on after it)."""
         if voice != self._voice:
             variant = voice.partition("+")[2]
             if (variant and variant not in self.variants) or self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
@@ -93,7 +95,8 @@ class _EspeakLib:
             self._rate = wpm
         data = text.encode("utf-8") + b"\0"
         self._chunks = []
-        err = self.lib.espeak_Synth(data, len(data), 0, POS_CHARACTER, 0, ESPEAK_CHARS_UTF8, None, None)
+        flags = ESPEAK_CHARS_UTF8 | (ESPEAK_SSML if ssml else 0)
+        err = self.lib.espeak_Synth(data, len(data), 0, POS_CHARACTER, 0, flags, None, None)
         if err != 0:
             raise RuntimeError(f"espeak_Synth failed with code {err}")
         chunks, self._chunks = self._chunks, []

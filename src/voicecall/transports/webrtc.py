@@ -166,6 +166,7 @@ class AnswerAudioTrack(AudioStreamTrack):
         self.frames_sent = 0
         self.late_frames = 0
         self.cleared_response_id: str | None = None
+        self.paused = False  # send silence, keep the queue (a possible false interruption)
         self._opus: Any = None  # libopus encoder once Opus is negotiated (see use_opus)
 
     def use_opus(self, bitrate: int = OPUS_BITRATE) -> None:
@@ -225,6 +226,7 @@ class AnswerAudioTrack(AudioStreamTrack):
         self._queue.clear()
         self._streams.clear()
         self._playing = None
+        self.paused = False
         if current is None:
             return None
         self.cleared_response_id = current.response_id
@@ -279,7 +281,7 @@ class AnswerAudioTrack(AudioStreamTrack):
 
     def _take(self) -> tuple[np.ndarray, list[tuple[str, str]]]:
         """Fill one frame from the queue; returns (1 x 960 int16, [(started|stopped, response_id)])."""
-        if not self._queue:
+        if not self._queue or self.paused:
             return self._silence, []
         out: np.ndarray | None = None
         filled = 0
@@ -532,6 +534,12 @@ class WebRTCTransport:
 
     def clear_audio(self) -> tuple[str, float] | None:
         return self.track.clear()
+
+    def pause_audio(self) -> None:
+        self.track.paused = True
+
+    def resume_audio(self) -> None:
+        self.track.paused = False
 
     @property
     def cleared_response_id(self) -> str | None:

@@ -126,6 +126,12 @@ class WebSocketTransport:
         """Messages waiting for the client (the ``voicecall_queue_depth_*`` metrics)."""
         return len(self._out)
 
+    def pause_audio(self) -> None:
+        pass  # the client owns playback; what was sent is in its player already
+
+    def resume_audio(self) -> None:
+        pass
+
     def close(self, code: int = 1000, reason: str = "") -> None:
         self.close_code, self.close_reason = code, reason
         self._out.finish()

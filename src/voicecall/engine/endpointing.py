@@ -1,0 +1,191 @@
+"""``semantic_vad``: when a pause inside a turn is the end of it.
+
+Silence detection (the server VAD's frames) only *proposes* an end of turn. After ``candidate_ms`` of silence the
+:class:`Endpointer` asks an end-of-turn model (Smart Turn v3.2 by default, ``speech/eot_smartturn.py``) how likely
+the turn is complete from the sound of it, and weighs the words heard so far (a turn that ends on "of", "and",
+"the", "um" is not finished, whatever its melody). Then:
+
+* probability >= the eagerness' ``threshold``: the turn ends now (a complete question is answered sooner than a
+  fixed silence window would allow);
+* below it: the turn ends only after a longer silence, the lower the probability the longer, up to the hard
+  maximum ``max_ms`` of the eagerness; the model is asked again every ``recheck_ms`` while the silence lasts.
+
+Speech during the wait simply continues the turn. The model runs in a worker thread (~50 ms); a result that
+arrives after the user spoke again is ignored.
+
+The eagerness table is the one place to tune (``voicecall bench turns`` measures every row; docs/turns.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from voicecall.speech.base import PCM16, EOTModel
+
+log = logging.getLogger(__name__)
+RATE = 16000
+
+
+@dataclass(frozen=True, slots=True)
+class Eagerness:
+    candidate_ms: int
+    """Silence after which the model is first asked."""
+    threshold: float
+    """End now when P(complete), after transcript evidence, is at least this."""
+    max_ms: int
+    """Hard maximum: the turn ends after this much silence whatever the model says."""
+    recheck_ms: int = 400
+    """While waiting, ask the model again after this much more silence."""
+
+    def wait_ms(self, p: float) -> float:
+        """Silence to wait for when P(complete) = ``p`` is below the threshold: from ``candidate_ms`` (p just below)
+        to ``max_ms`` (p = 0); a square root, so that a clearly incomplete turn waits nearly the maximum."""
+        short = min(1.0, max(0.0, 1.0 - p / self.threshold))
+        return self.candidate_ms + (self.max_ms - self.candidate_ms) * short ** 0.5
+
+
+EAGERNESS: dict[str, Eagerness] = {
+    "high": Eagerness(candidate_ms=200, threshold=0.3, max_ms=1000),
+    "medium": Eagerness(candidate_ms=200, threshold=0.5, max_ms=2000),
+    "low": Eagerness(candidate_ms=300, threshold=0.7, max_ms=3500),
+}
+EAGERNESS["auto"] = EAGERNESS["medium"]
+
+# Words a complete English turn (almost) never ends on: articles, prepositions, conjunctions, possessives,
+# auxiliaries and hesitations. Evidence, not a rule: "what are you thinking of" is complete.
+INCOMPLETE_TAIL = frozenset(["a", "an", "the", "of", "to", "in", "on", "at", "by", "for", "from", "with", "about", "into", "onto", "over", "under", "between", "through", "during", "without", "within", "and", "or", "but", "nor", "so", "because", "if", "when", "while", "although", "though", "than", "that", "which", "who", "whose", "where", "whom", "my", "your", "his", "her", "its", "our", "their", "this", "these", "those", "some", "any", "every", "each", "no", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "have", "has", "had", "will", "would", "can", "could", "should", "shall", "may", "might", "must", "i", "you", "he", "she", "we", "they", "it's", "i'm", "you're", "we're", "they're", "let's", "um", "uh", "er", "erm", "hmm", "like"])
+TAIL_FACTOR = 0.2
+"""P(complete) is multiplied by this when the transcript so far ends on one of :data:`INCOMPLETE_TAIL`."""
+NO_MODEL_PRIOR = 0.6
+"""P(complete) assumed when no model is configured (type ``none``): transcript evidence and silence decide."""
+
+
+def last_word(text: str) -> str:
+    words = re.findall(r"[a-z']+", text.lower())
+    return words[-1] if words else ""
+
+
+def with_evidence(p: float, transcript: str) -> float:
+    """Combine the model's P(complete) with what the words say."""
+    return p * TAIL_FACTOR if last_word(transcript) in INCOMPLETE_TAIL else p
+
+
+class Endpointer:
+    """The end-of-turn decision of one session's ``semantic_vad`` (see the module doc).
+
+    The input buffer feeds it every 16 kHz chunk (:meth:`push`), says when a turn starts (:meth:`start_turn`) and
+    when speech resumes inside it (:meth:`on_speech`), and asks on each silent VAD frame whether the turn ends
+    (:meth:`on_silence`). When a model result decides to end the turn between frames, ``on_end`` is called.
+    """
+
+    def __init__(self, model: EOTModel | None, on_end: Callable[[], None], transcript: Callable[[], str]) -> None:
+        self.model = model
+        self._on_end = on_end
+        self._transcript = transcript  # the latest partial transcript of the turn
+        self.eagerness = EAGERNESS["auto"]
+        self._ring: deque[PCM16] = deque()
+        self._ring_len = 0
+        self._turn_len = 0  # 16 kHz samples of the current turn (with its padding) in the ring's tail
+        self._pause = 0  # generation: bumps whenever speech resumes or a turn starts / ends
+        self._required: float = float("inf")  # silence (ms) after which the turn ends
+        self._next_check: float = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._silence_ms = 0.0
+        self._p_model: float | None = None  # the model's verdict on the current pause
+        self.last: dict[str, float | str] = {}
+        """The last decision (for metrics and logs): p_model, p, tail word, wait_ms."""
+
+    def set_eagerness(self, name: str | None) -> None:
+        self.eagerness = EAGERNESS.get(name or "auto", EAGERNESS["auto"])
+
+    def push(self, pcm16k: PCM16) -> None:
+        self._ring.append(pcm16k)
+        self._ring_len += len(pcm16k)
+        self._turn_len += len(pcm16k)
+        limit = RATE * 8
+        while self._ring and self._ring_len - len(self._ring[0]) >= limit:
+            self._ring_len -= len(self._ring.popleft())
+
+    def start_turn(self, samples16k: int) -> None:
+        """A turn began; the last ``samples16k`` pushed samples belong to it (prefix padding included)."""
+        self._turn_len = samples16k + RATE // 5  # 200 ms more of lead-in, as pipecat gives the model
+        self.on_speech()
+
+    def on_speech(self) -> None:
+        """Speech (again): any pending decision is void."""
+        self._pause += 1
+        self._required = float("inf")
+        self._next_check = self.eagerness.candidate_ms
+        self._silence_ms = 0.0
+        self._p_model = None
+
+    def end_turn(self) -> None:
+        self._pause += 1
+        self._required = float("inf")
+
+    def on_partial(self) -> None:
+        """A newer partial transcript: weigh the model's verdict on this pause again with its words (a recogniser
+        that re-decodes at a pause often delivers the last word after the model has answered)."""
+        if self._p_model is not None and self._required != float("inf"):
+            self._decide(self._p_model, self._silence_ms)
+            if self._silence_ms >= self._required:
+                self.end_turn()
+                self._on_end()
+
+    def on_silence(self, silence_ms: float) -> bool:
+        """One more silent frame inside the turn; True when the turn ends now."""
+        self._silence_ms = silence_ms
+        if silence_ms >= self.eagerness.max_ms or silence_ms >= self._required:
+            return True
+        if silence_ms >= self._next_check and (self._task is None or self._task.done()):
+            self._next_check = silence_ms + self.eagerness.recheck_ms
+            if self.model is None:
+                self._decide(NO_MODEL_PRIOR, silence_ms)
+                return silence_ms >= self._required
+            audio = self._turn_audio()
+            self._task = asyncio.get_running_loop().create_task(self._evaluate(audio))
+        return False
+
+    def _turn_audio(self) -> PCM16:
+        pcm = np.concatenate(self._ring) if len(self._ring) > 1 else (self._ring[0] if self._ring else
+                                                                      np.zeros(0, np.int16))
+        return pcm[-min(self._turn_len, len(pcm)):]
+
+    async def _evaluate(self, audio: PCM16) -> None:
+        pause = self._pause
+        model = self.model
+        assert model is not None
+        try:
+            p = await asyncio.to_thread(model.probability, audio)
+        except Exception:  # a failing model must not stall the turn: fall back to silence
+            log.exception("end-of-turn model failed")
+            p = NO_MODEL_PRIOR
+        if pause != self._pause:
+            return  # the user spoke again meanwhile
+        self._decide(p, self._silence_ms)
+        if self._silence_ms >= self._required:
+            self.end_turn()
+            self._on_end()
+
+    def _decide(self, p_model: float, at_ms: float) -> None:
+        e = self.eagerness
+        self._p_model = p_model
+        transcript = self._transcript()
+        p = with_evidence(p_model, transcript)
+        wait = 0.0 if p >= e.threshold else e.wait_ms(p)
+        self._required = max(at_ms, wait) if wait else at_ms
+        self.last = {"p_model": round(p_model, 3), "p": round(p, 3), "tail": last_word(transcript),
+                     "wait_ms": round(self._required)}
+        log.debug("end of turn? %s", self.last)
+
+    def close(self) -> None:
+        self._pause += 1
+        if self._task is not None:
+            self._task.cancel()
