@@ -322,7 +322,11 @@ class EngineSession:
         self._play_until = max(self._play_until, time.monotonic()) + samples / ENGINE_RATE
 
     def _answer_audible(self) -> bool:
-        return self._paused_at is not None or time.monotonic() < self._play_until
+        """The assistant is talking: its audio is playing, or its answer has started and goes on (a gap while the
+        next sentence is synthesized is part of the answer)."""
+        r = self.active
+        speaking = r is not None and r.audio_started and r.task is not None and not r.task.done()
+        return speaking or self._paused_at is not None or time.monotonic() < self._play_until
 
     def _pause_answer(self) -> None:
         if self._paused_at is None:
