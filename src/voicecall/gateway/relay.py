@@ -45,6 +45,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketState
@@ -159,15 +160,14 @@ async def relay_websocket(ws: WebSocket, state: AppState, principal: Principal, 
 
 
 class _FromClient:
-    """The client socket's :class:`~voicecall.transports.frames.FrameSink`."""
+    """The client socket's :class:`~voicecall.transports.frames.FrameSink` (``on_message`` is the relay's bound
+    method itself: no extra call per message)."""
 
-    __slots__ = ("relay",)
+    __slots__ = ("on_message", "relay")
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
-
-    def on_message(self, data: bytes, text: bool) -> None:
-        self.relay.client_message(data, text)
+        self.on_message: Callable[[bytes, bool], None] = relay.client_message
 
     def on_writable(self) -> None:
         up = self.relay.upstream
@@ -179,15 +179,14 @@ class _FromClient:
 
 
 class _FromUpstream:
-    """The upstream socket's :class:`~voicecall.transports.frames.FrameSink`."""
+    """The upstream socket's :class:`~voicecall.transports.frames.FrameSink` (``on_message``: see
+    :class:`_FromClient`)."""
 
-    __slots__ = ("relay",)
+    __slots__ = ("on_message", "relay")
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
-
-    def on_message(self, data: bytes, text: bool) -> None:
-        self.relay.upstream_message(data, text)
+        self.on_message: Callable[[bytes, bool], None] = relay.upstream_message
 
     def on_writable(self) -> None:
         if self.relay.client is not None and len(self.relay.pending) < PREOPEN_FRAMES:

@@ -37,10 +37,9 @@ _QUOTE, _BACKSLASH, _EQ = 0x22, 0x5C, 0x3D
 def b64_bytes(data: bytes, start: int, end: int) -> int:
     """Bytes that the base64 text ``data[start:end]`` decodes to (O(1), no copy)."""
     n = end - start
-    if n <= 0:
+    if n < 2:
         return 0
-    pad = (data[end - 1] == _EQ) + (n > 1 and data[end - 2] == _EQ)
-    return max(0, n * 3 // 4 - pad)
+    return n * 3 // 4 - (data[end - 1] == _EQ) - (data[end - 2] == _EQ)
 
 
 def _audio_bounds(data: bytes, start: int) -> int:
@@ -54,6 +53,8 @@ def _audio_bounds(data: bytes, start: int) -> int:
 def peek_append(data: bytes) -> tuple[int, int] | None:
     """``(start, end)`` of the base64 audio of a plain ``input_audio_buffer.append`` (``data[start:end]``), or
     ``None`` when ``data`` is anything else or an append in another shape (the caller parses it)."""
+    if not data.startswith(APPEND_PREFIXES):
+        return None
     for prefix in APPEND_PREFIXES:
         if data.startswith(prefix):
             start = len(prefix)
@@ -87,6 +88,13 @@ def peek_audio_delta(data: bytes) -> tuple[int, int] | None:
 def delta_ids(data: bytes, start: int) -> tuple[str | None, str | None]:
     """``(response_id, item_id)`` of a delta recognised by :func:`peek_audio_delta`, read from the bytes around the
     audio (``start``: where the audio begins) without parsing the event."""
+    r = data.find(b'"response_id":"', 0, start)
+    i = data.find(b'"item_id":"', 0, start)
+    if r >= 0 and i >= 0:  # the compact form: two finds
+        r_end = data.find(b'"', r + 15, start)
+        i_end = data.find(b'"', i + 11, start)
+        if r_end > 0 and i_end > 0 and data.find(b"\\", r, r_end) < 0 and data.find(b"\\", i, i_end) < 0:
+            return data[r + 15:r_end].decode(), data[i + 11:i_end].decode()
     out: list[str | None] = []
     for key in ("response_id", "item_id"):
         m = _ID_PATTERNS[key].search(data, 0, start)

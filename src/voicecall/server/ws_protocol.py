@@ -17,7 +17,15 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
-from voicecall.transports.frames import EXTENSION, FrameSink, at_frame_boundary, check_text, encode_frame, split_frames
+from voicecall.transports.frames import (
+    EXTENSION,
+    FrameSink,
+    apply_mask,
+    at_frame_boundary,
+    check_text,
+    encode_frame,
+    split_frames,
+)
 
 
 class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -43,6 +51,13 @@ class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
         if not fast or sink is None:
             super().data_received(data)
             return
+        if not self._buf and not self.close_sent and len(data) > 8 and data[0] == 0x81 and data[1] == 0xFE \
+                and len(data) == 8 + ((data[2] << 8) | data[3]) and self.conn.cur_size is None:
+            # the usual case, one whole masked text frame of 126..65535 bytes in one read: no loop, no list
+            payload = apply_mask(data[8:], data[4:8])
+            if payload.isascii() or check_text(payload):
+                sink.on_message(payload, True)
+                return
         buf = self._buf + data if self._buf else data
         if self.close_sent:  # closing: back to uvicorn, which discards messages and ends the closing handshake
             self._fast, self._buf = False, b""
@@ -150,9 +165,12 @@ class ServerFrameSocket:
     def send_frame(self, data: bytes, text: bool = True) -> bool:
         """Write one data frame now; ``False`` once the closing handshake started or the connection is gone."""
         proto = self.proto
-        if proto.close_sent or proto.disconnected or proto.transport.is_closing():
+        if proto.close_sent or proto.disconnected:
             return False
-        proto.transport.write(encode_frame(data, text))
+        transport = proto.transport
+        if transport.is_closing():
+            return False
+        transport.write(encode_frame(data, text))
         return True
 
     @property

@@ -227,6 +227,7 @@ class ConversationRecorder:
         self._in_bytes_per_ms = 48.0
         self._out_bytes_per_ms = 48.0
         self._speech_stopped_mono: float | None = None
+        self._last_audio_item: tuple[str | None, str | None, _Item] | None = None
         self._queue: asyncio.Queue[_Op | object] = asyncio.Queue(maxsize=max(1, queue_size))
         self._task: asyncio.Task[None] | None = None
         self._conversation_saved = False
@@ -293,8 +294,16 @@ class ConversationRecorder:
         without parsing it; same effect as :meth:`on_server_event` with the event)."""
         if not self.enabled or self._closed:
             return
+        last = self._last_audio_item
+        if last is not None and last[0] == response_id and last[1] == item_id and last[2].id in self._items:
+            last[2].output_audio_bytes += nbytes  # the same item as the previous delta: one addition
+            return
         try:
             self._audio_out(response_id, item_id, nbytes)
+            it = self._items.get(item_id) if item_id is not None else None
+            r = self._responses.get(response_id) if response_id is not None else None
+            self._last_audio_item = (response_id, item_id, it) if it is not None and r is not None \
+                and r.first_audio_mono is not None else None
         except Exception as exc:  # noqa: BLE001 - never into the audio path
             self._event_error({"type": "response.output_audio.delta"}, exc)
 

@@ -38,9 +38,9 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import CLIENT, State
 
 try:
-    from websockets.speedups import apply_mask as _apply_mask
+    from websockets.speedups import apply_mask
 except ImportError:  # pragma: no cover - websockets ships compiled speedups for every platform we run on
-    from websockets.utils import apply_mask as _apply_mask
+    from websockets.utils import apply_mask
 
 EXTENSION = "voicecall.frames"
 """The ASGI scope extension under which :mod:`voicecall.server.ws_protocol` offers its :class:`FrameSocket`
@@ -135,7 +135,7 @@ def encode_frame(data: bytes, text: bool = True, key: bytes | None = None) -> by
         head = _H64(op, m | 127, n)
     if key is None:
         return head + data
-    return head + key + _apply_mask(data, key)
+    return head + key + apply_mask(data, key)
 
 
 def split_frames(buf: bytes, masked: bool, max_size: int | None) -> tuple[list[tuple[int, bytes, int]], int]:
@@ -170,7 +170,7 @@ def split_frames(buf: bytes, masked: bool, max_size: int | None) -> tuple[list[t
         op = b0 & 0x0F
         if (b0 & 0xF0) == 0x80 and (op == 1 or op == 2) and bool(is_masked) == masked:
             payload = buf[pos + head:end]
-            out.append((op, _apply_mask(payload, buf[pos + head - 4:pos + head]) if masked else payload, pos))
+            out.append((op, apply_mask(payload, buf[pos + head - 4:pos + head]) if masked else payload, pos))
         else:
             out.append((0, buf[pos:end], pos))
         pos = end
@@ -283,6 +283,12 @@ class FrameConnectionMixin:
             fast = self._fast = True
         if not fast:
             super().data_received(data)  # type: ignore[misc]
+            return
+        if not self._buf and len(data) > 4 and data[0] == 0x81 and data[1] == 126 \
+                and len(data) == 4 + ((data[2] << 8) | data[3]) and self.protocol.cur_size is None:
+            # the usual case, one whole text frame of 126..65535 bytes in one read: no loop, no list
+            if self.protocol.state is State.OPEN:
+                self._deliver(data[4:], True)
             return
         buf = self._buf + data if self._buf else data
         frames, used = split_frames(buf, False, self.protocol.max_size)
