@@ -3,11 +3,13 @@ its README quickstart shape (RealtimeAgent + RealtimeSession, default model, no 
 
 - WebSocket, in Node (``tests/js/agents-websocket.mjs``): a server ``error`` event would crash the process (exit
   code 1), so exit code 0 is itself the "zero error events" check; the events it saw are checked here too.
-- WebRTC, in Chromium, from a page on a second origin (``pages/agents-webrtc.html``, the SDK's browser bundle).
+- In Chromium, from a page on a second origin (``pages/agents-browser.html``, the SDK's browser bundle): WebRTC (the
+  browser default) and its WebSocket transport.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -58,10 +60,12 @@ def test_agents_sdk_websocket_node(conformance_server: ServerThread, tmp_path: P
 
 
 @pytest.mark.browser
-def test_agents_sdk_webrtc_chromium_cross_origin(conformance_server: ServerThread, second_origin: str,
-                                                 tmp_path: Path) -> None:
-    """The SDK's browser bundle over WebRTC (its browser default) from a page on another origin: the ek_ secret and
-    the SDP exchange are cross-origin requests (CORS preflight included); the fake microphone asks the question."""
+@pytest.mark.parametrize("transport", ["webrtc", "websocket"])
+def test_agents_sdk_browser_cross_origin(conformance_server: ServerThread, second_origin: str, tmp_path: Path,
+                                         transport: str) -> None:
+    """The SDK's browser bundle from a page on another origin: the ek_ secret and the SDP exchange (WebRTC, the
+    browser default; fake microphone from a WAV) or the WebSocket (its subprotocols ``realtime``,
+    ``openai-insecure-api-key.<ek_>``, ``openai-agents-sdk.<version>``; the app sends the audio) are cross-origin."""
     chromium = chromium_or_skip()
     if not AGENTS_BUNDLE.exists():
         node_or_skip()  # explains how to install tests/js
@@ -74,20 +78,27 @@ def test_agents_sdk_webrtc_chromium_cross_origin(conformance_server: ServerThrea
                 if m.type in ("error", "warning") and not m.text.startswith("Failed to load resource") else None)
         page.on("response", lambda r: problems.append(f"HTTP {r.status} {r.url}")
                 if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
-        page.goto(f"{second_origin}/agents-webrtc.html?server={conformance_server.http}")
+        page.goto(f"{second_origin}/agents-browser.html?server={conformance_server.http}&transport={transport}")
         page.wait_for_function("() => window.run")
         status = page.evaluate("() => window.run().catch(e => 'failed: ' + e.message)")
         assert status == "connected", (status, problems)
+        if transport == "websocket":
+            pcm = speech_pcm24(tmp_path / "question.pcm").read_bytes()
+            page.evaluate("b64 => { window.sendPcm(b64); }", base64.b64encode(pcm).decode())
         try:
             page.wait_for_function("() => seen.types.includes('response.done') && seen.userTranscripts.length",
                                    timeout=40000)
         finally:
             seen: dict[str, Any] = page.evaluate("() => window.seen")
             print("events:", seen["types"], "problems:", problems)
-        received = page.evaluate("() => window.receivedAudio()")
+        received = page.evaluate("() => window.receivedAudio()") if transport == "webrtc" else None
         page.evaluate("() => window.session.close()")
-    # No uncaught SDK error, and connect() was not released by its 5 s "no session.updated" timer (it warns then).
+    # No uncaught SDK error, and (WebRTC) connect() was not released by its 5 s "no session.updated" timer, which
+    # warns on the console.
     assert not problems, problems
-    assert seen["transport"] == "webrtc"
+    assert seen["transport"] == transport
     check_turn(seen)
-    assert received["energy"] > 0 and received["samples"] > 0, received  # the answer's audio reached the page
+    if received is not None:
+        assert received["energy"] > 0 and received["samples"] > 0, received  # the answer's audio reached the page
+    else:
+        assert seen["audioBytes"] > 24000 * 2 * 0.3, seen["audioBytes"]  # the SDK's `audio` events
