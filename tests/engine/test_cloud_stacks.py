@@ -232,3 +232,35 @@ async def test_a_failing_stack_reports_an_error_not_a_hang(make_server: Callable
     assert err["code"] == "llm_error" and "Anthropic timed out" in err["message"]
     assert events[-1]["response"]["status"] == "failed"
     assert elapsed < 1 + 2.0  # the issue's bound: within 2 s of the timeout
+
+
+async def test_claude_tool_use_maps_to_realtime_function_calls(make_server: Callable[..., ServerThread],
+                                                               standins: dict[str, Any]) -> None:
+    """Realtime tools → Anthropic ``tools``; Claude's ``tool_use`` → ``response.function_call_arguments.*`` and a
+    ``function_call`` item; the client's ``function_call_output`` → a ``tool_result`` block in the next request."""
+    srv = serve(make_server, claude_deepgram_elevenlabs(standins))
+    tool = {"type": "function", "name": "get_weather", "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+    client = client_for(srv.http)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        await recv_json(conn)
+        await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "tools": [tool],
+                                           "tool_choice": "required"})
+        await conn.conversation.item.create(item={"type": "message", "role": "user",
+                                                  "content": [{"type": "input_text", "text": "Paris"}]})
+        await conn.response.create()
+        events = await collect_until(conn, lambda e: e["type"] == "response.done", timeout=30)
+        done = of_type(events, "response.function_call_arguments.done")[0]
+        assert done["name"] == "get_weather" and json.loads(done["arguments"]) == {"city": "Paris"}
+        assert done["call_id"].startswith("toolu_")
+        assert len(of_type(events, "response.function_call_arguments.delta")) == 2
+        sent = standins["anthropic"].requests[-1]
+        assert sent["tool_choice"] == {"type": "any"} and sent["tools"][0]["name"] == "get_weather"
+        await conn.conversation.item.create(item={"type": "function_call_output", "call_id": done["call_id"],
+                                                  "output": '{"sky": "sunny"}'})
+        await conn.session.update(session={"type": "realtime", "tool_choice": "auto"})
+        await conn.response.create()
+        events = await collect_until(conn, lambda e: e["type"] == "response.done", timeout=30)
+    assert of_type(events, "response.output_text.done")[0]["text"] == 'The tool answered {"sky": "sunny"}.'
+    blocks = [b for m in standins["anthropic"].requests[-1]["messages"] for b in m["content"]]
+    assert {"type": "tool_result", "tool_use_id": done["call_id"], "content": '{"sky": "sunny"}'} in blocks

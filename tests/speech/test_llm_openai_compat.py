@@ -8,6 +8,7 @@ error cases use tiny real loopback servers that misbehave on purpose (never answ
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -38,7 +39,9 @@ def server() -> Iterator[str]:
     port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()), "--model_alias", "smollm2",
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
-           "--n_threads_batch", "2", "--api_key", KEY, "--verbose", "False"]
+           "--n_threads_batch", "2", "--api_key", KEY, "--verbose", "False",
+           # llama-cpp-python's OpenAI-style tool calling (grammar-constrained calls, streamed as tool_calls deltas)
+           "--chat_format", "chatml-function-calling"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "NO_PROXY": "*"})
     base = f"http://127.0.0.1:{port}/v1"
     try:
@@ -79,12 +82,21 @@ async def test_streams_text_and_usage(server: str) -> None:
     await llm.aclose()
 
 
-async def test_sends_tools_in_chat_completions_shape(server: str) -> None:
-    """The server accepts our tools/tool_choice body (whatever the tiny model then answers)."""
-    tool = FunctionTool("get_time", "Current time", {"type": "object", "properties": {}})
-    llm = OpenAICompatLLM(server, model="smollm2", api_key=KEY, max_tokens=16)
-    chunks = await collect(llm, [ChatMessage("user", "What time is it?")], tools=[tool], tool_choice="auto")
-    assert all(isinstance(c, (TextDelta, ToolCallDelta, LLMUsage)) for c in chunks)
+async def test_streams_a_tool_call_from_the_real_server(server: str) -> None:
+    """A forced function call comes back from llama_cpp.server as streamed ``tool_calls`` deltas: the name and id
+    first, then the arguments piece by piece, which add up to JSON matching the schema."""
+    tool = FunctionTool("get_weather", "Get the weather in a city",
+                        {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+    llm = OpenAICompatLLM(server, model="smollm2", api_key=KEY, max_tokens=40, temperature=0.2)
+    chunks = await collect(llm, [ChatMessage("user", "What is the weather in Paris?")], tools=[tool],
+                           tool_choice={"type": "function", "name": "get_weather"})
+    calls = [c for c in chunks if isinstance(c, ToolCallDelta)]
+    assert len([c for c in calls if c.arguments]) > 1, "arguments arrive in several deltas"
+    assert calls[0].name == "get_weather" and calls[0].call_id
+    assert {c.index for c in calls} == {0}
+    args = json.loads("".join(c.arguments for c in calls))
+    assert isinstance(args.get("city"), str) and args["city"]
+    assert not [c for c in chunks if isinstance(c, TextDelta) and c.text.strip()]
     assert chat_tool_choice({"type": "function", "name": "get_time"}) == {
         "type": "function", "function": {"name": "get_time"}}
     assert chat_tool_choice("required") == "required"
