@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import weakref
 from collections.abc import AsyncIterator
@@ -63,7 +64,8 @@ class OpenAICompatLLM:
         self.model_label = model
         self.billing = ("openai/" if "api.openai.com" in self.base_url else "openai-compatible/") + model
         """Price-table key (see :mod:`voicecall.speech.prices`); servers on this machine are not in the table."""
-        self._key = api_key or None
+        # OpenAI's own API: the key may come from OPENAI_API_KEY (local servers need none)
+        self._key = api_key or (os.environ.get("OPENAI_API_KEY") if "api.openai.com" in base_url else None) or None
         self.max_tokens = int(max_tokens)
         self.temperature = float(temperature)
         self.timeout = float(timeout)

@@ -148,7 +148,7 @@ ADAPTERS: dict[str, dict[str, Adapter]] = {
             "baseUrl": _o(str, "base_url", required=True), "model": _o(str, "model"), "apiKey": _o(str, "api_key"),
             "maxTokens": _o(int, "max_tokens"), "temperature": _o(_NUM, "temperature"),
             "timeout": _o(_NUM, "timeout"),
-        }, lambda o: f"{o.get('model', 'default')} at {o.get('baseUrl')}"),
+        }, lambda o: f"{o.get('model', 'default')} at {o.get('baseUrl')}", "OPENAI_API_KEY", _at_openai),
         "anthropic": Adapter("llm", "anthropic", "llm_anthropic:AnthropicLLM", {
             "model": _o(str, "model"), "apiKey": _o(str, "api_key"), "baseUrl": _o(str, "base_url"),
             "maxTokens": _o(int, "max_tokens"), "temperature": _o(_NUM, "temperature"), "timeout": _o(_NUM, "timeout"),
