@@ -1,6 +1,6 @@
 """A spoken turn through each cloud stack, end to end, with the official openai SDK as the client.
 
-The cloud services are local stand-ins written from each vendor's public API reference (tests/standins/: the
+The cloud services are local stand-ins written from each vendor's public API reference (voicecall/bench/standins/: the
 Anthropic Messages API, Deepgram's live listen WebSocket, ElevenLabs' stream-input WebSocket, OpenAI's
 transcription / speech / chat endpoints), on 127.0.0.1. Their recognisers are the embedded pocketsphinx, so the
 question's words went audio → recognition → Claude's stand-in → synthesis. Checked for each stack: the transcript,
@@ -23,11 +23,11 @@ import pytest
 
 from tests.conftest import ServerThread
 from tests.engine.sdk_helpers import append_pcm, audio_of, client_for, collect_until, of_type, recv_json, words
-from tests.standins.anthropic import AnthropicStandIn
-from tests.standins.deepgram import DeepgramStandIn
-from tests.standins.elevenlabs import ElevenLabsStandIn
-from tests.standins.openai_audio import OpenAIAudioStandIn
 from voicecall.audio import ENGINE_RATE, resample
+from voicecall.bench.standins.anthropic import AnthropicStandIn
+from voicecall.bench.standins.deepgram import DeepgramStandIn
+from voicecall.bench.standins.elevenlabs import ElevenLabsStandIn
+from voicecall.bench.standins.openai_audio import OpenAIAudioStandIn
 from voicecall.config import StageConfig
 from voicecall.speech.prices import DEFAULT_STAGE_PRICES
 from voicecall.speech.registry import load_stage

@@ -103,6 +103,16 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--out", default="bench-results/cluster.json")
     b.set_defaults(func=_run("voicecall.bench.cluster"))
 
+    b = bsub.add_parser("cost", help="what a scripted call costs through each configuration (docs/cost.md)",
+                        description="Replay a scripted call through OpenAI Realtime (via the gateway), Claude + "
+                        "Deepgram + ElevenLabs, an OpenAI pipeline and the embedded stack (cloud services: local "
+                        "stand-ins of their wire protocols), measure what each would bill and price it.")
+    b.add_argument("--minutes", type=float, default=10.0, help="call length to price (default 10)")
+    b.add_argument("--configs", nargs="+", default=["realtime", "claude", "openai", "local"],
+                   choices=["realtime", "claude", "openai", "local"])
+    b.add_argument("--out", default="bench-results/cost.json")
+    b.set_defaults(func=_run("voicecall.bench.cost"))
+
 
 def _run(module: str):  # type: ignore[no-untyped-def]
     def run(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -38,6 +39,11 @@ class StandIn:
     failure: Failure = field(default_factory=Failure)
     requests: list[dict[str, Any]] = field(default_factory=list)
     calls: int = 0
+    answers: deque[str] = field(default_factory=deque)
+    """Scripted LLM answers, used in order (one per text answer) before the built-in script (the cost bench)."""
+    word_ms: int = 60
+    gap_ms: int = 20
+    """The synthesizers' speaking rate: tone per word and gap (tests: fast; the cost bench: 160 words/min)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ServerThread | None = None
 
@@ -101,12 +107,17 @@ def recognizer() -> Any:
     return load_stage("stt", StageConfig(type="pocketsphinx", processes=0, poolSize=1))
 
 
-def synthesizer(rate: int = 24000) -> Any:
+def synthesizer(rate: int = 24000, word_ms: int = 60, gap_ms: int = 20) -> Any:
     """Tone-burst speech (one tone per word), the stand-ins' "cloud" voice."""
     from voicecall.speech.tts_tone import ToneTTS
 
-    return ToneTTS(sample_rate=rate, word_ms=60, gap_ms=20)
+    return ToneTTS(sample_rate=rate, word_ms=word_ms, gap_ms=gap_ms)
 
 
 def words_of(text: str) -> int:
     return max(1, len(text.split()))
+
+
+def tokens_of(text: str) -> int:
+    """Prompt tokens as the vendors' rule of thumb counts them: about 4 characters of English per token."""
+    return max(1, round(len(text) / 4))

@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from voicecall.speech.llm_echo import simple_arguments
 
-from . import Dropped, StandIn, stall, words_of
+from . import Dropped, StandIn, stall, tokens_of, words_of
 
 
 def _error(status: int, etype: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -101,6 +101,8 @@ class AnthropicStandIn(StandIn):
         if wanted is not None:
             args = simple_arguments(wanted.get("input_schema") or {}, text or "Paris")
             return [{"type": "tool_use", "id": "toolu_" + secrets.token_hex(12), "name": wanted["name"], "input": args}]
+        if self.answers:
+            return [{"type": "text", "text": self.answers.popleft()}]
         if "capital" in text.lower() and "france" in text.lower():
             answer = "The capital of France is Paris."
         else:
@@ -111,8 +113,8 @@ class AnthropicStandIn(StandIn):
         def ev(etype: str, data: dict[str, Any]) -> bytes:
             return f"event: {etype}\ndata: {json.dumps({'type': etype, **data})}\n\n".encode()
 
-        in_tokens = sum(words_of(_text_of(m.get("content") or "") or ".") for m in body["messages"])
-        in_tokens += words_of(body.get("system") or ".")
+        in_tokens = sum(tokens_of(json.dumps(m.get("content"))) for m in body["messages"])
+        in_tokens += tokens_of(body.get("system") or ".")
         msg = {"id": "msg_" + secrets.token_hex(12), "type": "message", "role": "assistant", "content": [],
                "model": body["model"], "stop_reason": None, "stop_sequence": None,
                "usage": {"input_tokens": in_tokens, "output_tokens": 1}}

@@ -59,7 +59,7 @@ class ElevenLabsStandIn(StandIn):
             await ws.close(1008, "bad output_format")
             return
         self.voices_seen.append(ws.path_params["voice_id"])
-        tts = synthesizer(RATES[fmt])
+        tts = synthesizer(RATES[fmt], self.word_ms, self.gap_ms)
         try:
             first = json.loads(await ws.receive_text())
             if first.get("text") != " ":

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import Dropped, StandIn, recognizer, stall, synthesizer, words_of
+from . import Dropped, StandIn, recognizer, stall, synthesizer, tokens_of
 
 
 def _error(status: int, message: str, etype: str, code: str | None, headers: dict[str, str] | None = None
@@ -98,7 +98,7 @@ class OpenAIAudioStandIn(StandIn):
             return _error(400, "model, input and voice are required", "invalid_request_error", None)
         if body.get("response_format") != "pcm":
             return _error(400, "this stand-in only streams pcm", "invalid_request_error", None)
-        pcm = b"".join(c.astype("<i2").tobytes() for c in synthesizer(24000).synthesize(body["input"]))
+        pcm = b"".join(c.astype("<i2").tobytes() for c in synthesizer(24000, self.word_ms, self.gap_ms).synthesize(body["input"]))
         drop = gate == "drop"
 
         async def blocks() -> AsyncIterator[bytes]:
@@ -118,8 +118,12 @@ class OpenAIAudioStandIn(StandIn):
         body = await request.json()
         self.requests.append(body)
         last = next((m.get("content") or "" for m in reversed(body.get("messages") or []) if m.get("role") == "user"), "")
-        text = ("The capital of France is Paris." if "capital" in last.lower() and "france" in last.lower()
-                else f"You said: {last.rstrip('.?!')}.")
+        if self.answers:
+            text = self.answers.popleft()
+        elif "capital" in last.lower() and "france" in last.lower():
+            text = "The capital of France is Paris."
+        else:
+            text = f"You said: {last.rstrip('.?!')}."
         drop = gate == "drop"
 
         async def sse() -> AsyncIterator[bytes]:
@@ -134,7 +138,7 @@ class OpenAIAudioStandIn(StandIn):
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
             yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'stop'}]})}\n\n".encode()
             if (body.get("stream_options") or {}).get("include_usage"):
-                prompt = sum(words_of(str(m.get("content") or ".")) for m in body.get("messages") or [])
+                prompt = sum(tokens_of(json.dumps(m)) for m in body.get("messages") or [])
                 usage = {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + len(words)}
                 yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
             yield b"data: [DONE]\n\n"
