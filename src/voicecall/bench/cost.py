@@ -3,9 +3,9 @@
 A scripted call (:data:`SCRIPT`: a user's questions, spoken by the embedded Piper voice, and the assistant's answers,
 spoken at 160 words a minute) is replayed, turn after turn, through a real voicecall server with the official
 ``openai`` SDK as the client. The cloud services are the local stand-ins of :mod:`voicecall.bench.standins` (the
-same wire protocols; they answer with the script's answers), so what is *measured* is what the vendors bill: audio
-seconds sent to the recogniser, LLM tokens in and out (the stand-ins count ~4 characters per token), characters sent
-to the synthesizer, seconds of speech made. Each configuration's bill is then priced with the default price table
+same wire protocols; they play the script: the question as the transcript, the answer as the reply), so what is
+*measured* is what the vendors bill: audio seconds sent to the recogniser, LLM tokens in and out (the stand-ins count
+~4 characters per token), characters sent to the synthesizer, seconds of speech made. Each configuration's bill is then priced with the default price table
 (:mod:`voicecall.speech.prices`, vendors' public pages, dated):
 
 * ``realtime`` — OpenAI Realtime (``gpt-realtime``) through voicecall's gateway. The upstream is a voicecall engine
@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import base64
 import time
+from collections import deque
 from contextlib import ExitStack
 from typing import Any
 
@@ -84,7 +85,9 @@ async def _drive(http: str, turns: list[tuple[str, str]], questions: dict[str, n
     client = AsyncOpenAI(api_key="bench", base_url=f"{http}/v1", websocket_base_url=http.replace("http", "ws", 1) + "/v1")
     dones: list[dict[str, Any]] = []
     pause = np.zeros(int(PAUSE_S * 1.2 * ENGINE_RATE), np.int16)
-    async with client.realtime.connect(model="gpt-realtime") as conn:
+    async with client.realtime.connect(model="gpt-realtime",
+                                       websocket_connection_options={"ping_interval": None},  # type: ignore[typeddict-unknown-key]
+                                       ) as conn:
         await conn.session.update(session={"type": "realtime", "instructions": INSTRUCTIONS, "audio": {"input": {
             "turn_detection": {"type": "server_vad", "silence_duration_ms": 500}}}})
         for n, (q, _a) in enumerate(turns):
@@ -102,9 +105,12 @@ async def _drive(http: str, turns: list[tuple[str, str]], questions: dict[str, n
     return dones
 
 
-def _answers(standin: Any, turns: list[tuple[str, str]]) -> None:
+def _script(standin: Any, turns: list[tuple[str, str]]) -> None:
+    """The stand-ins answer the script: the question as the transcript, the answer as the LLM's reply, spoken at 160
+    words a minute (0.375 s per word)."""
     standin.answers.extend(a for _q, a in turns)
-    standin.word_ms, standin.gap_ms = 300, 75  # 0.375 s per word: 160 words a minute
+    standin.transcripts = deque(q for q, _a in turns)
+    standin.word_ms, standin.gap_ms = 300, 75
 
 
 def _stack(kind: str, s: dict[str, Any]) -> dict[str, Any]:
@@ -112,9 +118,9 @@ def _stack(kind: str, s: dict[str, Any]) -> dict[str, Any]:
 
     vad = {"type": "silero"}
     if kind == "claude":
-        return {"vad": vad, "stt": {"type": "deepgram", "baseUrl": s["deepgram"].ws, "apiKey": "bench"},
-                "llm": {"type": "anthropic", "baseUrl": s["anthropic"].http, "apiKey": "bench"},
-                "tts": {"type": "elevenlabs", "baseUrl": s["eleven"].ws, "apiKey": "bench"}}
+        return {"vad": vad, "stt": {"type": "deepgram", "baseUrl": s["deepgram"].ws, "apiKey": "bench", "timeout": 30},
+                "llm": {"type": "anthropic", "baseUrl": s["anthropic"].http, "apiKey": "bench", "timeout": 30},
+                "tts": {"type": "elevenlabs", "baseUrl": s["eleven"].ws, "apiKey": "bench", "timeout": 30}}
     if kind == "openai":
         base = s["openai"].http + "/v1"
         fields = {v: k for k, v in PRICE_FIELDS.items()}
@@ -127,8 +133,8 @@ def _stack(kind: str, s: dict[str, Any]) -> dict[str, Any]:
                 "llm": {"type": "openai-compatible", "baseUrl": base, "apiKey": "bench", "model": "gpt-4o-mini"},
                 "tts": {"type": "openai-compatible", "baseUrl": base, "apiKey": "bench", "model": "gpt-4o-mini-tts"}}
     if kind == "realtime":  # the upstream engine behind the gateway: scripted answers, 160 wpm speech
-        return {"vad": vad, "stt": {"type": "deepgram", "baseUrl": s["deepgram"].ws, "apiKey": "bench"},
-                "llm": {"type": "anthropic", "baseUrl": s["anthropic"].http, "apiKey": "bench"},
+        return {"vad": vad, "stt": {"type": "deepgram", "baseUrl": s["deepgram"].ws, "apiKey": "bench", "timeout": 30},
+                "llm": {"type": "anthropic", "baseUrl": s["anthropic"].http, "apiKey": "bench", "timeout": 30},
                 "tts": {"type": "tone", "wordMs": 300, "gapMs": 75}}
     return {"speculative": False}  # local: the embedded default stack
 
@@ -201,8 +207,8 @@ def run(args: argparse.Namespace) -> int:
                  "deepgram": stack.enter_context(DeepgramStandIn("bench")),
                  "eleven": stack.enter_context(ElevenLabsStandIn("bench")),
                  "openai": stack.enter_context(OpenAIAudioStandIn("bench"))}
-            for name in ("anthropic", "eleven", "openai"):
-                _answers(s[name], turns)
+            for standin in s.values():
+                _script(standin, turns)
             srv = stack.enter_context(InProcessServer(None, _local_overrides(_stack(kind, s))))
             target = srv
             if kind == "realtime":

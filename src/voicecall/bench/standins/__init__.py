@@ -40,6 +40,9 @@ class StandIn:
     requests: list[dict[str, Any]] = field(default_factory=list)
     calls: int = 0
     answers: deque[str] = field(default_factory=deque)
+    transcripts: deque[str] | None = None
+    """Scripted transcripts for the STT stand-ins (one per utterance): no recognition at all, for the cost bench,
+    which measures what is sent, not what is understood, on machines too busy for a recogniser per stand-in."""
     """Scripted LLM answers, used in order (one per text answer) before the built-in script (the cost bench)."""
     word_ms: int = 60
     gap_ms: int = 20

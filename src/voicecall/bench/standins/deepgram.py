@@ -81,6 +81,19 @@ class DeepgramStandIn(StandIn):
         return Starlette(routes=[WebSocketRoute("/v1/listen", self.listen)])
 
 
+class _Scripted:
+    """A recogniser stand-in that answers the next scripted transcript."""
+
+    def __init__(self, script: Any) -> None:
+        self._script = script
+
+    def finish(self) -> str:
+        return str(self._script.popleft()) if self._script else ""
+
+    def abort(self) -> None:
+        pass
+
+
 class _Session:
     def __init__(self, owner: DeepgramStandIn, ws: WebSocket, q: dict[str, str], rid: str, failure: str | None) -> None:
         self.owner, self.ws, self.rid, self.failure = owner, ws, rid, failure
@@ -137,6 +150,11 @@ class _Session:
             raise Dropped("stand-in dropped the stream")  # run() closes with 1011, as Deepgram does on a failure
         if self.failure == "stall":
             return  # a server that takes audio and never answers
+        if self.owner.transcripts is not None:  # scripted: count the audio, recognise nothing
+            self.samples += len(pcm)
+            if self.stream is None:
+                self.stream = _Scripted(self.owner.transcripts)
+            return
         if self.stream is None:
             self.stream = await asyncio.to_thread(self.model.new_stream)
         self.samples += len(pcm)
