@@ -197,7 +197,7 @@ def feed_paced(stream: Any, pcm: np.ndarray, step: int = 3200) -> list[str]:
 
 def test_deepgram_interim_final_and_end_of_turn_hint(deepgram: DeepgramStandIn, question16k: np.ndarray) -> None:
     """Against a stand-in of Deepgram's live listen WebSocket written from Deepgram's public reference."""
-    stt = DeepgramSTT(api_key=KEY, base_url=deepgram.ws, endpointing=300)
+    stt = DeepgramSTT(api_key=KEY, base_url=deepgram.ws, endpointing=300, timeout=15)  # generous: a busy machine
     stream = stt.new_stream("en")
     assert isinstance(stream, EndOfTurnHints) and stream.end_of_turn() is None
     partials = feed_paced(stream, question16k)
