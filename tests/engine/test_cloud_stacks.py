@@ -65,7 +65,7 @@ def keys_never_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 def claude_deepgram_elevenlabs(s: dict[str, Any]) -> dict[str, Any]:
     return {"vad": VAD,
-            "stt": {"type": "deepgram", "baseUrl": s["deepgram"].ws, "apiKey": KEYS["deepgram"], "timeout": 15},,
+            "stt": {"type": "deepgram", "baseUrl": s["deepgram"].ws, "apiKey": KEYS["deepgram"], "timeout": 15},
             "llm": {"type": "anthropic", "baseUrl": s["anthropic"].http, "apiKey": KEYS["anthropic"]},
             "tts": {"type": "elevenlabs", "baseUrl": s["eleven"].ws, "apiKey": KEYS["eleven"],
                     "voices": {"marin": "voice-for-marin"}}}
