@@ -37,6 +37,17 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                    help="run pocketsphinx in N worker processes (stt.processes; 0: in the server process)")
     b.set_defaults(func=_run("voicecall.bench.sessions"))
 
+    b = bsub.add_parser("appends", help="the local engine's WebSocket receive path at 50 appends/s per session",
+                        description="N sessions stream input_audio_buffer.append in real time (no turns) to one "
+                        "local-engine server process; prints appends handled per second, lag, and the server's CPU per "
+                        "session and per append.")
+    b.add_argument("--sessions", type=int, nargs="+", default=[10, 50, 100], help="session counts (default 10 50 100)")
+    b.add_argument("--seconds", type=float, default=10.0, help="streaming time per count (default 10)")
+    b.add_argument("--append-ms", type=int, default=20, metavar="MS", help="audio per append (default 20)")
+    b.add_argument("--config", default=None, help="server configuration: echo (default), embedded or a YAML file")
+    b.add_argument("--out", default="bench-results/appends.json")
+    b.set_defaults(func=_run("voicecall.bench.appends"))
+
     b = bsub.add_parser("stages", help="each speech stage alone (VAD, STT, LLM, TTS)")
     b.add_argument("--out", default="bench-results/stages.json")
     b.set_defaults(func=_run("voicecall.bench.speech_stages"))
