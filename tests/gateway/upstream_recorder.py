@@ -15,7 +15,9 @@ Behaviour is set with :attr:`UpstreamRecorder.mode`: ``ok`` (a small scripted re
 session.update -> session.updated, commit -> committed, response.create -> an audio echo of what was appended and
 response.done with usage), ``401``, ``429`` (with ``Retry-After: 7``), ``500``, ``hang`` (never answers), ``beta``
 (error ``beta_api_shape_disabled`` then close 4000), ``close`` (accept, then close 1011 at once), ``drop`` (accept,
-session.created, then the TCP connection is cut). Client test events ``test.close`` (``{"code", "reason"}``) and
+session.created, then the TCP connection is cut), ``leak`` (HTTP 400 whose message and ``code`` quote the key's
+last characters and a base64 copy of it), ``leak-ws`` (a session whose first answer is such an ``error`` event,
+then a close whose reason quotes the key), ``stall`` (a session whose responses stop after ``response.created``). Client test events ``test.close`` (``{"code", "reason"}``) and
 ``test.drop`` make a running session close or drop on demand.
 """
 
@@ -235,10 +237,18 @@ class UpstreamRecorder:
             return JSONResponse({"error": {"message": "Rate limit reached for requests.", "type": "requests",
                                            "code": "rate_limit_exceeded", "param": None}}, status_code=429,
                                 headers={"Retry-After": "7"})
+        if self.mode == "leak":
+            return JSONResponse({"error": self.leaky_error()}, status_code=400)
         if self.mode == "500":
             return JSONResponse({"error": {"message": "The server had an error while processing your request.",
                                            "type": "server_error", "code": None, "param": None}}, status_code=500)
         return None
+
+    def leaky_error(self) -> dict[str, Any]:
+        """An error that quotes pieces of the key, as a careless upstream (or a proxy) might."""
+        tail = self.key[-10:]
+        return {"message": f"Key ...{tail} is not allowed here (b64 {base64.b64encode(self.key.encode()).decode()}).",
+                "type": "invalid_request_error", "code": f"echo_{tail}", "param": None}
 
     async def _hang(self) -> None:
         deadline = time.monotonic() + 120
@@ -458,6 +468,13 @@ class UpstreamRecorder:
                                                        "id": f"item_u{item}", "type": "message", "role": "user",
                                                        "status": "completed",
                                                        "content": [{"type": "input_audio", "transcript": None}]}}))
+                elif self.mode == "leak-ws":
+                    await ws.send_text(json.dumps({"type": "error", "event_id": eid(), "error": self.leaky_error()}))
+                    await ws.close(1008, f"bad key {self.key[-12:]}")
+                    return
+                elif etype == "response.create" and self.mode == "stall":
+                    await ws.send_text(json.dumps({"type": "response.created", "event_id": eid(), "response": {
+                        "id": "resp_stalled", "object": "realtime.response", "status": "in_progress", "output": []}}))
                 elif etype == "response.create":
                     await self._respond(ws, eid, b"".join(audio), item)
                     audio.clear()

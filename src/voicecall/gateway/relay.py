@@ -68,6 +68,7 @@ from voicecall.gateway.upstream import (
 from voicecall.gateway.upstream_ws import UpstreamConnection, open_upstream
 from voicecall.protocol.beta import BetaRefusal, BetaSession
 from voicecall.protocol.errors import error_event
+from voicecall.protocol.events import json_limits_problem
 from voicecall.protocol.ids import new_id
 from voicecall.protocol.peek import (
     ERROR_PREFIXES,
@@ -77,6 +78,7 @@ from voicecall.protocol.peek import (
     peek_audio_delta,
     unique_keys,
 )
+from voicecall.redaction import REDACTOR, safe_code, withheld
 from voicecall.server.limits import Lease, Refused, closing_event, refuse_websocket
 from voicecall.transports.frames import FrameSocket, frame_socket
 
@@ -127,10 +129,10 @@ def _ws_status_error(state: AppState, exc: InvalidStatus) -> UpstreamError:
             err = body.get("error") if isinstance(body, dict) else None
             if isinstance(err, dict):
                 message = str(err.get("message") or "")
-                code = err.get("code") if isinstance(err.get("code"), str) else None
-        except ValueError:
+                code = safe_code(err.get("code"))
+        except (ValueError, RecursionError):
             message = resp.body[:300].decode(errors="replace")
-    message = redact(" ".join(message.split())[:500], state)
+    message = redact(withheld(" ".join(message.split())[:500]), state)
     return from_status(state, status, "WebSocket", message=message, code=code,
                        retry_after=resp.headers.get("Retry-After"))
 
@@ -236,6 +238,17 @@ class Relay:
         self.spend_reason: str | None = None
         self._spend_tasks: set[asyncio.Task[None]] = set()
         self.beta: BetaSession | None = None
+        server = state.config.server
+        self.max_outgoing = server.max_outgoing_bytes
+        self.limits = (server.first_event_seconds, server.idle_session_seconds, server.send_timeout_seconds,
+                       self.oai.response_stall_seconds)
+        self.awaiting_upstream = False
+        """The client sent ``response.create`` / ``input_audio_buffer.commit``: upstream owes an answer."""
+        self.open_response: str | None = None
+        """The id of the response upstream is producing (``response.created`` seen, ``response.done`` not yet)."""
+        self.slow = ""
+        self.idle = ""
+        self.waiting_since = 0.0
 
     # -------------------------------------------------------------------------------------- lifecycle
     async def run(self) -> None:
@@ -296,11 +309,17 @@ class Relay:
             self.client_message(data, text)
         if up.writable:
             self.client.resume_reading()
-        remaining = max(0.0, self.max_seconds - (time.monotonic() - self.started))
-        try:
-            why = await asyncio.wait_for(asyncio.shield(self.ended), remaining)
-        except TimeoutError:
+        why = await self._watch()
+        if why == "expired":
             return await self._expire()
+        if why == "slow":
+            await self._close_client(1008, self.slow)
+            await self._close_upstream(1000, "client too slow")
+            return self.slow
+        if why == "idle":
+            await self._close_client(1008, self.idle)
+            await self._close_upstream(1000, "client idle")
+            return self.idle
         if why == "spend":
             return await self._spend_exceeded()
         if why == "upstream":
@@ -308,6 +327,78 @@ class Relay:
         code, reason = self.client_close or (1000, "")
         await self._close_upstream(_close_code(code), reason)
         return f"client closed ({code}{': ' + reason if reason else ''})"
+
+    async def _watch(self) -> str:
+        """Wait for the end, checking the watchdogs once a second (no per-message cost: they compare the message
+        counters between ticks): session length, no first event / idle client, a client that takes nothing, an
+        upstream that stalls while it owes an answer."""
+        assert self.ended is not None
+        first, idle, send_timeout, stall = self.limits
+        now = time.monotonic()
+        seen_up, seen_down = (self.up_messages, now), (self.down_messages, now)
+        blocked_since: float | None = None
+        while True:
+            remaining = self.max_seconds - (now - self.started)
+            if remaining <= 0:
+                return "expired"
+            done, _ = await asyncio.wait({self.ended}, timeout=min(1.0, remaining))
+            if done:
+                return self.ended.result()
+            now = time.monotonic()
+            if self.up_messages != seen_up[0]:
+                seen_up = (self.up_messages, now)
+            if self.down_messages != seen_down[0]:
+                seen_down = (self.down_messages, now)
+            quiet = now - seen_up[1]
+            limit, what = (idle, "any event") if self.up_messages else (first, "a first event")
+            if quiet >= limit:
+                from voicecall.transports.websocket import idle_timeout
+
+                idle_timeout(self, what, limit)
+                return "idle"
+            client = self.client
+            if client is not None and not client.writable:
+                blocked_since = blocked_since or now
+                if now - blocked_since >= send_timeout:
+                    self._too_slow(f"took no data for {send_timeout:g} s")
+                    return "slow"
+            else:
+                blocked_since = None
+            if (self.awaiting_upstream or self.open_response) and now - max(seen_down[1], self.waiting_since) >= stall:
+                self._stalled(stall)
+
+    # the transport interface idle_timeout() uses
+    kind = "relay"
+
+    def send_event(self, event: dict[str, Any]) -> None:
+        self._to_client(event)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        self.idle = reason
+
+    def _too_slow(self, why: str) -> None:
+        self.slow = f"client too slow: {why}"[:120]
+        log.warning("gateway: relay for %s: %s", self.principal.label, self.slow)
+
+    def _stalled(self, seconds: float) -> None:
+        """Upstream owes an answer and sent nothing for ``seconds``: tell the client, fail the response (history
+        too), ask upstream to cancel it, and carry on."""
+        rid = self.open_response
+        log.warning("gateway: relay for %s: upstream sent nothing for %g s %s", self.principal.label, seconds,
+                    f"during response {rid}" if rid else "after a response.create / commit")
+        self._to_client(error_event(
+            "upstream_timeout", f"OpenAI ({upstream_host(self.state)}) sent nothing for {seconds:g} s "
+            + (f"while producing response {rid}; it was cancelled." if rid else "after the last request."),
+            type="server_error"))
+        if rid is not None:
+            done = {"type": "response.done", "event_id": new_id("event_"), "response": {
+                "id": rid, "object": "realtime.response", "status": "failed", "output": [],
+                "status_details": {"type": "failed", "error": {"type": "server_error", "code": "upstream_timeout"}}}}
+            self._emit(done)
+            if self.upstream is not None:
+                self.upstream.send_frame(json.dumps({"type": "response.cancel", "response_id": rid}).encode())
+        self.open_response = None
+        self.awaiting_upstream = False
 
     def _end(self, why: str) -> None:
         if self.ended is not None and not self.ended.done():
@@ -364,9 +455,15 @@ class Relay:
 
     # -------------------------------------------------------------------------------------- endings
     def _to_client(self, event: dict[str, Any]) -> None:
-        if self.client is not None:
+        """An event of the relay's own (errors, refusals). A client that lets them pile up past
+        ``server.maxOutgoingBytes`` unread is closed as too slow."""
+        client = self.client
+        if client is not None:
             for out in (event,) if self.beta is None else self.beta.server_event(event):
-                self.client.send_frame(json.dumps(out).encode())
+                client.send_frame(json.dumps(out).encode())
+            if client.buffered > self.max_outgoing and not self.slow:
+                self._too_slow(f"more than {self.max_outgoing} bytes of events unsent")
+                self._end("slow")
 
     async def _close_client(self, code: int, reason: str) -> None:
         if self.client is not None:
@@ -420,6 +517,7 @@ class Relay:
             await self._close_client(1011, "upstream connection lost")
             return "upstream connection lost"
         code, reason = self.upstream_close
+        reason = "" if REDACTOR.has_fragment(reason) else reason  # a reason quoting a credential goes nowhere
         if code not in (1000, 1001, 1005) and not self.last_was_error:
             self._to_client(error_event(
                 "upstream_closed", f"OpenAI closed the connection (code {code}{': ' + reason if reason else ''}).",
@@ -475,7 +573,17 @@ class Relay:
 
     def _inspect_up(self, data: bytes) -> bytes | None:
         """The slow path for a client text message that is not a plain append: the bytes to send upstream
-        (``None``: dropped). Feeds the recorder; applies the browser policy."""
+        (``None``: dropped). Feeds the recorder; applies the browser policy; refuses JSON past the parser limits
+        (checked on the raw bytes, before any parse); notes requests upstream owes an answer to."""
+        problem = json_limits_problem(data)
+        if problem is not None:
+            self._to_client(error_event("invalid_json", f"The message was not parsed: {problem}; it was not "
+                                        "forwarded."))
+            return None
+        if b'"response.create"' in data or b'"input_audio_buffer.commit"' in data:
+            if not self.awaiting_upstream and not self.open_response:
+                self.waiting_since = time.monotonic()
+            self.awaiting_upstream = True
         rec = self.recorder
         if not self.browser:
             if b'"session.update"' in data:
@@ -547,7 +655,7 @@ class Relay:
                     response_id, item_id = delta_ids(data, hit[0])
                     self.recorder.on_output_audio(response_id, item_id, b64_bytes(data, hit[0], hit[1]))
             else:
-                self._inspect_down(data)
+                data = self._inspect_down(data)
             if self.beta is not None:
                 self._beta_down(data, hit is not None)
                 return
@@ -572,18 +680,29 @@ class Relay:
         if self.stop is not None:
             self._end(self.stop)
 
-    def _inspect_down(self, data: bytes) -> None:
-        """The slow path for an upstream message that is not an audio delta: feeds the recorder and the spend
-        meter."""
+    def _inspect_down(self, data: bytes) -> bytes:
+        """The slow path for an upstream message that is not an audio delta: the bytes to forward. Feeds the
+        recorder and the spend meter; tracks the open response (stall watchdog); an ``error`` that quotes any part
+        of a credential is forwarded without its message and code."""
+        self.awaiting_upstream = False
+        head = data[:48]
+        if b'"response.created"' in head:
+            self.open_response = _response_id(data) or "?"
+            self.waiting_since = time.monotonic()
+        elif b'"response.done"' in head:
+            self.open_response = None
+        if data.startswith(ERROR_PREFIXES):
+            data = _scrubbed_error(data)
         if self.recorder is None and self.max_spend is None and self.daily_limit is None:
             self.last_was_error = data.startswith(ERROR_PREFIXES)
-            return
+            return data
         try:
             event = json.loads(data)
-        except ValueError:
-            return
+        except (ValueError, RecursionError):
+            return data
         if type(event) is dict:
             self._observe(event)
+        return data
 
     def _observe(self, event: dict[str, Any]) -> None:
         etype = event.get("type")
@@ -625,7 +744,7 @@ class Relay:
         into it. Returns ``True`` when ``data`` should go on to the normal path."""
         try:
             event = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             self._end_init()
             return True
         etype = event.get("type") if isinstance(event, dict) else None
@@ -665,3 +784,35 @@ class Relay:
         self._to_client(event)
         if self.stop is not None:
             self._end(self.stop)
+
+
+def _response_id(data: bytes) -> str | None:
+    """The ``response.id`` of a ``response.created`` (a small event: parsed)."""
+    try:
+        event = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    resp = event.get("response") if type(event) is dict else None
+    rid = resp.get("id") if type(resp) is dict else None
+    return rid if isinstance(rid, str) else None
+
+
+def _scrubbed_error(data: bytes) -> bytes:
+    """An upstream ``error`` event as the client may see it: unchanged, unless it quotes any part of a credential
+    (message, code, anywhere): then its message is withheld and its code replaced."""
+    text = data.decode("utf-8", "replace")
+    if not REDACTOR.has_fragment(text):
+        return data
+    try:
+        event = json.loads(text)
+    except (ValueError, RecursionError):
+        event = {}
+    err = event.get("error") if type(event) is dict else None
+    err = err if type(err) is dict else {}
+    log.warning("gateway: an upstream error quoted part of a credential; its message was withheld")
+    etype = err.get("type")
+    clean = error_event(safe_code(err.get("code")) or "upstream_error", withheld(text, "error message"),
+                        type=etype if isinstance(etype, str) and etype in ("invalid_request_error", "server_error")
+                        else "server_error",
+                        client_event_id=err.get("event_id") if isinstance(err.get("event_id"), str) else None)
+    return json.dumps(clean).encode()

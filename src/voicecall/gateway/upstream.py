@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from voicecall import __version__
 from voicecall.protocol.errors import error_event
+from voicecall.redaction import REDACTOR, safe_code, withheld
 
 if TYPE_CHECKING:
     from voicecall.gateway.calls import CallSession
@@ -37,8 +38,8 @@ class Timeouts:
 
     connect: float = 10.0
     """TCP + TLS connect of HTTP calls; the whole WebSocket opening handshake."""
-    request: float = 30.0
-    """A whole HTTP request (client secrets, calls, hangup), answer included."""
+    request: float = 10.0
+    """A whole HTTP request (client secrets, calls, hangup), answer included (``openaiRealtime.requestTimeoutSeconds``)."""
     sideband_retry: float = 1.0
     """Pause between attempts to (re)join a call on the sideband WebSocket."""
 
@@ -56,7 +57,8 @@ def gateway_state(state: AppState) -> GatewayState:
     """The :class:`GatewayState` of this app (created on first use)."""
     gw = getattr(state, "gateway", None)
     if not isinstance(gw, GatewayState):
-        gw = GatewayState()
+        wait = state.config.voice_call.openai_realtime.request_timeout_seconds
+        gw = GatewayState(timeouts=Timeouts(connect=min(10.0, wait), request=wait))
         state.gateway = gw  # type: ignore[attr-defined]
     return gw
 
@@ -91,13 +93,15 @@ def auth_headers(state: AppState) -> dict[str, str]:
 
 
 def redact(text: str, state: AppState | None = None) -> str:
-    """``text`` without the server key, bearer tokens or anything shaped like an OpenAI key."""
+    """``text`` without the server key (whole, in fragments or encoded), bearer tokens or anything shaped like an
+    OpenAI key (:data:`voicecall.redaction.REDACTOR`, which knows every configured secret)."""
     if state is not None:
         key = state.config.voice_call.openai_realtime.api_key
         secret = key.get_secret_value() if key is not None else ""
         if secret:
             text = text.replace(secret, "***")
-    return _KEYLIKE.sub(lambda m: m.group(1) + "-***", _BEARER.sub(r"\1***", text))
+            REDACTOR.add([secret])
+    return REDACTOR.redact(_KEYLIKE.sub(lambda m: m.group(1) + "-***", _BEARER.sub(r"\1***", text)))
 
 
 def price_table(state: AppState) -> Any:
@@ -169,19 +173,19 @@ def upstream_message(resp: httpx.Response, state: AppState) -> str:
             text = err["message"]
         elif isinstance(err, str):
             text = err
-    except ValueError:
+    except (ValueError, RecursionError):
         text = resp.text[:300]
-    return redact(" ".join(text.split())[:500], state)
+    return redact(withheld(" ".join(text.split())[:500]), state)
 
 
 def upstream_code(resp: httpx.Response) -> str | None:
+    """Upstream's ``error.code`` when it is a plain identifier that quotes no credential."""
     try:
         body = resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     err = body.get("error") if isinstance(body, dict) else None
-    code = err.get("code") if isinstance(err, dict) else None
-    return code if isinstance(code, str) and code else None
+    return safe_code(err.get("code") if isinstance(err, dict) else None)
 
 
 def from_status(state: AppState, status: int, what: str, *, message: str = "", code: str | None = None,

@@ -169,7 +169,21 @@ def error_response(status: int, message: str, code: str | None = None, type: str
                         headers=headers)
 
 
+def _store_description(store: Any) -> str:
+    """Where history goes, for the start-up log: a SQLite file by its resolved absolute path (``sqlite:///x.db``
+    is relative to the working directory, a common surprise), other stores without their password."""
+    from pathlib import Path
+
+    path = getattr(store, "path", None)
+    if isinstance(path, str) and not getattr(store, "in_memory", False):
+        return f"SQLite database {Path(path).resolve()}"
+    return str(getattr(store, "description", type(store).__name__))
+
+
 def create_app(config: Config) -> FastAPI:
+    from voicecall.redaction import config_secrets, install_log_redaction
+
+    install_log_redaction(config_secrets(config))  # before anything logs: every logger, every handler
     state = AppState(config)
 
     @contextlib.asynccontextmanager
@@ -180,6 +194,7 @@ def create_app(config: Config) -> FastAPI:
         if config.server.replica_id or state.shared.kind != "memory":
             state.store.replica = state.replica_id
         await state.store.open()
+        log.info("history: %s", _store_description(state.store))
         closed = await state.store.close_dangling()
         if closed:
             log.info("closed %d conversation(s) left open by an earlier crash", closed)
