@@ -112,10 +112,10 @@ class Redactor:
 
     def redact(self, text: str) -> str:
         """``text`` with every known secret, fragment, encoding and secret-shaped token masked."""
-        text = _PATTERNS.sub(_sub, text)
         for secret in self._whole:
             if secret in text:
                 text = text.replace(secret, MASK)
+        text = _PATTERNS.sub(_sub, text)
         grams = self._grams
         if not grams or len(text) < FRAGMENT:
             return text
@@ -141,10 +141,10 @@ class Redactor:
         out.append(text[last:])
         return "".join(out)
 
-    def has_fragment(self, text: str) -> bool:
+    def has_fragment(self, text: str, shapes: bool = True) -> bool:
         """Whether ``text`` holds any :data:`UPSTREAM_FRAGMENT`-long piece of a known secret (or of an encoding
-        of one), or anything secret-shaped."""
-        if _PATTERNS.search(text):
+        of one), or (``shapes``) anything secret-shaped."""
+        if shapes and _PATTERNS.search(text):
             return True
         grams = self._upstream_grams
         return any(text[i:i + UPSTREAM_FRAGMENT] in grams for i in range(len(text) - UPSTREAM_FRAGMENT + 1)) or \
@@ -156,10 +156,14 @@ REDACTOR = Redactor()
 
 
 def withheld(text: str, what: str = "message") -> str:
-    """Upstream ``text`` for a client, or a notice that it was withheld because it quoted part of a credential."""
-    if text and REDACTOR.has_fragment(text):
+    """Upstream ``text`` for a client: redacted (secrets, their fragments and encodings masked), and withheld
+    whole when even a short piece of a credential survives the masking."""
+    if not text:
+        return text
+    clean = REDACTOR.redact(text)
+    if REDACTOR.has_fragment(clean, shapes=False):
         return f"(upstream {what} withheld: it quoted part of a credential)"
-    return text
+    return clean
 
 
 def safe_code(code: Any) -> str | None:

@@ -799,7 +799,8 @@ def _response_id(data: bytes) -> str | None:
 
 def _scrubbed_error(data: bytes) -> bytes:
     """An upstream ``error`` event as the client may see it: unchanged, unless it quotes any part of a credential
-    (message, code, anywhere): then its message is withheld and its code replaced."""
+    (message, code, anywhere): then it is rebuilt from its redacted message (withheld if a piece survives), a code
+    that quotes nothing (else ``upstream_error``), its type and event id."""
     text = data.decode("utf-8", "replace")
     if not REDACTOR.has_fragment(text):
         return data
@@ -811,8 +812,11 @@ def _scrubbed_error(data: bytes) -> bytes:
     err = err if type(err) is dict else {}
     log.warning("gateway: an upstream error quoted part of a credential; its message was withheld")
     etype = err.get("type")
-    clean = error_event(safe_code(err.get("code")) or "upstream_error", withheld(text, "error message"),
+    message = err.get("message")
+    clean = error_event(safe_code(err.get("code")) or "upstream_error",
+                        withheld(message if isinstance(message, str) else "", "error message")
+                        or "OpenAI reported an error (its text quoted part of a credential).",
                         type=etype if isinstance(etype, str) and etype in ("invalid_request_error", "server_error")
                         else "server_error",
-                        client_event_id=err.get("event_id") if isinstance(err.get("event_id"), str) else None)
+                        client_event_id=withheld(err["event_id"]) if isinstance(err.get("event_id"), str) else None)
     return json.dumps(clean).encode()
