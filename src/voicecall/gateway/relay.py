@@ -555,6 +555,11 @@ class Relay:
                 if self.recorder is not None:
                     self.recorder.on_audio_appended(b64_bytes(data, hit[0], hit[1]))
             else:
+                problem = json_limits_problem(data)  # before anything parses it (beta translation, policy)
+                if problem is not None:
+                    self._to_client(error_event("invalid_json", f"The message was not parsed: {problem}; it was "
+                                                "not forwarded."))
+                    return
                 if self.beta is not None:
                     try:
                         data = self.beta.client_bytes(data)
@@ -573,13 +578,8 @@ class Relay:
 
     def _inspect_up(self, data: bytes) -> bytes | None:
         """The slow path for a client text message that is not a plain append: the bytes to send upstream
-        (``None``: dropped). Feeds the recorder; applies the browser policy; refuses JSON past the parser limits
-        (checked on the raw bytes, before any parse); notes requests upstream owes an answer to."""
-        problem = json_limits_problem(data)
-        if problem is not None:
-            self._to_client(error_event("invalid_json", f"The message was not parsed: {problem}; it was not "
-                                        "forwarded."))
-            return None
+        (``None``: dropped). Feeds the recorder; applies the browser policy; notes requests upstream owes an answer
+        to. (The JSON limits were checked on the raw bytes before, in :meth:`client_message`.)"""
         if b'"response.create"' in data or b'"input_audio_buffer.commit"' in data:
             if not self.awaiting_upstream and not self.open_response:
                 self.waiting_since = time.monotonic()
