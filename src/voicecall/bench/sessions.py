@@ -9,8 +9,8 @@ and the server answers every question. Measured per N over ``--seconds``:
   ``late`` counts gaps over 100 ms between frames.
 * **answers**: completed responses, and the answer latency (``speech_stopped`` -> first answer audio, as the
   client sees it: ``output_audio_buffer.started`` on WebRTC, the first audio delta on a WebSocket).
-* **server CPU %** (of one core) of the server process, of its worker processes (speech recognition), and the load
-  generator's own CPU %.
+* **server CPU %** (of one core) of the server process (also per session: the engine's own cost), of its worker
+  processes (speech recognition), and the load generator's own CPU %.
 
 N "keeps up" when the mean frame rate is >= 98 % of 50/s with no session under 95 % (WebRTC), every session got an
 answer, and the p95 answer latency stays under 2.5 s. The table, JSON (``--out``) and a PNG plot beside it report
@@ -536,6 +536,8 @@ async def trial(base: str, transport: str, n: int, seconds: float, pcm: np.ndarr
         "server_workers_cpu_pct": round(sum(v - workers0.get(k, 0.0) for k, v in workers1.items()) / wall * 100, 1)
         if server else None,
         "client_cpu_pct": round((me1 - me0) / wall * 100, 1),
+        "server_cpu_pct_per_session": round((cpu1 - cpu0) / wall * 100 / n, 2)
+        if cpu0 is not None and cpu1 is not None and n else None,
         "answers": sum(s.answers for s in ok),
         "responses": sum(s.responses for s in ok),
         "sessions_answered": sum(1 for s in ok if s.answers > 0),
@@ -637,6 +639,8 @@ def _row_text(r: dict[str, Any], transport: str) -> str:
              f"{sfps if sfps is not None else float('nan'):5.1f})  late {r['late_gaps']:3d}"
              if transport == "webrtc" else f"{r['answer_audio_ms_per_s']:6.0f} audio ms/s")
     cpu = f"{r['server_cpu_pct']:5.1f}%" if r["server_cpu_pct"] is not None else "   n/a"
+    if r.get("server_cpu_pct_per_session") is not None:
+        cpu += f" ({r['server_cpu_pct_per_session']:.2f}% per session)"
     if r.get("server_workers_cpu_pct"):
         cpu += f" + workers {r['server_workers_cpu_pct']:5.1f}%"
     p50 = f"{lat['p50']:.0f}" if lat["p50"] is not None else "-"
@@ -650,8 +654,8 @@ def _row_text(r: dict[str, Any], transport: str) -> str:
 def print_table(data: dict[str, Any]) -> None:
     webrtc = data["transport"] == "webrtc"
     head = (f"{'N':>4} {'fps mean':>9} {'fps min':>8} {'late':>5}" if webrtc else f"{'N':>4} {'audio ms/s':>10}")
-    head += (f" {'answers':>8} {'answered':>9} {'lat p50':>8} {'lat p95':>8} {'srv cpu':>8} {'workers':>8}"
-             f" {'cli cpu':>8}  keeps up")
+    head += (f" {'answers':>8} {'answered':>9} {'lat p50':>8} {'lat p95':>8} {'srv cpu':>8} {'/session':>9}"
+             f" {'workers':>8} {'cli cpu':>8}  keeps up")
     print(f"\nconcurrent {data['transport']} sessions, {data['stack']} stack, {data['seconds']:.0f} s per N")
     print(head)
     for r in data["rows"]:
@@ -660,6 +664,8 @@ def print_table(data: dict[str, Any]) -> None:
                  if webrtc else f"{r['sessions']:>4} {r['answer_audio_ms_per_s']:>10.0f}")
         fmt = lambda v: f"{v:>8.0f}" if v is not None else f"{'-':>8}"
         cpu = f"{r['server_cpu_pct']:>7.1f}%" if r["server_cpu_pct"] is not None else f"{'n/a':>8}"
+        per = r.get("server_cpu_pct_per_session")
+        cpu += f" {per:>8.2f}%" if per is not None else f" {'n/a':>9}"
         wcpu = r.get("server_workers_cpu_pct")
         cpu += f" {wcpu:>7.1f}%" if wcpu is not None else f" {'n/a':>8}"
         cells += (f" {r['answers']:>8} {r['sessions_answered']:>4}/{r['sessions']:<4} {fmt(lat['p50'])} {fmt(lat['p95'])}"
