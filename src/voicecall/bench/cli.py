@@ -22,6 +22,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--out", default="bench-results/latency.json", help="JSON output file")
     b.add_argument("--stt-processes", type=int, default=None, metavar="N",
                    help="run pocketsphinx in N worker processes (stt.processes; 0: in the server process)")
+    b.add_argument("--stt", default=None, metavar="TYPE",
+                   help="STT of the in-process server (whisper, moonshine, pocketsphinx; default: the configured one)")
     b.set_defaults(func=_run("voicecall.bench.latency"))
 
     b = bsub.add_parser("sessions", help="concurrent sessions with audio flowing",

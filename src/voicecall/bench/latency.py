@@ -106,6 +106,8 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
     url = args.url
     if url is None:
         overrides = {}
+        if getattr(args, "stt", None):
+            overrides["plugins.voice-call.local.stt.type"] = args.stt
         if getattr(args, "stt_processes", None) is not None:
             overrides["plugins.voice-call.local.stt.type"] = "pocketsphinx"
             overrides["plugins.voice-call.local.stt.processes"] = args.stt_processes
@@ -134,6 +136,8 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
             server.__exit__(None, None, None)
     stats = {k: summary([r.get(k) for r in runs]) for k in ["voice_to_voice_ms", *PARTS]}
     return {"benchmark": "latency", "transport": args.transport, "url": args.url or "in-process",
+            "stt": getattr(args, "stt", None) or ("pocketsphinx" if getattr(args, "stt_processes", None) is not None
+                                                   else "default"),
             "machine": machine_info(), "runs": runs, "summary": stats}
 
 
