@@ -13,8 +13,8 @@ import numpy as np
 
 from tests.conftest import ServerThread
 from tests.hostile.conftest import MAX_MESSAGE
-from tests.hostile.hostile_gen import hostile_messages
 from tests.hostile.wsraw import closed_with, connect, events_until, next_event
+from voicecall.bench.hostile import hostile_messages
 from voicecall.transports.outbound import OutboundQueue
 
 

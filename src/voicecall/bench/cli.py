@@ -127,6 +127,21 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.set_defaults(func=_run("voicecall.bench.cost"))
 
 
+    b = bsub.add_parser("soak", help="N sessions for M minutes, normal and hostile clients mixed: server memory over "
+                        "time, sessions completed, errors",
+                        description="Run N client slots for M minutes against one server process: normal sessions "
+                        "(three answered turns each) and hostile ones (flooding without reading, malformed and deep "
+                        "events, silent sockets, slowloris headers, vanishing mid-answer). Prints the server's RSS "
+                        "over time, sessions completed and failed per kind, unexpected outcomes; writes JSON and a "
+                        "plot.")
+    b.add_argument("--sessions", type=int, default=8, help="concurrent client slots (default 8)")
+    b.add_argument("--minutes", type=float, default=2.0, help="length of the soak (default 2)")
+    b.add_argument("--hostile-share", type=float, default=0.5, help="share of slots that are hostile (default 0.5)")
+    b.add_argument("--config", default=None, help="server configuration: echo (default), embedded or a YAML file")
+    b.add_argument("--out", default="bench-results/soak.json")
+    b.set_defaults(func=_run("voicecall.bench.soak"))
+
+
 def _run(module: str):  # type: ignore[no-untyped-def]
     def run(args: argparse.Namespace) -> int:
         import importlib

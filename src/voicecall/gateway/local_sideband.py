@@ -90,13 +90,19 @@ async def serve_local_sideband(ws: WebSocket, state: AppState, principal: Princi
         while True:
             await ws.send_text(await queue.get())
 
+    max_bytes = state.config.server.max_message_bytes
+
     async def reader() -> None:
         while True:
             msg = await ws.receive()
             if msg["type"] == "websocket.disconnect":
                 return
             data = msg.get("text") if msg.get("text") is not None else msg.get("bytes")
-            if data is not None:
+            if data is not None and len(data) > max_bytes:
+                await ws.send_text(json.dumps(error_event(
+                    "message_too_large", f"The message is {len(data)} bytes; this server accepts at most "
+                    f"{max_bytes} bytes per message.")))
+            elif data is not None:
                 await call.session.handle_message(data)
 
     tasks = [asyncio.ensure_future(writer()), asyncio.ensure_future(reader()),
@@ -109,9 +115,10 @@ async def serve_local_sideband(ws: WebSocket, state: AppState, principal: Princi
             task.cancel()
         await asyncio.wait(tasks)
         # let what the call said last reach the sideband
-        while not queue.empty() and ws.application_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
-                await ws.send_text(queue.get_nowait())
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(state.config.server.send_timeout_seconds):  # a sideband that reads nothing
+                while not queue.empty() and ws.application_state == WebSocketState.CONNECTED:
+                    await ws.send_text(queue.get_nowait())
         if ws.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await ws.close(code=1000, reason="call ended")

@@ -45,7 +45,7 @@ def hostile_messages(max_bytes: int, seed: int = 7) -> Iterator[tuple[str, str |
     yield "truncate unknown", truncate, "item_truncate_invalid_item_id"
     yield "delete twice", '{"type":"conversation.item.delete","item_id":"item_x"}', "item_delete_invalid_item_id"
     for i in range(20):  # random type confusion
-        value = rng.choice([None, True, 1.5, -1, "", [], {}, "x" * rng.randrange(1, 3000), [[[]]]])
+        value: object = rng.choice([None, True, 1.5, -1, "", [], {}, "x" * rng.randrange(1, 3000), [[[]]]])
         key = rng.choice(["session", "item", "response", "audio", "item_id", "event_id"])
         etype = rng.choice(["session.update", "conversation.item.create", "response.create",
                             "input_audio_buffer.append", "conversation.item.retrieve"])
