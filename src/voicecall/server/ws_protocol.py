@@ -12,6 +12,7 @@ attach see uvicorn's protocol as it is.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -80,6 +81,14 @@ class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
             elif op > 0:  # a final data frame inside a fragmented message: websockets refuses it
                 payload = buf[start:frames[i + 1][2] if i + 1 < len(frames) else used]
             super().data_received(payload)
+
+    def start_keepalive(self) -> None:
+        """The first keepalive ping after 50-100 % of the interval, not exactly one interval after the handshake:
+        clients that connected together (a load test, a reconnect storm) would otherwise be pinged together for
+        ever, a burst that stalls every session's audio for a moment."""
+        if self.ping_interval is not None and self.ping_interval > 0:
+            self.ping_timer = self.loop.call_later(self.ping_interval * random.uniform(0.5, 1.0),
+                                                   self.send_keepalive_ping)
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
