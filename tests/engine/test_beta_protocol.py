@@ -8,6 +8,7 @@ import asyncio
 import json
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 
@@ -110,3 +111,26 @@ async def test_beta_refused_when_configured(make_server: Any) -> None:
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 5)
             assert ws.close_code == 4000
+
+
+async def test_beta_sessions_endpoint_mints_a_key_for_a_beta_client(local_server: ServerThread) -> None:
+    """``POST /v1/realtime/sessions`` as the beta-era console's backend called it; its ``client_secret`` opens a
+    beta WebSocket from a page (subprotocols) with that session."""
+    async with httpx.AsyncClient(base_url=local_server.http, timeout=30) as http:
+        r = await http.post("/v1/realtime/sessions", json={"model": "gpt-4o-realtime-preview-2025-06-03",
+                                                           "voice": "verse", "modalities": ["audio", "text"],
+                                                           "client_secret": {"expires_after": {"anchor": "created_at",
+                                                                                               "seconds": 120}}})
+        assert r.status_code == 200, r.text
+        minted = r.json()
+        assert minted["client_secret"]["value"].startswith("ek_") and "audio" not in minted
+        assert (minted["voice"], minted["modalities"], minted["input_audio_format"]) == (
+            "verse", ["text", "audio"], "pcm16")
+        bad = await http.post("/v1/realtime/sessions", json={"input_audio_format": "pcm8"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "session.input_audio_format"
+    key = minted["client_secret"]["value"]
+    async with websockets.connect(f"{local_server.ws}?model={BETA_MODEL}", origin=local_server.http,  # type: ignore[arg-type]
+                                  subprotocols=["realtime", f"openai-insecure-api-key.{key}",  # type: ignore[list-item]
+                                                "openai-beta.realtime-v1"]) as ws:
+        created = await beta_recv_until(ws, {"session.created"}, [])
+        assert created["session"]["voice"] == "verse"

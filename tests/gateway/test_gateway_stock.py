@@ -133,3 +133,16 @@ async def test_beta_subprotocol_client_speaks_ga_upstream(make_gateway, upstream
                                            "output": {"voice": "coral", "format": {"type": "audio/pcm", "rate": 24000}}}}
     create = next(e for e in sent if e["type"] == "response.create")
     assert create["response"] == {"output_modalities": ["audio"], "audio": {"output": {"voice": "coral"}}}
+
+
+async def test_beta_sessions_endpoint_on_the_gateway(make_gateway, local_upstream) -> None:
+    """The beta-era ``POST /v1/realtime/sessions``: minted upstream in GA, answered in the beta shape."""
+    gw = make_gateway(f"{local_upstream.http}/v1")
+    async with httpx.AsyncClient(base_url=gw.http, timeout=30) as http:
+        r = await http.post("/v1/realtime/sessions", headers={"Authorization": f"Bearer {GATEWAY_KEY}"},
+                            json={"model": "gpt-4o-realtime-preview-2025-06-03", "voice": "verse",
+                                  "input_audio_format": "g711_ulaw"})
+    assert r.status_code == 200, r.text
+    minted = r.json()
+    assert minted["model"] == MODEL and minted["voice"] == "verse" and minted["input_audio_format"] == "g711_ulaw"
+    assert minted["client_secret"]["value"].startswith("ek_")

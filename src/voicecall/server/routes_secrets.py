@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from voicecall.protocol.beta import BetaSession, param_to_beta
 from voicecall.protocol.errors import ProtocolError
 from voicecall.protocol.session import SessionConfig, Transcription, TurnDetection, apply_session_update
 
 if TYPE_CHECKING:
     from voicecall.server.app import AppState
+    from voicecall.server.auth import Principal
 
 
 async def local_session_config(state: AppState, patch: dict[str, Any] | None) -> SessionConfig:
@@ -72,19 +74,14 @@ def register(app: FastAPI, state: AppState) -> None:
         for key in body:
             if key not in ("expires_after", "session"):
                 raise ProtocolError("unknown_parameter", f"Unknown parameter: '{key}'.", key)
-        ttl = state.config.server.client_secret_ttl_seconds
-        ea = body.get("expires_after")
-        if ea is not None:
-            if not isinstance(ea, dict) or ea.get("anchor", "created_at") != "created_at":
-                raise ProtocolError("invalid_value", "expires_after.anchor must be 'created_at'.", "expires_after.anchor")
-            secs = ea.get("seconds", ttl)
-            if not isinstance(secs, int) or isinstance(secs, bool) or not 10 <= secs <= 7200:
-                raise ProtocolError("invalid_value", "expires_after.seconds must be an integer from 10 to 7200.",
-                                    "expires_after.seconds")
-            ttl = secs
+        ttl = _expires_after(body.get("expires_after"), state.config.server.client_secret_ttl_seconds, "expires_after")
         session = body.get("session")
         if session is not None and not isinstance(session, dict):
             raise ProtocolError("invalid_type", "session must be an object.", "session")
+        return await _mint(principal, session, ttl)
+
+    async def _mint(principal: Principal, session: dict[str, Any] | None, ttl: int) -> dict[str, Any] | JSONResponse:
+        """A client secret for a trusted client: ``{value, expires_at, session}`` (GA)."""
         if state.provider == "openai-realtime":
             from voicecall.gateway.secrets import mint_upstream
 
@@ -92,6 +89,31 @@ def register(app: FastAPI, state: AppState) -> None:
         cfg = await local_session_config(state, session)
         secret = state.secrets.mint(cfg.to_dict(), ttl, "local", client=principal.client)
         return {"value": secret.value, "expires_at": secret.expires_at, "session": secret.session}
+
+    @app.post("/v1/realtime/sessions")
+    async def beta_sessions(request: Request) -> Any:
+        """The beta-era ``POST /v1/realtime/sessions`` (what seed-era backends call to mint their page's key): a
+        flat beta session in; the beta session with ``client_secret: {value, expires_at}`` out."""
+        principal = state.auth.authenticate(request, allow_secret=False)
+        if (limited := await _rate_limited(request, principal.label)) is not None:
+            return limited
+        body = await _json(request)
+        client_secret = body.pop("client_secret", None)
+        ttl = state.config.server.client_secret_ttl_seconds
+        if client_secret is not None:
+            if not isinstance(client_secret, dict):
+                raise ProtocolError("invalid_type", "client_secret must be an object.", "client_secret")
+            ttl = _expires_after(client_secret.get("expires_after"), ttl, "client_secret.expires_after")
+        beta = BetaSession()
+        try:
+            minted = await _mint(principal, beta.session_to_ga({k: v for k, v in body.items() if k != "type"}), ttl)
+        except ProtocolError as exc:
+            raise ProtocolError(exc.code, exc.message, param_to_beta(exc.param), exc.type) from None
+        if isinstance(minted, JSONResponse):
+            return minted
+        session = minted["session"] if isinstance(minted.get("session"), dict) else {}
+        return {**beta.session_to_beta(session),
+                "client_secret": {"value": minted["value"], "expires_at": minted["expires_at"]}}
 
     @app.post("/session")
     async def browser_session(request: Request) -> Any:
@@ -116,6 +138,19 @@ def register(app: FastAPI, state: AppState) -> None:
                 "provider": "local", "model": cfg.model, "calls_url": "/v1/realtime/calls", "ice_servers": ice,
                 "pricing": {k: 0.0 for k in ("text_in", "text_cached", "text_out", "audio_in", "audio_cached",
                                              "audio_out")}}
+
+
+def _expires_after(value: Any, default: int, param: str) -> int:
+    """The lifetime ``{"anchor": "created_at", "seconds": 10..7200}`` asks for (``default`` when absent)."""
+    if value is None:
+        return default
+    if not isinstance(value, dict) or value.get("anchor", "created_at") != "created_at":
+        raise ProtocolError("invalid_value", "expires_after.anchor must be 'created_at'.", param + ".anchor")
+    secs = value.get("seconds", default)
+    if not isinstance(secs, int) or isinstance(secs, bool) or not 10 <= secs <= 7200:
+        raise ProtocolError("invalid_value", "expires_after.seconds must be an integer from 10 to 7200.",
+                            param + ".seconds")
+    return secs
 
 
 def _ice_for_browser(state: AppState) -> list[dict[str, Any]]:
