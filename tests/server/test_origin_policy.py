@@ -119,3 +119,4 @@ def test_policy_rules() -> None:
     assert d.allows_origin("http://127.0.0.1:9999", None) and d.allows_origin("http://app.localhost", None)
     assert not d.allows_origin("null", None) and OriginPolicy(["*"], None, "h").allows_origin("null", None)
     assert d.allows_host("localhost") and d.allows_host("192.168.1.20:8080") and not d.allows_host("evil.example")
+    assert d.allows_host("LocalHost.:8080") and not d.allows_host("evil.example.")
