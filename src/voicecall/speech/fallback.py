@@ -316,15 +316,24 @@ class FallbackTTS:
         q: queue.Queue[Any] = queue.Queue(maxsize=256)
         stop = threading.Event()
 
+        def put(item: Any) -> bool:
+            """Hand an item over unless the caller gave up (never blocks for ever on a full queue)."""
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.5)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def pump() -> None:
             try:
                 for chunk in model.synthesize(text, local.voice, speed * local.speed):
-                    if stop.is_set():
+                    if not put(chunk):
                         return
-                    q.put(chunk)
-                q.put(_DONE)
+                put(_DONE)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                q.put(exc)
+                put(exc)
 
         threading.Thread(target=pump, name="tts-fallback", daemon=True).start()
         out: list[PCM16] = []
