@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from voicecall.audio import ENGINE_RATE
-from voicecall.bench.common import InProcessServer, machine_info, progress, report, utterance_pcm
+from voicecall.bench.common import InProcessServer, machine_info, progress, report, utterance_pcm, write_json
 
 SCRIPT: list[tuple[str, str]] = [
     ("Hi, I would like to book a table for dinner tonight.",
@@ -228,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
             entry.update(usd=pc["usd"] * scale,
                          stages={k: {kk: vv * scale for kk, vv in v.items()} for k, v in pc["stages"].items()})
         results[kind] = entry
+        write_json(args.out, {"bench": "cost", "partial": True, "configs": results})  # a long run keeps what it has
     data = {"bench": "cost", "minutes": args.minutes, "turns": len(turns), "call_seconds_replayed": round(call_s, 1),
             "user_speech_seconds": round(user_s * scale, 1), "assistant_speech_seconds": round(answer_s * scale, 1),
             "configs": results, "machine": machine_info()}
