@@ -65,6 +65,7 @@ PAUSE_S = 1.0
 SPEECH_WPM = 160
 INSTRUCTIONS = "You are the friendly phone assistant of a restaurant. Answer in one or two short sentences."
 CONFIGS = ("realtime", "claude", "openai", "local")
+TURN_TIMEOUT_S = 120.0
 
 
 def _plan(minutes: float, questions: dict[str, np.ndarray]) -> list[tuple[str, str]]:
@@ -94,15 +95,22 @@ async def _drive(http: str, turns: list[tuple[str, str]], questions: dict[str, n
             pcm = np.concatenate([questions[q], pause])
             for i in range(0, len(pcm), 4800):
                 await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i:i + 4800].tobytes()).decode())
-            async for event in conn:
-                if event.type == "response.done":
-                    dones.append(event.response.model_dump())
-                    break
-                if event.type == "error":
-                    progress(f"  error: {event.error.message}")
+            try:
+                dones.append(await asyncio.wait_for(_response_done(conn), TURN_TIMEOUT_S))
+            except TimeoutError:
+                progress(f"  turn {n + 1}: no response.done within {TURN_TIMEOUT_S:g} s; going on")
             if (n + 1) % 10 == 0:
                 progress(f"  {n + 1}/{len(turns)} turns")
     return dones
+
+
+async def _response_done(conn: Any) -> dict[str, Any]:
+    async for event in conn:
+        if event.type == "response.done":
+            return dict(event.response.model_dump())
+        if event.type == "error":
+            progress(f"  error: {event.error.message}")
+    raise RuntimeError("the server closed the session")
 
 
 def _script(standin: Any, turns: list[tuple[str, str]]) -> None:
