@@ -227,6 +227,7 @@ class _EngineInput:
                     await self.handle(data)
                 finally:
                     self.busy = False
+                await asyncio.sleep(0)  # a handler that never suspends must not hold the loop for a whole backlog
                 if self.paused and len(self.queue) < INPUT_QUEUE_MESSAGES // 2:
                     self.paused = False
                     self.sock.resume_reading()
