@@ -28,6 +28,7 @@ from voicecall.audio import ENGINE_RATE, PCM16, Resampler
 
 RATE = 48000
 FRAME = 480
+DELAY = 960  # samples at 48 kHz between an input frame and its denoised output (measured by cross-correlation)
 PROFILES = {"near_field": 10 ** (-12 / 20), "far_field": 0.0}
 """Share of the original signal mixed back into the denoised one, per ``noise_reduction.type``."""
 
@@ -69,6 +70,7 @@ class RNNoiseStream:
         self._down = Resampler(RATE, rate, quality="HQ")
         self._pending = np.zeros(0, np.float32)
         self._out = np.zeros(FRAME, np.float32)
+        self._dry = np.zeros(DELAY, np.float32)  # the original, delayed to line up with RNNoise's output
 
     def process(self, pcm: PCM16) -> PCM16:
         """Denoise a chunk; returns what is ready (about 10 ms stays buffered inside)."""
@@ -82,8 +84,10 @@ class RNNoiseStream:
             self._lib.rnnoise_process_frame(self._state, self._out.ctypes.data_as(fptr), frame.ctypes.data_as(fptr))
             y[i * FRAME:(i + 1) * FRAME] = self._out
         self._pending = x[n * FRAME:].copy()
-        if self._mix:
-            y += self._mix * x[: n * FRAME]
+        if self._mix:  # RNNoise's output lags its input by DELAY samples: mix the original in aligned
+            dry = np.concatenate([self._dry, x[: n * FRAME]])
+            y += self._mix * dry[: n * FRAME]
+            self._dry = dry[n * FRAME:]
         out16 = np.clip(np.rint(y), -32768, 32767).astype(np.int16)
         return self._down.process(out16)
 
