@@ -264,3 +264,42 @@ async def test_claude_tool_use_maps_to_realtime_function_calls(make_server: Call
     assert of_type(events, "response.output_text.done")[0]["text"] == 'The tool answered {"sky": "sunny"}.'
     blocks = [b for m in standins["anthropic"].requests[-1]["messages"] for b in m["content"]]
     assert {"type": "tool_result", "tool_use_id": done["call_id"], "content": '{"sky": "sunny"}'} in blocks
+
+
+async def test_stt_and_tts_failures_are_clear_error_events(make_server: Callable[..., ServerThread],
+                                                           standins: dict[str, Any], question24k: np.ndarray) -> None:
+    """Deepgram refuses the key (401): stt_error + transcription.failed. ElevenLabs answers 500: tts_error and a
+    failed response. Neither message carries a key."""
+    srv = serve(make_server, claude_deepgram_elevenlabs(standins))
+    standins["deepgram"].fail("401")
+    try:
+        events = await spoken_turn_until(srv, question24k, "conversation.item.input_audio_transcription.failed")
+    finally:
+        standins["deepgram"].fail(None)
+    err = of_type(events, "error")[0]["error"]
+    assert err["code"] == "stt_error" and "Deepgram answered HTTP 401" in err["message"]
+    standins["eleven"].fail("500")
+    try:
+        client = client_for(srv.http)
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            await recv_json(conn)
+            await conn.conversation.item.create(item={"type": "message", "role": "user",
+                                                      "content": [{"type": "input_text", "text": QUESTION}]})
+            await conn.response.create()
+            events = await collect_until(conn, lambda e: e["type"] == "response.done", timeout=30)
+    finally:
+        standins["eleven"].fail(None)
+    err = of_type(events, "error")[0]["error"]
+    assert err["code"] == "tts_error" and "ElevenLabs answered HTTP 500" in err["message"]
+    assert events[-1]["response"]["status"] == "failed"
+    no_keys_in(srv, events)
+
+
+async def spoken_turn_until(srv: ServerThread, pcm: np.ndarray, etype: str) -> list[dict[str, Any]]:
+    client = client_for(srv.http)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        await recv_json(conn)
+        await conn.session.update(session={"type": "realtime", "audio": {"input": {
+            "transcription": {"model": "whisper-1"}, "turn_detection": {"type": "server_vad"}}}})
+        await append_pcm(conn, pcm)
+        return await collect_until(conn, lambda e: e["type"] == etype, timeout=60)
