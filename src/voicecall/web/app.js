@@ -566,13 +566,14 @@ function addStageCosts(stages) {
 }
 
 function renderCost() {
-  const split = [...stageCosts].map(([stage, v]) => `${stage.toUpperCase()} $${v.usd.toFixed(4)}`);
+  const anyPriced = [...stageCosts.values()].some((v) => v.usd > 0);  // an all-embedded stack shows just $0
+  const split = anyPriced ? [...stageCosts].map(([stage, v]) => `${stage.toUpperCase()} $${v.usd.toFixed(4)}`) : [];
   els.cost.textContent = `$${hooks.cost.toFixed(4)}` + (split.length ? ` (${split.join(" · ")})` : "");
   const priced = client.pricing && Object.values(client.pricing).some((v) => v > 0);
   const who = [...stageCosts].map(([stage, v]) => `${stage}: ${[...v.providers].join(", ")}`).join("; ");
   els.cost.title = `${tokens.input} input tokens (${tokens.cached} cached), ${tokens.output} output tokens` +
     (who ? ` · ${who}` : "") +
-    (client.pricing && !priced && !stageCosts.size ? " · this server's local engine is free" : "");
+    (client.pricing && !priced && !anyPriced ? " · this server's local engine is free" : "");
 }
 
 // ---------------------------------------------------------------------------------------------- settings
