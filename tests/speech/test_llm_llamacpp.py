@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from voicecall.speech.base import LLM, ChatMessage, FunctionTool, LLMUsage, TextDelta, ToolCallDelta
-from voicecall.speech.llm_llamacpp import AutoToolParser, RequiredCallParser, bound_strings, render_messages
+from voicecall.speech.llm_llamacpp import (
+    AutoToolParser,
+    RequiredCallParser,
+    StopScanner,
+    bound_strings,
+    qa_prompt,
+    render_messages,
+)
 
 SYSTEM = ChatMessage("system", "You are a helpful voice assistant. Answer in one short sentence.")
 WEATHER = FunctionTool(
@@ -115,7 +122,7 @@ async def test_cancelling_the_consumer_stops_generation(llama: Any) -> None:
         await asyncio.sleep(0.002)
 
 
-async def test_tool_results_in_history(llama: Any) -> None:
+async def test_tool_results_in_history_become_words(llama: Any) -> None:
     history = [
         SYSTEM,
         ChatMessage("user", "What's the weather in Paris?"),
@@ -124,11 +131,39 @@ async def test_tool_results_in_history(llama: Any) -> None:
         ChatMessage("tool", '{"temperature_c": 21, "sky": "sunny"}', tool_call_id="call_1"),
     ]
     turns = render_messages(history)
-    assert [t["role"] for t in turns] == ["system", "user", "assistant", "user"]
-    assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>' == turns[2]["content"]
-    assert turns[3]["content"].startswith('<tool_response>{"name": "get_weather", "content": {"temperature_c": 21')
-    chunks = await collect(llama, history, tools=[WEATHER], tool_choice="none")
-    assert "".join(c.text for c in chunks if isinstance(c, TextDelta)).strip()
+    # no tool syntax for the model to copy: the result is words in the user's turn
+    assert [t["role"] for t in turns] == ["system", "user"]
+    assert turns[1]["content"].endswith("(get_weather result: temperature c: 21; sky: sunny)")
+    prompt = qa_prompt(turns)
+    assert prompt.endswith("Question: What's the weather in Paris? (get_weather result: temperature c: 21; sky: sunny)"
+                           "\nAnswer:")
+    assert "<" not in prompt and "{" not in prompt
+    chunks = await collect(llama, history, tools=[WEATHER], tool_choice="auto")  # after a result: words, no call
+    text = "".join(c.text for c in chunks if isinstance(c, TextDelta))
+    assert text.strip() and not any(isinstance(c, ToolCallDelta) for c in chunks)
+    assert "Question:" not in text and "\n" not in text.strip()  # the qa prompt's stop strings end the answer
+
+
+def test_stop_scanner_holds_only_what_could_start_a_stop() -> None:
+    s = StopScanner(("\nQuestion:", "\n\n"))
+    assert s.feed("\n ") == ("", False)  # leading whitespace is never a stop
+    assert s.feed("Paris is") == ("Paris is", False)
+    assert s.feed(" nice.\nQue") == (" nice.", False)
+    assert s.feed("stion: what") == ("", True) and s.stopped
+    t = StopScanner(("\nQuestion:",))
+    assert t.feed("a\nQx") == ("a\nQx", False)
+
+
+def test_ten_thousand_messages_fit_the_context(llama: Any) -> None:
+    """Direct callers too: a huge history is cut (oldest first) cheaply, and the newest question stays."""
+    history = [SYSTEM] + [ChatMessage("user", f"Note {i}: remember the number {i}.") for i in range(10_000)]
+    history.append(ChatMessage("user", "What is the capital of France?"))
+    plan = llama._plan(llama._counter, history, None, "none", 24)
+    assert len(plan.prompt_tokens) + plan.max_tokens <= llama.n_ctx
+    prompt = llama._counter.detokenize(plan.prompt_tokens).decode()
+    assert prompt.rstrip().endswith("What is the capital of France?\nAnswer:") and "Note 9999:" in prompt
+    assert "Note 0:" not in prompt
+    assert llama.context_budget(None, "none", 24) < llama.n_ctx - 24
 
 
 def test_auto_tool_parser_streams_text_and_extracts_calls() -> None:

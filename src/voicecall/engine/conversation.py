@@ -259,10 +259,10 @@ async def to_chat_messages(instructions: str, items: list[Item], stt_timeout: fl
             if not text.strip():
                 continue
             role = "system" if item.role == "system" else ("assistant" if item.role == "assistant" else "user")
-            if msgs and msgs[-1].role == role and role != "system" and not msgs[-1].tool_calls:
-                msgs[-1].content = f"{msgs[-1].content} {text}"
-            else:
-                msgs.append(ChatMessage(role, text))  # type: ignore[arg-type]
+            # One message per item, never merged: truncation drops whole messages, oldest first, so a long run
+            # of user items must stay droppable one by one (adapters whose templates need alternating roles merge
+            # after truncation).
+            msgs.append(ChatMessage(role, text))  # type: ignore[arg-type]
         elif item.type == "function_call":
             call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments or "{}"}}
             if msgs and msgs[-1].role == "assistant" and msgs[-1].tool_calls is not None:

@@ -21,9 +21,11 @@ import numpy as np
 from voicecall.audio import ENGINE_RATE, PCM16, Resampler
 from voicecall.engine.chunker import SpeechChunker
 from voicecall.engine.conversation import Item, SpokenChunk, to_chat_messages
+from voicecall.engine.markup import ToolMarkupFilter
 from voicecall.protocol.ids import new_id
 from voicecall.speech.base import (
     ChatMessage,
+    CountsTokens,
     FunctionTool,
     LLMError,
     LLMUsage,
@@ -35,6 +37,7 @@ from voicecall.speech.base import (
 )
 from voicecall.speech.cloud import ProviderError
 from voicecall.speech.prices import StageUse, cost_report
+from voicecall.speech.context import ContextOverflowError, Truncation, fit_messages
 
 if TYPE_CHECKING:
     from voicecall.engine.session import EngineSession
@@ -53,6 +56,7 @@ class ResponseParams:
     tool_choice: str | dict[str, Any]
     max_output_tokens: int | str
     conversation: str = "auto"  # "auto" | "none"
+    truncation: str | dict[str, Any] = "auto"  # the session's (GA RealtimeTruncation)
     metadata: dict[str, Any] | None = None
     input_items: list[Item] | None = None  # explicit context (response.input)
 
@@ -210,44 +214,38 @@ class ResponseRunner:
         try:
             context = r.params.input_items if r.params.input_items is not None else s.conversation.items()
             messages = await to_chat_messages(r.params.instructions, context)
-            if self._provisional:
-                if messages and messages[-1].role == "user":
-                    messages[-1].content = f"{messages[-1].content} {self._provisional}"
-                else:
-                    messages.append(ChatMessage("user", self._provisional))
+            if self._provisional:  # the words heard so far, as the user item they will become
+                messages.append(ChatMessage("user", self._provisional))
             tools = [FunctionTool(t["name"], t.get("description", ""), t.get("parameters") or {}) for t in r.params.tools]
             max_tokens = None if r.params.max_output_tokens == "inf" else int(r.params.max_output_tokens)
+            tool_choice = r.params.tool_choice if tools else "none"
+            llm = s.pipeline.llm
+            if isinstance(llm, CountsTokens):  # fit the context per session.truncation (else the backend does)
+                fitted = await asyncio.to_thread(fit_messages, messages, llm, Truncation.from_session(r.params.truncation),
+                                                 tools=tools or None, tool_choice=tool_choice, max_tokens=max_tokens)
+                if fitted.dropped:
+                    log.debug("response %s: truncation left out the %d oldest messages", r.id, fitted.dropped)
+                messages = fitted.messages
             llm_start = time.monotonic()
             if r.timing.stt_final is None and r.timing.speech_stopped is not None:
                 r.timing.stt_final = llm_start
-            stream = s.pipeline.llm.stream_chat(messages, tools=tools or None,
-                                                tool_choice=r.params.tool_choice if tools else "none",
-                                                max_tokens=max_tokens)
+            stream = llm.stream_chat(messages, tools=tools or None, tool_choice=tool_choice, max_tokens=max_tokens)
+            markup = ToolMarkupFilter()  # no tool syntax is ever shown or spoken
             try:
                 async for chunk in stream:
                     if isinstance(chunk, TextDelta):
-                        if not chunk.text:
-                            continue
-                        if "llm_first_token_ms" not in r.metrics:
-                            r.metrics["llm_first_token_ms"] = (time.monotonic() - llm_start) * 1000
-                        item = self._open_message()
-                        if self._audio_mode:
-                            for piece in chunker.push(chunk.text):
-                                if self._chunk_ready_at is None:
-                                    self._chunk_ready_at = time.monotonic()
-                                self._tts_queue.put_nowait(piece)
-                        else:
-                            self._text_parts.append(chunk.text)
-                            self._emit("response.output_text.delta", **self._ids(item, self._msg_idx), content_index=0,
-                                       delta=chunk.text)
+                        self._text(markup.feed(chunk.text), chunker, llm_start)
                     elif isinstance(chunk, ToolCallDelta):
                         if "llm_first_token_ms" not in r.metrics:
                             r.metrics["llm_first_token_ms"] = (time.monotonic() - llm_start) * 1000
                         self._tool_delta(chunk)
                     elif isinstance(chunk, LLMUsage):
                         self._llm_usage = chunk
+                self._text(markup.flush(), chunker, llm_start)
             finally:
                 await stream.aclose()  # type: ignore[attr-defined]
+            if markup.removed:
+                log.info("response %s: removed %d characters of tool markup from the answer", r.id, markup.removed)
             if self._audio_mode and self._message is not None:
                 for piece in chunker.flush():
                     if self._chunk_ready_at is None:
@@ -261,6 +259,13 @@ class ResponseRunner:
             if r.status == "in_progress":
                 r.status = "cancelled"
                 r.status_details = {"type": "cancelled", "reason": "client_cancelled"}
+            if self._tts_task is not None:
+                self._tts_task.cancel()
+        except ContextOverflowError as exc:
+            r.status = "failed"
+            r.status_details = {"type": "failed", "error": {"type": "invalid_request_error", "code": exc.code,
+                                                            "message": str(exc)}}
+            s.emit_error(exc.code, f"The conversation does not fit the model's context: {exc}.")
             if self._tts_task is not None:
                 self._tts_task.cancel()
         except LLMError as exc:
@@ -285,6 +290,25 @@ class ResponseRunner:
                 self._tts_task.cancel()
         finally:
             self._finish()
+
+    def _text(self, text: str, chunker: SpeechChunker, llm_start: float) -> None:
+        """Answer text (already free of tool markup): to the TTS in audio mode, as text deltas otherwise."""
+        if not text or (self._message is None and not text.strip()):
+            return
+        r = self.r
+        if "llm_first_token_ms" not in r.metrics:
+            r.metrics["llm_first_token_ms"] = (time.monotonic() - llm_start) * 1000
+        item = self._open_message()
+        if self._audio_mode:
+            for piece in chunker.push(text):
+                if self._chunk_ready_at is None:
+                    self._chunk_ready_at = time.monotonic()
+                self._tts_queue.put_nowait(piece)
+        else:
+            if not self._text_parts:
+                text = text.lstrip()
+            self._text_parts.append(text)
+            self._emit("response.output_text.delta", **self._ids(item, self._msg_idx), content_index=0, delta=text)
 
     # ---------------------------------------------------------------------------- tools
     def _tool_delta(self, d: ToolCallDelta) -> None:

@@ -677,7 +677,8 @@ class EngineSession:
         c = self.config
         return ResponseParams(output_modalities=list(c.output_modalities), instructions=c.instructions, voice=c.voice,
                               output_format=c.output_format, speed=c.speed, tools=list(c.tools),
-                              tool_choice=c.tool_choice, max_output_tokens=c.max_output_tokens)
+                              tool_choice=c.tool_choice, max_output_tokens=c.max_output_tokens,
+                              truncation=c.truncation)
 
     def on_response_create(self, event: dict[str, Any]) -> None:
         params = self._response_params(event.get("response") or {})

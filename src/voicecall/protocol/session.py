@@ -82,7 +82,7 @@ class SessionConfig:
     tools: list[dict[str, Any]] = field(default_factory=list)
     tool_choice: str | dict[str, Any] = "auto"
     max_output_tokens: int | str = "inf"
-    truncation: str = "auto"
+    truncation: str | dict[str, Any] = "auto"
     tracing: str | dict[str, Any] | None = None
     """``"auto"``, ``{workflow_name, group_id, metadata}`` or ``None``: kept in the conversation's history."""
     noise_reduction: dict[str, Any] | None = None
@@ -105,7 +105,7 @@ class SessionConfig:
             "tool_choice": copy.deepcopy(self.tool_choice),
             "max_output_tokens": self.max_output_tokens,
             "tracing": copy.deepcopy(self.tracing),
-            "truncation": self.truncation,
+            "truncation": copy.deepcopy(self.truncation),
             "prompt": None,
             "expires_at": self.expires_at,
             "audio": {
@@ -212,6 +212,37 @@ def parse_max_tokens(value: Any, param: str) -> int | str:
     return int(value)
 
 
+def parse_truncation(value: Any, param: str) -> str | dict[str, Any]:
+    """``"auto"``, ``"disabled"`` or ``{"type": "retention_ratio", "retention_ratio": 0..1,
+    "token_limits": {"post_instructions": int}}`` (GA ``RealtimeTruncation``)."""
+    if isinstance(value, str):
+        if value not in ("auto", "disabled"):
+            raise _err("invalid_value", f"Invalid value: {value!r}. Supported values are: 'auto', 'disabled', or a "
+                       "retention_ratio object.", param)
+        return value
+    _expect(value, dict, param, "a string or an object")
+    _unknown(value, {"type", "retention_ratio", "token_limits"}, param + ".")
+    if value.get("type") != "retention_ratio":
+        raise _err("invalid_value", f"Invalid value: {value.get('type')!r}. Supported values are: 'retention_ratio'.",
+                   param + ".type")
+    ratio = _expect(value.get("retention_ratio"), (int, float), param + ".retention_ratio", "a number")
+    if not 0 <= ratio <= 1:
+        raise _err("invalid_value", f"Invalid value: {ratio}. Expected a number from 0 to 1.", param + ".retention_ratio")
+    out: dict[str, Any] = {"type": "retention_ratio", "retention_ratio": float(ratio)}
+    limits = value.get("token_limits")
+    if limits is not None:
+        _expect(limits, dict, param + ".token_limits", "an object")
+        _unknown(limits, {"post_instructions"}, param + ".token_limits.")
+        post = limits.get("post_instructions")
+        if post is not None:
+            _expect(post, int, param + ".token_limits.post_instructions", "an integer")
+            if post < 1:
+                raise _err("invalid_value", f"Invalid value: {post}. Expected a positive integer.",
+                           param + ".token_limits.post_instructions")
+        out["token_limits"] = {"post_instructions": post}
+    return out
+
+
 def parse_modalities(value: Any, param: str) -> list[str]:
     _expect(value, list, param, "an array")
     if value not in (["audio"], ["text"]):
@@ -302,12 +333,12 @@ def apply_session_update(cfg: SessionConfig, patch: Any, *, voices: set[str], de
         new.instructions = _expect(patch["instructions"], str, "session.instructions", "a string")
     if "output_modalities" in patch:
         new.output_modalities = parse_modalities(patch["output_modalities"], "session.output_modalities")
-    for key, ok in (("prompt", (None,)), ("include", (None, [])), ("truncation", ("auto", "disabled"))):
+    for key, ok in (("prompt", (None,)), ("include", (None, []))):
         if key in patch and patch[key] not in ok:
             raise _err("unsupported_parameter", f"session.{key} = {patch[key]!r} is not supported by this server.",
                        f"session.{key}")
     if "truncation" in patch:
-        new.truncation = patch["truncation"]
+        new.truncation = parse_truncation(patch["truncation"], "session.truncation")
     if "tools" in patch:
         new.tools = parse_tools(patch["tools"], "session.tools")
         if isinstance(new.tool_choice, dict) and "tool_choice" not in patch and not any(

@@ -195,6 +195,25 @@ class LLM(Protocol):
         ...
 
 
+@runtime_checkable
+class CountsTokens(Protocol):
+    """Optional LLM capability: the engine fits long conversations into the context (``session.truncation``).
+
+    An LLM that offers it gets only the messages that fit (see :mod:`voicecall.speech.context`); one without it
+    (a remote server) receives the whole conversation and fits its own context.
+    """
+
+    def context_budget(self, tools: list[FunctionTool] | None, tool_choice: ToolChoice, max_tokens: int | None) -> int:
+        """Prompt tokens left for the messages (system messages included) once the tool prompt and room for the
+        answer are taken."""
+        ...
+
+    def message_tokens(self, message: ChatMessage, exact: bool = True) -> int:
+        """Tokens ``message`` takes in the prompt, its role markers included. With ``exact=False`` (messages far
+        older than what the context can hold) a count already known, else a cheap upper estimate."""
+        ...
+
+
 class LLMError(RuntimeError):
     """The LLM backend failed (unreachable, HTTP error, bad response). The message is safe to show a client."""
 

@@ -52,6 +52,8 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from .base import ChatMessage, FunctionTool, LLMChunk, LLMError, LLMUsage, TextDelta, ToolCallDelta, ToolChoice
+from .context import ContextOverflowError, Truncation, fit_messages
+from .tool_router import route
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,9 @@ TOOL_OPEN = "<tool_call>"
 TOOL_CLOSE = "</tool_call>"
 MIN_TOOL_TOKENS = 256
 """Grammar-constrained tool calls get at least this many tokens, so arguments are not cut short."""
+
+PROMPT_STYLES = ("qa", "chat")
+"""``qa``: a question/answer completion prompt (default); ``chat``: the model's own chat template."""
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
@@ -180,13 +185,29 @@ def _call_text(call: dict[str, Any]) -> str:
     return TOOL_OPEN + json.dumps({"name": fn.get("name", ""), "arguments": args}) + TOOL_CLOSE
 
 
+def result_words(content: Any) -> str:
+    """A function result as plain words for a small model (``{"temperature_c": 21}`` → ``temperature c: 21``):
+    JSON syntax in the prompt invites JSON in the answer."""
+    if isinstance(content, dict):
+        return "; ".join(f"{str(k).replace('_', ' ')}: {result_words(v)}" for k, v in content.items())
+    if isinstance(content, list):
+        return ", ".join(result_words(v) for v in content)
+    if content is None:
+        return "none"
+    if isinstance(content, bool):
+        return "yes" if content else "no"
+    return str(content).strip()
+
+
 def render_messages(
     messages: list[ChatMessage], system_extra: str | None = None
 ) -> list[dict[str, str]]:
     """Turn chat-completions messages (with tools) into plain system/user/assistant turns for a chat template.
 
     All system messages are merged into one at the top; consecutive turns of the same role are merged too
-    (some templates reject them).
+    (some templates reject them). A function call and its result become words in the user's turn
+    (``(get_weather result: temperature c: 21; sky: sunny)``), not tool syntax: a small model copies the syntax
+    it sees into its answer, and reads words well.
     """
     call_names: dict[str, str] = {}
     system: list[str] = []
@@ -203,27 +224,58 @@ def render_messages(
             if m.content:
                 system.append(m.content)
         elif m.role == "assistant":
-            parts = [m.content] if m.content else []
             for call in m.tool_calls or []:
                 if call.get("id"):
                     call_names[call["id"]] = (call.get("function") or {}).get("name", "")
-                parts.append(_call_text(call))
-            if parts:
-                add("assistant", "\n".join(parts))
+            if m.content:
+                add("assistant", m.content)
         elif m.role == "tool":
             content: Any = m.content or ""
             try:
                 content = json.loads(content)
             except ValueError:
                 pass
-            name = call_names.get(m.tool_call_id or "", "")
-            add("user", "<tool_response>" + json.dumps({"name": name, "content": content}) + "</tool_response>")
+            name = call_names.get(m.tool_call_id or "", "") or "function"
+            add("user", f"({name} result: {result_words(content)})")
         else:
             add("user", m.content or "")
     if system_extra:
         system.append(system_extra)
     out = [{"role": "system", "content": "\n\n".join(system)}] if system else []
     return out + turns
+
+
+QA_SHOTS: tuple[tuple[str, str], ...] = (
+    ("What is the capital of France?", "The capital of France is Paris."),
+)
+"""Example exchanges at the top of a ``qa``-style prompt (chosen with ``voicecall bench answers``)."""
+QA_USER = "Question: "
+QA_ASSISTANT = "Answer:"
+QA_STOP = ("\nQuestion:", "Question:", "\n\n", "\nAnswer:")
+
+
+def qa_prompt(turns: list[dict[str, str]], shots: tuple[tuple[str, str], ...] = QA_SHOTS) -> str:
+    """A completion prompt in question/answer form: system text, example exchanges, the conversation, ``Answer:``.
+
+    SmolLM2-135M answers a plain "Question: … Answer:" completion far better than its chat template (see
+    docs/speech.md, "Answer quality")."""
+    parts: list[str] = []
+    body = turns
+    if turns and turns[0]["role"] == "system":
+        parts.append(turns[0]["content"].strip() + "\n\n")
+        body = turns[1:]
+    for question, answer in shots:
+        parts.append(f"{QA_USER}{question}\n{QA_ASSISTANT} {answer}\n\n")
+    for t in body:
+        text = " ".join(t["content"].split())
+        if t["role"] == "assistant":
+            parts.append(f"{QA_ASSISTANT} {text}\n\n")
+        else:
+            parts.append(f"{QA_USER}{text}\n")
+    if not body or body[-1]["role"] == "assistant":
+        parts.append(QA_USER + "\n")
+    parts.append(QA_ASSISTANT)
+    return "".join(parts)
 
 
 # ---------------------------------------------------------------------------------- output parsing
@@ -354,6 +406,41 @@ class RequiredCallParser:
         return piece
 
 
+class StopScanner:
+    """Ends a streamed answer at the first stop string (``\nQuestion:`` in a ``qa`` prompt), holding back only
+    the characters that could still begin one. Leading whitespace never counts as a stop."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self._stops = stops
+        self._buf = ""
+        self._started = False
+        self.stopped = False
+
+    def feed(self, piece: str) -> tuple[str, bool]:
+        """(text that may be emitted now, whether a stop string was reached)."""
+        if not self._stops:
+            return piece, False
+        if not self._started:
+            stripped = piece.lstrip()
+            if not stripped:
+                return "", False
+            self._started = True
+            piece = stripped
+        self._buf += piece
+        hits = [i for i in (self._buf.find(s) for s in self._stops) if i >= 0]
+        if hits:
+            out, self._buf = self._buf[: min(hits)], ""
+            self.stopped = True
+            return out, True
+        keep = max(_partial_suffix(self._buf, s) for s in self._stops)
+        out, self._buf = self._buf[: len(self._buf) - keep], self._buf[len(self._buf) - keep:]
+        return out, False
+
+    def flush(self) -> str:
+        out, self._buf = self._buf, ""
+        return out
+
+
 def bound_strings(schema: Any, max_length: int) -> Any:
     """Copy of a JSON schema where free strings (no enum/const/pattern/format/maxLength) get ``maxLength``.
 
@@ -405,6 +492,7 @@ class _Plan:
     max_tokens: int
     tool_name: str | None = None
     tool_names: frozenset[str] = frozenset()
+    stops: tuple[str, ...] = ()
 
 
 class LlamaCppLLM:
@@ -432,6 +520,8 @@ class LlamaCppLLM:
         pool_size: int = 1,
         seed: int | None = None,
         tool_string_max: int = 100,
+        prompt_style: str = "qa",
+        tool_router: bool = True,
     ) -> None:
         import llama_cpp  # heavy import, only when this adapter is used
         from llama_cpp import Llama
@@ -441,6 +531,10 @@ class LlamaCppLLM:
             raise FileNotFoundError(f"GGUF model not found: {path}")
         if pool_size < 1:
             raise ValueError(f"poolSize must be at least 1 (got {pool_size})")
+        if prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"promptStyle must be one of {', '.join(PROMPT_STYLES)} (got {prompt_style!r})")
+        self.prompt_style = prompt_style
+        self.tool_router = bool(tool_router)
         self.model_path = path
         self.model_label = path.stem
         self.n_ctx = n_ctx
@@ -463,6 +557,13 @@ class LlamaCppLLM:
         self._bos = first.token_bos()
         self._grammars: dict[str, Any] = {}
         self._grammar_lock = threading.Lock()
+        self._counter = first  # tokenizing only reads the vocabulary: safe beside a running decode
+        self._count_cache: dict[str, int] = {}
+        one = self._tokenize(first, [{"role": "user", "content": "x"}])
+        two = self._tokenize(first, [{"role": "user", "content": "x"}, {"role": "assistant", "content": "x"},
+                                     {"role": "user", "content": "x"}])
+        self._turn_overhead = max(2, (len(two) - len(one)) // 2 - 1)
+        self._fixed_tokens = len(one) - 1 + 8  # template, examples and a margin
         self._pool: AsyncPool[_Slot] = AsyncPool(_Slot(llama, i) for i, llama in enumerate(llamas))
 
     # ----------------------------------------------------------------------------- helpers
@@ -499,12 +600,60 @@ class LlamaCppLLM:
                 self._grammars[key] = g
             return g
 
+    def _prompt_text(self, turns: list[dict[str, str]]) -> str:
+        return qa_prompt(turns) if self.prompt_style == "qa" else self._format(turns)
+
     def _tokenize(self, llama: Any, turns: list[dict[str, str]]) -> list[int]:
-        prompt = self._format(turns)
-        tokens: list[int] = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        prompt = self._prompt_text(turns)
+        tokens: list[int] = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=self.prompt_style != "qa")
         if self._add_bos and (not tokens or tokens[0] != self._bos):
             tokens.insert(0, self._bos)
         return tokens
+
+    def _count(self, text: str) -> int:
+        n = self._count_cache.get(text)
+        if n is None:
+            n = len(self._counter.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+            if len(self._count_cache) > 200_000:
+                self._count_cache.clear()
+            self._count_cache[text] = n
+        return n
+
+    # ------------------------------------------------------------------ context (CountsTokens)
+    def message_tokens(self, message: ChatMessage, exact: bool = True) -> int:
+        """Tokens of one message in the prompt: its text as rendered, plus the role markers of a turn."""
+        body = " ".join(t["content"] for t in render_messages([message]))
+        if not exact and body not in self._count_cache:
+            return len(body.encode("utf-8")) // 2 + 1 + self._turn_overhead  # above any tokenizer's count
+        return self._count(body) + self._turn_overhead
+
+    def context_budget(self, tools: list[FunctionTool] | None, tool_choice: ToolChoice, max_tokens: int | None) -> int:
+        """``nCtx`` minus room for the answer, the tool prompt, the example exchanges and a small margin."""
+        limit, _mode, _tool, extra = self._mode(tools, tool_choice, max_tokens)
+        fixed = self._fixed_tokens + (self._count(extra) + 2 if extra else 0)
+        return self.n_ctx - limit - fixed
+
+    def _mode(
+        self, tools: list[FunctionTool] | None, tool_choice: ToolChoice, max_tokens: int | None,
+    ) -> tuple[int, str, FunctionTool | None, str | None]:
+        """(answer token limit, mode, the named tool, extra system text) for these tools."""
+        limit = max_tokens if max_tokens and max_tokens > 0 else self.max_tokens
+        tools = tools or []
+        if not tools or tool_choice == "none":
+            return limit, "text", None, None
+        if isinstance(tool_choice, dict):
+            tool_name = tool_choice.get("name") or (tool_choice.get("function") or {}).get("name")
+            tool = next((t for t in tools if t.name == tool_name), None)
+            if tool is None:
+                raise LLMError(f"tool_choice names function {tool_name!r}, which is not among the session's tools")
+            extra = f"Call the function {tool.name} ({tool.description}). Write only its JSON arguments."
+            return max(limit, MIN_TOOL_TOKENS), "named", tool, extra
+        if tool_choice == "required":
+            extra = _tool_prompt(tools).rsplit("\n", 1)[0] + (
+                '\nAnswer with only the JSON {"name": ..., "arguments": {...}} of the function to call.'
+            )
+            return max(limit, MIN_TOOL_TOKENS), "required", None, extra
+        return limit, "auto", None, _tool_prompt(tools)
 
     def _plan(
         self,
@@ -514,29 +663,29 @@ class LlamaCppLLM:
         tool_choice: ToolChoice,
         max_tokens: int | None,
     ) -> _Plan:
-        limit = max_tokens if max_tokens and max_tokens > 0 else self.max_tokens
-        tools = tools or []
-        mode, grammar, extra, tool_name = "text", None, None, None
-        if tools and tool_choice != "none":
-            if isinstance(tool_choice, dict):
-                tool_name = tool_choice.get("name") or (tool_choice.get("function") or {}).get("name")
-                tool = next((t for t in tools if t.name == tool_name), None)
-                if tool is None:
-                    raise LLMError(f"tool_choice names function {tool_name!r}, which is not among the session's tools")
-                mode, grammar = "named", self._grammar(bound_strings(tool.parameters or {"type": "object"}, self.tool_string_max))
-                extra = f"Call the function {tool.name} ({tool.description}). Write only its JSON arguments."
-            elif tool_choice == "required":
-                mode, grammar = "required", self._grammar(bound_strings(_required_schema(tools), self.tool_string_max))
-                extra = _tool_prompt(tools).rsplit("\n", 1)[0] + (
-                    '\nAnswer with only the JSON {"name": ..., "arguments": {...}} of the function to call.'
-                )
-            else:
-                mode, extra = "auto", _tool_prompt(tools)
-            if mode in ("named", "required"):
+        limit, mode, tool, extra = self._mode(tools, tool_choice, max_tokens)
+        if mode == "auto" and messages and messages[-1].role == "tool":
+            # The answer to a function result is words: a small model offered the tools again tends to call the
+            # same function once more instead of answering.
+            mode, extra = "text", None
+        elif mode == "auto" and self.tool_router and messages and messages[-1].role == "user":
+            routed = route(messages[-1].content or "", tools or [])
+            if routed is not None:  # the words ask for this tool: the model writes its arguments under its grammar
+                tool, mode = routed, "named"
                 limit = max(limit, MIN_TOOL_TOKENS)
+                extra = f"Call the function {tool.name} ({tool.description}). Write only its JSON arguments."
+        grammar = None
+        if mode == "named":
+            assert tool is not None
+            grammar = self._grammar(bound_strings(tool.parameters or {"type": "object"}, self.tool_string_max))
+        elif mode == "required":
+            grammar = self._grammar(bound_strings(_required_schema(tools or []), self.tool_string_max))
+        # The engine has applied the session's truncation already; this keeps direct callers within the context
+        # too (cheaply, with per-message counts), then checks the exact prompt.
+        messages = fit_messages(messages, self, Truncation(), tools=tools, tool_choice=tool_choice,
+                                max_tokens=max_tokens).messages
         turns = render_messages(messages, extra)
         tokens = self._tokenize(llama, turns)
-        # Drop the oldest non-system turns until the prompt and the answer fit the context.
         first = 1 if turns and turns[0]["role"] == "system" else 0
         while len(tokens) + limit > self.n_ctx and len(turns) - first > 1:
             del turns[first]
@@ -545,9 +694,12 @@ class LlamaCppLLM:
             tokens = self._tokenize(llama, turns)
         if len(tokens) + limit > self.n_ctx:
             if len(tokens) + 16 > self.n_ctx:
-                raise LLMError(f"the prompt ({len(tokens)} tokens) does not fit the context of {self.n_ctx} tokens")
+                raise ContextOverflowError(
+                    f"the prompt ({len(tokens)} tokens) does not fit the context of {self.n_ctx} tokens")
             limit = self.n_ctx - len(tokens)
-        return _Plan(tokens, mode, grammar, limit, tool_name, frozenset(t.name for t in tools))
+        stops = QA_STOP if self.prompt_style == "qa" and mode in ("text", "auto") else ()
+        return _Plan(tokens, mode, grammar, limit, tool.name if tool else None,
+                     frozenset(t.name for t in tools or []), stops)
 
     def _generate(
         self, llama: Any, plan: _Plan, stop: threading.Event, emit: Callable[[tuple[str, Any]], None]
@@ -557,6 +709,7 @@ class LlamaCppLLM:
 
         vocab = llama._model.vocab
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = StopScanner(plan.stops)
         n_out = 0
         for token in llama.generate(
             plan.prompt_tokens,
@@ -570,12 +723,12 @@ class LlamaCppLLM:
             if stop.is_set() or llama_cpp.llama_vocab_is_eog(vocab, token):
                 break
             n_out += 1
-            piece = decoder.decode(llama.detokenize([token]))
+            piece, ended = stops.feed(decoder.decode(llama.detokenize([token])))
             if piece:
                 emit(("text", piece))
-            if n_out >= plan.max_tokens or stop.is_set():
+            if ended or n_out >= plan.max_tokens or stop.is_set():
                 break
-        tail = decoder.decode(b"", final=True)
+        tail = "" if stops.stopped else stops.feed(decoder.decode(b"", final=True))[0] + stops.flush()
         if tail:
             emit(("text", tail))
         emit(("done", LLMUsage(len(plan.prompt_tokens), n_out)))
