@@ -43,7 +43,9 @@ async def _respond(conn: Any, **response: Any) -> list[dict[str, Any]]:
 
 
 async def test_ten_thousand_items_then_a_turn_and_disabled_truncation(make_server: Any) -> None:
-    srv = make_server(**{"store.url": "none"})  # the embedded stack (models are shared with the other tests)
+    # the embedded stack (its models are shared with the other tests); server.maxConversationItems (2000 by default)
+    # raised so that the conversation really holds 10,000 items
+    srv = make_server(**{"store.url": "none", "server.maxConversationItems": 20_000})
     client = client_for(srv.http)
     async with client.realtime.connect(model="gpt-realtime") as conn:
         await recv_json(conn)

@@ -36,8 +36,8 @@ from voicecall.speech.base import (
     served_by,
 )
 from voicecall.speech.cloud import ProviderError
-from voicecall.speech.prices import StageUse, cost_report
 from voicecall.speech.context import ContextOverflowError, Truncation, fit_messages
+from voicecall.speech.prices import StageUse, cost_report
 
 if TYPE_CHECKING:
     from voicecall.engine.session import EngineSession
