@@ -74,6 +74,10 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--voices", type=int, default=3, help="espeak-ng voices (default 3)")
     b.add_argument("--skip-eot", action="store_true", help="only the interruption part")
     b.add_argument("--skip-interruptions", action="store_true", help="only the end-of-turn part")
+    b.add_argument("--v2v", type=int, default=6, metavar="N",
+                   help="complete questions answered per setting to time voice-to-voice (WebSocket); 0: skip")
+    b.add_argument("--barge-in", type=int, default=8, metavar="N",
+                   help="real interruptions over WebRTC to time (speech onset -> answer silent at the client); 0: skip")
     b.add_argument("--out", default="bench-results/turns.json")
     b.set_defaults(func=_run("voicecall.bench.turns"))
 

@@ -36,7 +36,7 @@ CHUNK = ENGINE_RATE // 50  # 20 ms
 PARTS = ["end_of_turn_ms", "stt_final_ms", "llm_first_token_ms", "tts_first_audio_ms", "processing_ms"]
 
 
-async def one_turn_ws(url: str, pcm: np.ndarray) -> dict[str, Any]:
+async def one_turn_ws(url: str, pcm: np.ndarray, turn_detection: dict[str, Any] | None = None) -> dict[str, Any]:
     import websockets
 
     last = last_speech_sample(pcm, ENGINE_RATE)
@@ -47,8 +47,10 @@ async def one_turn_ws(url: str, pcm: np.ndarray) -> dict[str, Any]:
     result: dict[str, Any] = {}
     async with websockets.connect(url, subprotocols=["realtime"], max_size=1 << 24) as ws:  # type: ignore[list-item]
         await ws.recv()
-        await ws.send(json.dumps({"type": "session.update", "session": {
-            "type": "realtime", "audio": {"input": {"transcription": {"model": "whisper-1"}}}}}))
+        audio_in: dict[str, Any] = {"transcription": {"model": "whisper-1"}}
+        if turn_detection is not None:
+            audio_in["turn_detection"] = turn_detection
+        await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {"input": audio_in}}}))
         t_last_speech: float | None = None
         first_audio: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()

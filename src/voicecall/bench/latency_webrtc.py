@@ -130,10 +130,7 @@ async def one_turn_webrtc(base: str, pcm24k: np.ndarray) -> dict[str, Any]:
     _require_netns(base)
 
     import httpx
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-    from aiortc.mediastreams import MediaStreamError
 
-    from voicecall.transports.webrtc import pinned_host_addresses
 
     speech = resample(pcm24k, ENGINE_RATE, RTC_RATE)
     lead = np.clip(np.random.default_rng(3).normal(0, NOISE_STD, int(LEAD_S * RTC_RATE)), -32768, 32767)
@@ -165,57 +162,19 @@ async def one_turn_webrtc(base: str, pcm24k: np.ndarray) -> dict[str, Any]:
         elif t == "error":
             result.setdefault("errors", []).append(ev.get("error", {}).get("message"))
 
-    async def read(track: Any) -> None:
+    def on_frame(now: float, loud: bool) -> None:
         nonlocal frames_in
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            now = time.perf_counter()
-            frames_in += 1
-            if heard.done() or mic.mark_sent is None:
-                continue
-            arr = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0].astype(np.float64)
-            if np.sqrt(np.mean(arr ** 2)) / 32768 > HEARD_RMS:
-                heard.set_result(now)
+        frames_in += 1
+        if loud and not heard.done() and mic.mark_sent is not None:
+            heard.set_result(now)
 
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.on("track", lambda track: tasks.append(asyncio.ensure_future(read(track))))
-    pc.addTrack(mic.track)
-    dc = pc.createDataChannel("oai-events")
-    opened = asyncio.Event()
-    dc.on("open", opened.set)
-    dc.on("message", on_message)
-    call_url: str | None = None
-    secret: str | None = None
+    pc, dc, opened = new_peer(mic, on_frame, on_message, tasks)
+    call: tuple[str, str | None] | None = None
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
         try:
-            r = await http.post("/session", json={})
-            if r.status_code != 200:
-                result["status"] = f"session HTTP {r.status_code}"
-                result["errors"] = [r.text[:300]]
+            call = await open_call(http, pc, opened, result)
+            if call is None:
                 return result
-            info = r.json()
-            secret = str(info["value"])
-            calls_url = str(info.get("calls_url") or "/v1/realtime/calls")
-            t_connect = time.perf_counter()
-            with pinned_host_addresses(["127.0.0.1"]):
-                await pc.setLocalDescription(await pc.createOffer())
-            r = await http.post(calls_url, content=pc.localDescription.sdp,
-                                headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/sdp"})
-            if r.status_code != 201:
-                result["status"] = f"calls HTTP {r.status_code}"
-                result["errors"] = [r.text[:300]]
-                return result
-            location = r.headers.get("location", "")
-            call_id = location.rstrip("/").rsplit("/", 1)[-1] if location else None
-            if call_id:
-                call_url = f"{calls_url.rstrip('/')}/{call_id}"
-                result["call_id"] = call_id
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=r.text, type="answer"))
-            await asyncio.wait_for(opened.wait(), 30)
-            result["connect_ms"] = (time.perf_counter() - t_connect) * 1000
             dc.send(json.dumps({"type": "session.update", "session": {
                 "type": "realtime", "audio": {"input": {"transcription": {"model": "whisper-1"}}}}}))
             mic.play(clip, last)
@@ -245,15 +204,146 @@ async def one_turn_webrtc(base: str, pcm24k: np.ndarray) -> dict[str, Any]:
             result.setdefault("errors", []).append(f"{type(exc).__name__}: {exc}")
             result.setdefault("status", "error")
         finally:
-            if call_url is not None and secret is not None:
-                try:
-                    h = await http.post(call_url + "/hangup", headers={"Authorization": f"Bearer {secret}"})
-                    if h.status_code != 200:
-                        result.setdefault("errors", []).append(f"hangup HTTP {h.status_code}: {h.text[:200]}")
-                except httpx.HTTPError as exc:
-                    result.setdefault("errors", []).append(f"hangup: {type(exc).__name__}: {exc}")
+            await hang_up(http, call, result)
             for t in tasks:
                 t.cancel()
             await pc.close()
     result.setdefault("heard", " ".join(transcript))
+    return result
+
+
+def new_peer(mic: _Mic, on_frame: Any, on_message: Any, tasks: list[asyncio.Task[Any]]) -> tuple[Any, Any, asyncio.Event]:
+    """A client peer: the microphone track, the answer track read by :func:`received_frames`, the oai-events
+    channel. Returns (peer connection, data channel, event set when the channel opens)."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.on("track", lambda track: tasks.append(asyncio.ensure_future(received_frames(track, on_frame))))
+    pc.addTrack(mic.track)
+    dc = pc.createDataChannel("oai-events")
+    opened = asyncio.Event()
+    dc.on("open", opened.set)
+    dc.on("message", on_message)
+    return pc, dc, opened
+
+
+async def received_frames(track: Any, on_frame: Any) -> None:
+    """Read the answer track until it ends, calling ``on_frame(arrival time, loud)`` for every frame."""
+    from aiortc.mediastreams import MediaStreamError
+
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        now = time.perf_counter()
+        arr = frame.to_ndarray().reshape(-1, len(frame.layout.channels))[:, 0].astype(np.float64)
+        on_frame(now, bool(np.sqrt(np.mean(arr ** 2)) / 32768 > HEARD_RMS))
+
+
+async def open_call(http: Any, pc: Any, opened: asyncio.Event, result: dict[str, Any]) -> tuple[str, str | None] | None:
+    """The OpenAI WebRTC flow for ``pc`` (tracks and data channel added): mint a secret, post the offer, apply the
+    answer, wait for the data channel. Returns (secret, call URL) or ``None`` with ``result`` saying why."""
+    from aiortc import RTCSessionDescription
+
+    from voicecall.transports.webrtc import pinned_host_addresses
+
+    r = await http.post("/session", json={})
+    if r.status_code != 200:
+        result["status"] = f"session HTTP {r.status_code}"
+        result["errors"] = [r.text[:300]]
+        return None
+    info = r.json()
+    secret = str(info["value"])
+    calls_url = str(info.get("calls_url") or "/v1/realtime/calls")
+    t_connect = time.perf_counter()
+    with pinned_host_addresses(["127.0.0.1"]):
+        await pc.setLocalDescription(await pc.createOffer())
+    r = await http.post(calls_url, content=pc.localDescription.sdp,
+                        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/sdp"})
+    if r.status_code != 201:
+        result["status"] = f"calls HTTP {r.status_code}"
+        result["errors"] = [r.text[:300]]
+        return None
+    location = r.headers.get("location", "")
+    call_id = location.rstrip("/").rsplit("/", 1)[-1] if location else None
+    call_url = None
+    if call_id:
+        call_url = f"{calls_url.rstrip('/')}/{call_id}"
+        result["call_id"] = call_id
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=r.text, type="answer"))
+    await asyncio.wait_for(opened.wait(), 30)
+    result["connect_ms"] = (time.perf_counter() - t_connect) * 1000
+    return secret, call_url
+
+
+async def hang_up(http: Any, call: tuple[str, str | None] | None, result: dict[str, Any]) -> None:
+    import httpx
+
+    if call is None or call[1] is None:
+        return
+    try:
+        h = await http.post(call[1] + "/hangup", headers={"Authorization": f"Bearer {call[0]}"})
+        if h.status_code != 200:
+            result.setdefault("errors", []).append(f"hangup HTTP {h.status_code}: {h.text[:200]}")
+    except httpx.HTTPError as exc:
+        result.setdefault("errors", []).append(f"hangup: {type(exc).__name__}: {exc}")
+
+
+async def barge_in_webrtc(base: str, question24k: np.ndarray, barge24k: np.ndarray) -> dict[str, Any]:
+    """Ask ``question24k`` over a WebRTC call; 0.6 s after its answer is heard, say ``barge24k``. Measures
+    ``stop_ms``: the first speech frame of the barge-in sent -> the answer silent at the client (5 frames in a row
+    under ``HEARD_DBFS``), and whether the answer had been audible right before."""
+    _require_netns(base)
+
+    import httpx
+
+    result: dict[str, Any] = {}
+    loop = asyncio.get_running_loop()
+    mic = _Mic()
+    heard: asyncio.Future[float] = loop.create_future()
+    silent: asyncio.Future[float] = loop.create_future()
+    tasks: list[asyncio.Task[Any]] = []
+    events: list[str] = []
+    quiet = 0
+
+    def on_frame(now: float, loud: bool) -> None:
+        nonlocal quiet
+        if loud and not heard.done():
+            heard.set_result(now)
+        if mic.clip is barge and mic.mark_sent is not None and not silent.done():
+            quiet = 0 if loud else quiet + 1
+            if quiet >= 5:
+                silent.set_result(now - 4 * FRAME / RTC_RATE)
+
+    def lead(s: float) -> np.ndarray:
+        return np.clip(np.random.default_rng(3).normal(0, NOISE_STD, int(s * RTC_RATE)), -32768, 32767).astype(np.int16)
+
+    question = np.concatenate([lead(LEAD_S), resample(question24k, ENGINE_RATE, RTC_RATE)])
+    speech = resample(barge24k, ENGINE_RATE, RTC_RATE)
+    barge = np.concatenate([lead(0.2), speech, lead(1.0)])
+    onset = int(0.2 * RTC_RATE) + int(np.argmax(np.abs(speech) > 1000))
+    pc, _, opened = new_peer(mic, on_frame, lambda raw: events.append(json.loads(raw).get("type", "")), tasks)
+    call: tuple[str, str | None] | None = None
+    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+        try:
+            call = await open_call(http, pc, opened, result)
+            if call is None:
+                return result
+            mic.play(question, len(question) - 1)
+            await asyncio.wait_for(asyncio.shield(heard), len(question) / RTC_RATE + ANSWER_TIMEOUT_S)
+            await asyncio.sleep(0.6)
+            mic.mark_sent = None
+            mic.play(barge, onset)
+            t_silent = await asyncio.wait_for(asyncio.shield(silent), 10)
+            if mic.mark_sent is not None:
+                result["stop_ms"] = (t_silent - mic.mark_sent) * 1000
+            result["interrupted"] = "input_audio_buffer.speech_started" in events
+        except Exception as exc:  # noqa: BLE001 - a failed run is a result, not a crash
+            result.setdefault("errors", []).append(f"{type(exc).__name__}: {exc}")
+        finally:
+            await hang_up(http, call, result)
+            for t in tasks:
+                t.cancel()
+            await pc.close()
     return result

@@ -139,7 +139,8 @@ def _mic(pcm: np.ndarray, seed: int) -> np.ndarray:
 async def _session(url: str, td: dict[str, Any], create_response: bool) -> Any:
     import websockets
 
-    ws = await websockets.connect(url, subprotocols=["realtime"], max_size=1 << 24)  # type: ignore[list-item]
+    ws = await websockets.connect(url, subprotocols=["realtime"], max_size=1 << 24,  # type: ignore[list-item]
+                                  ping_interval=None)
     await ws.recv()
     await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
         "transcription": {"model": "whisper-1"}, "turn_detection": {**td, "create_response": create_response}}}}}))
@@ -261,6 +262,42 @@ async def interruption_run(url: str, turns: list[Turn]) -> dict[str, Any]:
             "real_interruption_stop_rate": sum(r["stopped"] for r in real) / max(1, len(real))}
 
 
+async def v2v_run(url: str, turns: list[Turn], runs: int) -> dict[str, Any]:
+    """Voice-to-voice on complete questions (WebSocket), per setting: last speech sample sent -> first answer audio."""
+    from voicecall.bench.latency import one_turn_ws
+
+    complete = [t for t in turns if t.kind == "complete"]
+    picks = [complete[(i * 7) % len(complete)] for i in range(runs)]  # spread over questions and voices
+    out: dict[str, Any] = {}
+    for name, td in CONFIGS:
+        rows = []
+        for i, t in enumerate(picks):
+            r = await one_turn_ws(url, _mic(t.pcm, 40 + i), turn_detection=td)
+            r.update(text=t.text, voice=t.voice)
+            rows.append(r)
+            v = r.get("voice_to_voice_ms")
+            progress(f"voice-to-voice {name} {i + 1}/{runs}: " + (f"{v:.0f} ms" if v is not None else "no answer"))
+        out[name] = {"rows": rows, "voice_to_voice_ms": summary([r.get("voice_to_voice_ms") for r in rows])}
+    return out
+
+
+async def barge_in_run(base: str, runs: int) -> dict[str, Any]:
+    """Real interruptions over WebRTC: user speech onset -> answer audio silent at the client."""
+    from voicecall.bench.latency_webrtc import barge_in_webrtc
+
+    question = _mic(_espeak("Tell me a story about a lighthouse keeper and his cat.", "en-us"), 3)
+    rows = []
+    for i in range(runs):
+        text, voice = INTERRUPTIONS[i % len(INTERRUPTIONS)], VOICES[i % 2]
+        r = await barge_in_webrtc(base, question, _mic(_espeak(text, voice), 20 + i))
+        r.update(text=text, voice=voice)
+        rows.append(r)
+        stop = r.get("stop_ms")
+        progress(f"barge-in {i + 1}/{runs}: " + (f"answer silent {stop:.0f} ms after the speech onset" if stop is not None
+                                                  else f"no measurement ({r.get('errors')})"))
+    return {"rows": rows, "stop_ms": summary([r.get("stop_ms") for r in rows])}
+
+
 async def run_async(args: argparse.Namespace) -> dict[str, Any]:
     progress("building the labelled set (espeak-ng voices)…")
     turns = build_set(args.questions, VOICES[:args.voices])
@@ -274,27 +311,45 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
     try:
         eot = await eot_run(url, turns) if not args.skip_eot else {}
         inter = await interruption_run(url, turns) if not args.skip_interruptions else {}
+        v2v = await v2v_run(url, turns, args.v2v) if args.v2v else {}
+        base = url.replace("ws://", "http://").removesuffix("/v1/realtime")
+        barge = await barge_in_run(base, args.barge_in) if args.barge_in else {}
     finally:
         if server is not None:
             server.__exit__(None, None, None)
     return {"benchmark": "turns", "machine": machine_info(), "set": counts, "voices": VOICES[:args.voices],
-            "end_of_turn": eot, "interruptions": inter}
+            "end_of_turn": eot, "interruptions": inter, "voice_to_voice": v2v, "barge_in_webrtc": barge}
 
 
 def print_table(data: dict[str, Any]) -> None:
     print(f"labelled set: {data['set']} (voices {', '.join(data['voices'])})")
-    print(f"{'setting':<20} {'cut-offs':>9} {'≤1 s':>6} {'dead air p50':>13} {'p95':>6} {'missed':>7}")
-    for name, r in data["end_of_turn"].items():
-        d = r["dead_air_ms"]
-        p50 = f"{d['p50']:.0f}" if d["p50"] is not None else "-"
-        p95 = f"{d['p95']:.0f}" if d["p95"] is not None else "-"
-        print(f"{name:<20} {100 * r['cut_off_rate']:>8.0f}% {100 * r['cut_off_rate_le_1s']:>5.0f}% {p50:>13} {p95:>6} "
-              f"{r['missed_ends']:>7}")
+    print(f"{'setting':<20} {'cut-offs':>9} {'≤1 s':>6} {'dead air p50':>13} {'p95':>6} {'missed':>7}"
+          f" {'v2v p50':>8} {'p95':>6}")
+    v2v = data.get("voice_to_voice") or {}
+
+    def ms(d: dict[str, Any] | None, k: str) -> str:
+        return f"{d[k]:.0f}" if d and d.get(k) is not None else "-"
+
+    def pct(x: float | None) -> str:
+        return f"{100 * x:.0f}%" if x is not None else "-"
+
+    for name, _ in CONFIGS:
+        r = data["end_of_turn"].get(name) or {}
+        d = r.get("dead_air_ms")
+        v = (v2v.get(name) or {}).get("voice_to_voice_ms")
+        print(f"{name:<20} {pct(r.get('cut_off_rate')):>9} {pct(r.get('cut_off_rate_le_1s')):>6} {ms(d, 'p50'):>13} "
+              f"{ms(d, 'p95'):>6} {r.get('missed_ends', '-'):>7} {ms(v, 'p50'):>8} {ms(v, 'p95'):>6}")
     inter = data["interruptions"]
     if inter:
         print(f"false interruptions (backchannels/noises that stopped the answer): "
               f"{100 * inter['false_interruption_rate']:.0f}%; real interruptions that stopped it: "
               f"{100 * inter['real_interruption_stop_rate']:.0f}%")
+    barge = data.get("barge_in_webrtc") or {}
+    if barge:
+        st = barge["stop_ms"]
+        if st["p50"] is not None:
+            print(f"barge-in stop latency (WebRTC, speech onset -> answer silent at the client): p50 {st['p50']:.0f} ms, "
+                  f"p95 {st['p95']:.0f} ms over {st['n']} runs")
     print("(dead air: end of speech -> speech_stopped, on the audio clock, complete questions)")
 
 
@@ -323,4 +378,10 @@ def plot(data: dict[str, Any], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.barge_in and args.url is None:
+        import sys
+
+        from voicecall.bench.sessions import ensure_netns
+
+        ensure_netns(sys.argv[1:])  # WebRTC runs in a loopback-only network namespace
     return report(asyncio.run(run_async(args)), args.out, print_table, plot)

@@ -64,7 +64,11 @@ INCOMPLETE_TAIL = frozenset(["a", "an", "the", "of", "to", "in", "on", "at", "by
 TAIL_FACTOR = 0.2
 """P(complete) is multiplied by this when the transcript so far ends on one of :data:`INCOMPLETE_TAIL`."""
 NO_MODEL_PRIOR = 0.6
-"""P(complete) assumed when no model is configured (type ``none``): transcript evidence and silence decide."""
+"""P(complete) assumed without a model verdict (type ``fixed`` by default, a failing model, or one that is late):
+transcript evidence and silence decide."""
+MODEL_BUDGET_MS = 500
+"""A model verdict still missing this long after it was asked for (an overloaded machine) does not hold the turn:
+the pause is judged by its words and :data:`NO_MODEL_PRIOR` meanwhile, and again when the verdict comes."""
 
 
 def last_word(text: str) -> str:
@@ -99,6 +103,8 @@ class Endpointer:
         self._task: asyncio.Task[None] | None = None
         self._silence_ms = 0.0
         self._p_model: float | None = None  # the model's verdict on the current pause
+        self._fresh = False  # a partial transcript arrived during this pause (it covers the last word)
+        self._asked_at = 0.0  # silence (ms) when the model was last asked
         self.last: dict[str, float | str] = {}
         """The last decision (for metrics and logs): p_model, p, tail word, wait_ms."""
 
@@ -125,6 +131,7 @@ class Endpointer:
         self._next_check = self.eagerness.candidate_ms
         self._silence_ms = 0.0
         self._p_model = None
+        self._fresh = False
 
     def end_turn(self) -> None:
         self._pause += 1
@@ -133,8 +140,10 @@ class Endpointer:
     def on_partial(self) -> None:
         """A newer partial transcript: weigh the model's verdict on this pause again with its words (a recogniser
         that re-decodes at a pause often delivers the last word after the model has answered)."""
-        if self._p_model is not None and self._required != float("inf"):
-            self._decide(self._p_model, self._silence_ms)
+        self._fresh = True
+        if self._required != float("inf"):  # something was decided for this pause: decide again with the words
+            verdict = self._p_model is not None
+            self._decide(self._p_model if self._p_model is not None else NO_MODEL_PRIOR, self._silence_ms, verdict)
             if self._silence_ms >= self._required:
                 self.end_turn()
                 self._on_end()
@@ -144,12 +153,17 @@ class Endpointer:
         self._silence_ms = silence_ms
         if silence_ms >= self.eagerness.max_ms or silence_ms >= self._required:
             return True
+        if (self._p_model is None and self._task is not None and not self._task.done()
+                and silence_ms >= self._asked_at + MODEL_BUDGET_MS):
+            self._decide(NO_MODEL_PRIOR, silence_ms, verdict=False)
+            return silence_ms >= self._required
         if silence_ms >= self._next_check and (self._task is None or self._task.done()):
             self._next_check = silence_ms + self.eagerness.recheck_ms
             if self.model is None:
                 self._decide(NO_MODEL_PRIOR, silence_ms)
                 return silence_ms >= self._required
             audio = self._turn_audio()
+            self._asked_at = silence_ms
             self._task = asyncio.get_running_loop().create_task(self._evaluate(audio))
         return False
 
@@ -174,12 +188,17 @@ class Endpointer:
             self.end_turn()
             self._on_end()
 
-    def _decide(self, p_model: float, at_ms: float) -> None:
+    def _decide(self, p_model: float, at_ms: float, verdict: bool = True) -> None:
         e = self.eagerness
-        self._p_model = p_model
+        if verdict:
+            self._p_model = p_model
         transcript = self._transcript()
         p = with_evidence(p_model, transcript)
         wait = 0.0 if p >= e.threshold else e.wait_ms(p)
+        if not wait and not self._fresh and self.model is not None:
+            # Complete by its sound, but the words of the pause are not in yet (a re-decoding recogniser answers
+            # a little later): wait for them (on_partial decides again) or one more recheck period.
+            wait = e.candidate_ms + MODEL_BUDGET_MS + e.recheck_ms
         self._required = max(at_ms, wait) if wait else at_ms
         self.last = {"p_model": round(p_model, 3), "p": round(p, 3), "tail": last_word(transcript),
                      "wait_ms": round(self._required)}
