@@ -292,8 +292,8 @@ async def hang_up(http: Any, call: tuple[str, str | None] | None, result: dict[s
 
 async def barge_in_webrtc(base: str, question24k: np.ndarray, barge24k: np.ndarray) -> dict[str, Any]:
     """Ask ``question24k`` over a WebRTC call; 0.6 s after its answer is heard, say ``barge24k``. Measures
-    ``stop_ms``: the first speech frame of the barge-in sent -> the answer silent at the client (5 frames in a row
-    under ``HEARD_DBFS``), and whether the answer had been audible right before."""
+    ``stop_ms``: the first speech frame of the barge-in sent -> the last loud answer frame received (within 3 s),
+    when the answer was audible in the 300 ms before the onset (``audible_before``)."""
     _require_netns(base)
 
     import httpx
@@ -302,19 +302,14 @@ async def barge_in_webrtc(base: str, question24k: np.ndarray, barge24k: np.ndarr
     loop = asyncio.get_running_loop()
     mic = _Mic()
     heard: asyncio.Future[float] = loop.create_future()
-    silent: asyncio.Future[float] = loop.create_future()
     tasks: list[asyncio.Task[Any]] = []
     events: list[str] = []
-    quiet = 0
+    frames: list[tuple[float, bool]] = []  # (arrival, loud) of every answer frame
 
     def on_frame(now: float, loud: bool) -> None:
-        nonlocal quiet
         if loud and not heard.done():
             heard.set_result(now)
-        if mic.clip is barge and mic.mark_sent is not None and not silent.done():
-            quiet = 0 if loud else quiet + 1
-            if quiet >= 5:
-                silent.set_result(now - 4 * FRAME / RTC_RATE)
+        frames.append((now, loud))
 
     def lead(s: float) -> np.ndarray:
         return np.clip(np.random.default_rng(3).normal(0, NOISE_STD, int(s * RTC_RATE)), -32768, 32767).astype(np.int16)
@@ -335,9 +330,13 @@ async def barge_in_webrtc(base: str, question24k: np.ndarray, barge24k: np.ndarr
             await asyncio.sleep(0.6)
             mic.mark_sent = None
             mic.play(barge, onset)
-            t_silent = await asyncio.wait_for(asyncio.shield(silent), 10)
-            if mic.mark_sent is not None:
-                result["stop_ms"] = (t_silent - mic.mark_sent) * 1000
+            await asyncio.sleep(len(barge) / RTC_RATE + 1.0)
+            t0 = mic.mark_sent
+            if t0 is not None:
+                result["audible_before"] = any(loud and t0 - 0.3 <= t < t0 for t, loud in frames)
+                after = [t for t, loud in frames if loud and t0 <= t < t0 + 3.0]
+                if result["audible_before"]:  # else the answer had ended or paused: no measurement
+                    result["stop_ms"] = ((after[-1] if after else t0) - t0) * 1000
             result["interrupted"] = "input_audio_buffer.speech_started" in events
         except Exception as exc:  # noqa: BLE001 - a failed run is a result, not a crash
             result.setdefault("errors", []).append(f"{type(exc).__name__}: {exc}")

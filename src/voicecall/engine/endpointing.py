@@ -69,6 +69,10 @@ transcript evidence and silence decide."""
 MODEL_BUDGET_MS = 500
 """A model verdict still missing this long after it was asked for (an overloaded machine) does not hold the turn:
 the pause is judged by its words and :data:`NO_MODEL_PRIOR` meanwhile, and again when the verdict comes."""
+WORDS_GRACE_MS = 900
+"""A "complete" verdict before any partial transcript came during the pause waits this much longer than
+``candidate_ms`` for the pause's words (a re-decoding recogniser delivers the last word a little after the pause
+begins; a recogniser that has nothing new to say sends nothing)."""
 
 
 def last_word(text: str) -> str:
@@ -198,7 +202,7 @@ class Endpointer:
         if not wait and not self._fresh and self.model is not None:
             # Complete by its sound, but the words of the pause are not in yet (a re-decoding recogniser answers
             # a little later): wait for them (on_partial decides again) or one more recheck period.
-            wait = e.candidate_ms + MODEL_BUDGET_MS + e.recheck_ms
+            wait = e.candidate_ms + WORDS_GRACE_MS
         self._required = max(at_ms, wait) if wait else at_ms
         self.last = {"p_model": round(p_model, 3), "p": round(p, 3), "tail": last_word(transcript),
                      "wait_ms": round(self._required)}

@@ -25,25 +25,38 @@ BACKCHANNEL_WORDS = frozenset(["mm", "mmm", "mhm", "hm", "hmm", "mm-hm", "mm-hmm
 """Words of a backchannel ("mm-hm", "yeah okay", "I see", "got it", "right right"). "no", "wait", "stop",
 "but" and every other word make an interruption."""
 MAX_BACKCHANNEL_WORDS = 4
+INTERRUPT_WORDS = frozenset(["stop", "wait", "no", "nope", "hold", "hang", "hey", "excuse", "sorry", "pardon", "but", "actually", "listen", "what", "why", "how", "who", "where", "when", "which", "cancel", "enough", "quiet", "shut", "please"])
+"""Words that make even a short sound an interruption ("Stop!", "Wait", "No, ...")."""
+SHORT_MS = 600
+"""Speech shorter than this with at most two words and no :data:`INTERRUPT_WORDS` counts as a backchannel: a
+recogniser often makes "words" of a grunt or a cough ("mm-hm" heard as "MMA Chen")."""
 
 
 def words_of(text: str) -> list[str]:
     return re.findall(r"[a-z][a-z'-]*", text.lower())
 
 
-def classify(text: str) -> str:
+def classify(text: str, spoken_ms: float = float("inf")) -> str:
     """``"none"`` (no words: noise), ``"backchannel"`` or ``"words"`` (a real interruption)."""
     words = words_of(text)
     if not words:
         return "none"
     if len(words) <= MAX_BACKCHANNEL_WORDS and all(w in BACKCHANNEL_WORDS for w in words):
         return "backchannel"
+    if any(w in INTERRUPT_WORDS for w in words):
+        return "words"
+    if spoken_ms < SHORT_MS and len(words) <= 2:
+        return "backchannel"
     return "words"
 
 
-def is_clear_interruption(partial: str) -> bool:
-    """Early decision while the user still speaks: two words that are not a backchannel are enough."""
-    return sum(1 for w in words_of(partial) if w not in BACKCHANNEL_WORDS) >= 2
+def is_clear_interruption(partial: str, spoken_ms: float) -> bool:
+    """Early decision while the user still speaks: an interrupting word, or two other words that are not a
+    backchannel over more than :data:`SHORT_MS` of speech."""
+    words = words_of(partial)
+    if any(w in INTERRUPT_WORDS for w in words):
+        return True
+    return spoken_ms >= SHORT_MS and sum(1 for w in words if w not in BACKCHANNEL_WORDS) >= 2
 
 
 @dataclass(slots=True)

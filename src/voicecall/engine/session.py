@@ -339,13 +339,16 @@ class EngineSession:
             self._paused_at = None
             self.transport.resume_audio()
 
+    def _spoken_ms(self, t: Tentative) -> float:
+        """How long the tentative speech has lasted, on the audio clock."""
+        td = self.config.turn_detection
+        padding = td.prefix_padding_ms if td is not None else 0
+        return self.input.last_speech_sample * 1000 / ENGINE_RATE - t.audio_start_ms - padding
+
     def _check_long_tentative(self) -> None:
-        """Speech that goes on longer than a backchannel does is a real interruption (on the audio clock)."""
-        t, td = self._tentative, self.config.turn_detection
-        if t is None or td is None or not self.input.speaking:
-            return
-        spoken_ms = self.input.last_speech_sample * 1000 / ENGINE_RATE - t.audio_start_ms - td.prefix_padding_ms
-        if spoken_ms > self.max_backchannel_ms:
+        """Speech that goes on longer than a backchannel does is a real interruption."""
+        t = self._tentative
+        if t is not None and self.input.speaking and self._spoken_ms(t) > self.max_backchannel_ms:
             self._confirm_interruption()
 
     def _confirm_interruption(self) -> None:
@@ -355,7 +358,8 @@ class EngineSession:
         log.debug("speech during the answer: a real interruption (%r)", t.partial)
         self._speech_started(t.audio_start_ms, t.item_id)  # the barge-in clears the paused audio (and unpauses)
 
-    async def _settle_tentative(self, t: Tentative, seg: Segment, audio_end_ms: int, timing: TurnTiming) -> None:
+    async def _settle_tentative(self, t: Tentative, seg: Segment, audio_end_ms: int, timing: TurnTiming,
+                                spoken_ms: float) -> None:
         """The tentative speech ended before it proved to be an interruption: its final transcript decides."""
         text = t.partial
         if seg.stt is not None:
@@ -365,9 +369,10 @@ class EngineSession:
                 log.debug("final transcript of a tentative interruption failed", exc_info=True)
         if self._closed:
             return
-        if classify(text) != "words":
+        kind = classify(text, spoken_ms)
+        if kind != "words":
             self.false_interruption_count += 1
-            log.info("false interruption ignored (%s): %r", classify(text), text)
+            log.info("false interruption ignored (%s, %.0f ms): %r", kind, spoken_ms, text)
             if self._tentative is None:
                 self._resume_answer()
             if self._utt_item_id == t.item_id:
@@ -456,11 +461,12 @@ class EngineSession:
         t = self._tentative
         if t is not None:  # speech during the answer ended before it proved to be an interruption
             self._tentative = None
-            if classify(t.partial) == "words":
+            spoken = self._spoken_ms(t)
+            if is_clear_interruption(t.partial, spoken):
                 self._tentative = t
                 self._confirm_interruption()
             else:
-                self._spawn(self._settle_tentative(t, self.input.take(), audio_end_ms, self._turn))
+                self._spawn(self._settle_tentative(t, self.input.take(), audio_end_ms, self._turn, spoken))
                 return
         self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": audio_end_ms,
                    "item_id": self._utt_item_id})
@@ -581,7 +587,7 @@ class EngineSession:
         """Emit the words of a partial hypothesis that have stayed stable (append-only deltas)."""
         if self._tentative is not None:  # not yet known to be said to the assistant: keep it back
             self._tentative.partial = text
-            if not is_clear_interruption(text):
+            if not is_clear_interruption(text, self._spoken_ms(self._tentative)):
                 return
             self._confirm_interruption()
         if self.config.transcription is None or self._utt_item_id is None:
