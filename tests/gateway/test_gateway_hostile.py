@@ -4,6 +4,7 @@ upstream response failed with an error and in history; the upstream timeout come
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -158,3 +159,20 @@ def test_upstream_request_timeout_comes_from_the_configuration(tmp_path) -> None
     app = create_app(gateway_config(tmp_path, "http://127.0.0.1:9/v1",
                                     **{"plugins.voice-call.openaiRealtime.requestTimeoutSeconds": 2.5}))
     assert gateway_state(app.state.vc).timeouts.request == 2.5
+
+
+async def test_relay_client_that_does_not_read_is_closed(make_gateway, upstream: UpstreamRecorder) -> None:
+    """The relay keeps no queue: a client that reads nothing stops the upstream socket being read, and once it has
+    taken nothing for server.sendTimeoutSeconds it is closed (1008), its slot freed."""
+    gw = make_gateway(upstream.base_url, **{"server.sendTimeoutSeconds": 2})
+    async with raw_connect(gw, max_queue=1) as ws:
+        assert (await recv_event(ws))["type"] == "session.created"
+        appends = [json.dumps({"type": "input_audio_buffer.append", "audio": c}) for c in pcm_b64(10.0)]
+        for _ in range(25):  # each answer echoes the 10 s appended before it (640 kB of deltas): 16 MB unread
+            for append in appends:
+                await ws.send(append)
+            await ws.send('{"type":"response.create"}')
+        await asyncio.sleep(5)
+        _, code, reason = await events_until_close(ws, 60)
+    assert code == 1008 and reason.startswith("client too slow"), (code, reason)
+    assert await wait_until(lambda: gw.state.sessions.count == 0)
