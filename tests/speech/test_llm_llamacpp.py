@@ -135,8 +135,7 @@ async def test_tool_results_in_history_become_words(llama: Any) -> None:
     assert [t["role"] for t in turns] == ["system", "user"]
     assert turns[1]["content"].endswith("(get_weather result: temperature c: 21; sky: sunny)")
     prompt = qa_prompt(turns)
-    assert prompt.endswith("Question: What's the weather in Paris? (get_weather result: temperature c: 21; sky: sunny)"
-                           "\nAnswer:")
+    assert prompt.endswith("Facts: temperature c: 21; sky: sunny.\nQuestion: What's the weather in Paris?\nAnswer:")
     assert "<" not in prompt and "{" not in prompt
     chunks = await collect(llama, history, tools=[WEATHER], tool_choice="auto")  # after a result: words, no call
     text = "".join(c.text for c in chunks if isinstance(c, TextDelta))

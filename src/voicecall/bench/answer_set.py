@@ -148,7 +148,7 @@ TOOL_QUESTIONS: list[ToolQuestion] = [
 # A function result the answer must put into words (after function_call_output).
 TOOL_RESULT_CASES: list[tuple[str, str, str, str, tuple[tuple[str, ...], ...]]] = [
     ("What's the weather like in Paris?", "get_weather", '{"city": "Paris"}',
-     '{"city": "Paris", "temperature_c": 21, "conditions": "sunny"}', (("21", "twenty-one", "twenty one"),)),
+     '{"city": "Paris", "temperature_c": 21, "conditions": "sunny"}', (("21", "twenty-one", "twenty one", "sunny"),)),
     ("Set a timer for ten minutes.", "set_timer", '{"minutes": 10}',
      '{"status": "started", "minutes": 10}', (("10", "ten"),)),
     ("Will it rain in London tomorrow?", "get_weather", '{"city": "London"}',

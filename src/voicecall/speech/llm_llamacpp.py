@@ -249,6 +249,10 @@ QA_SHOTS: tuple[tuple[str, str], ...] = (
     ("What is the capital of France?", "The capital of France is Paris."),
 )
 """Example exchanges at the top of a ``qa``-style prompt (chosen with ``voicecall bench answers``)."""
+QA_RESULT_SHOT = ("Facts: status: sent; to: Anna.\nQuestion: Send Anna a message that I am late.\n"
+                  "Answer: Your message to Anna is sent.\n\n")
+"""Shown (after the example exchange) only when the conversation holds a function result."""
+_RESULT = re.compile(r"\s*\((\w+) result: (.*?)\)\s*$", re.DOTALL)
 QA_USER = "Question: "
 QA_ASSISTANT = "Answer:"
 QA_STOP = ("\nQuestion:", "Question:", "\n\n", "\nAnswer:")
@@ -266,12 +270,19 @@ def qa_prompt(turns: list[dict[str, str]], shots: tuple[tuple[str, str], ...] = 
         body = turns[1:]
     for question, answer in shots:
         parts.append(f"{QA_USER}{question}\n{QA_ASSISTANT} {answer}\n\n")
+    if any(t["role"] == "user" and _RESULT.search(t["content"]) for t in body):
+        parts.append(QA_RESULT_SHOT)
     for t in body:
-        text = " ".join(t["content"].split())
         if t["role"] == "assistant":
-            parts.append(f"{QA_ASSISTANT} {text}\n\n")
-        else:
-            parts.append(f"{QA_USER}{text}\n")
+            parts.append(f"{QA_ASSISTANT} {' '.join(t['content'].split())}\n\n")
+            continue
+        content, facts = t["content"], list[str]()
+        while (m := _RESULT.search(content)) is not None:  # function results go first, as facts
+            facts.insert(0, m.group(2))
+            content = content[: m.start()]
+        if facts:
+            parts.append("Facts: " + " ".join(" ".join(f.split()) for f in facts) + ".\n")
+        parts.append(f"{QA_USER}{' '.join(content.split())}\n")
     if not body or body[-1]["role"] == "assistant":
         parts.append(QA_USER + "\n")
     parts.append(QA_ASSISTANT)
