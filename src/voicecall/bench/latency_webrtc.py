@@ -212,6 +212,24 @@ async def one_turn_webrtc(base: str, pcm24k: np.ndarray) -> dict[str, Any]:
     return result
 
 
+def _silent_after(frames: list[tuple[float, bool]], t0: float, run: int = 10) -> float:
+    """Seconds from ``t0`` to the start of the first ``run`` quiet frames in a row (200 ms: longer than the gaps
+    inside an answer, shorter than the time to the answer of the interrupting turn)."""
+    quiet, start = 0, t0
+    for t, loud in frames:
+        if t < t0:
+            continue
+        if loud:
+            quiet = 0
+        else:
+            if quiet == 0:
+                start = t
+            quiet += 1
+            if quiet >= run:
+                return start - t0
+    return float("nan")
+
+
 def new_peer(mic: _Mic, on_frame: Any, on_message: Any, tasks: list[asyncio.Task[Any]]) -> tuple[Any, Any, asyncio.Event]:
     """A client peer: the microphone track, the answer track read by :func:`received_frames`, the oai-events
     channel. Returns (peer connection, data channel, event set when the channel opens)."""
@@ -292,8 +310,8 @@ async def hang_up(http: Any, call: tuple[str, str | None] | None, result: dict[s
 
 async def barge_in_webrtc(base: str, question24k: np.ndarray, barge24k: np.ndarray) -> dict[str, Any]:
     """Ask ``question24k`` over a WebRTC call; 0.6 s after its answer is heard, say ``barge24k``. Measures
-    ``stop_ms``: the first speech frame of the barge-in sent -> the last loud answer frame received (within 3 s),
-    when the answer was audible in the 300 ms before the onset (``audible_before``)."""
+    ``stop_ms``: the first speech frame of the barge-in sent -> the answer silent at the client (the first of 200 ms
+    of quiet frames), when the answer was audible in the 300 ms before the onset (``audible_before``)."""
     _require_netns(base)
 
     import httpx
@@ -334,9 +352,8 @@ async def barge_in_webrtc(base: str, question24k: np.ndarray, barge24k: np.ndarr
             t0 = mic.mark_sent
             if t0 is not None:
                 result["audible_before"] = any(loud and t0 - 0.3 <= t < t0 for t, loud in frames)
-                after = [t for t, loud in frames if loud and t0 <= t < t0 + 3.0]
                 if result["audible_before"]:  # else the answer had ended or paused: no measurement
-                    result["stop_ms"] = ((after[-1] if after else t0) - t0) * 1000
+                    result["stop_ms"] = _silent_after(frames, t0) * 1000
             result["interrupted"] = "input_audio_buffer.speech_started" in events
         except Exception as exc:  # noqa: BLE001 - a failed run is a result, not a crash
             result.setdefault("errors", []).append(f"{type(exc).__name__}: {exc}")
