@@ -193,9 +193,9 @@ async def test_secrets_and_keys(make_rtc_server) -> None:
         r = await http.post("/v1/realtime/calls", content=offer,
                             headers={"Content-Type": "application/sdp", "Authorization": "Bearer sk-wrong"})
         assert r.status_code == 401 and "Invalid API key" in r.json()["error"]["message"]
-    # An expired secret: minted with the shortest TTL, presented after it ran out.
-    secret = await new_secret(srv.http, api_key="sk-test-key")
-    srv.state.secrets.get(secret).expires_at = int(time.time()) - 1
+    # An expired secret: signed by this server (as /session does), but its 10 s ran out a minute ago.
+    live = srv.state.secrets.get(await new_secret(srv.http, api_key="sk-test-key"))
+    secret = srv.state.secrets.signer.sign(live.session, 10, "local", now=time.time() - 60).value
     client = RtcClient(srv.http)
     try:
         r = await client.connect(secret, expect=401)
