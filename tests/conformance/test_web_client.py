@@ -96,7 +96,9 @@ def test_seed_openai_realtime_websocket(make_server: Callable[..., ServerThread]
     assert truncates, [ev["type"] for ev in sent]
     t_trunc, trunc = truncates[0]
     truncated = next(e for e in res["events"] if e[1] == "conversation.item.truncated")
-    assert truncated[3] == trunc["audio_end_ms"] > 500, (truncated, trunc)
+    # the barge-in starts as soon as the answer is audible, so what was heard is short (a few hundred ms: the VAD's
+    # time to hear the interruption), but never nothing
+    assert truncated[3] == trunc["audio_end_ms"] > 100, (truncated, trunc)
     assert trunc["audio_end_ms"] < res["audioBytes"] / 2 / 24, (trunc, res["audioBytes"])  # not all was heard
     loud_before = [lv for t, lv in res["levels"] if t_trunc - 500 < t < t_trunc and lv > 0.05]
     assert loud_before, "the answer was not playing when the user talked over it"
@@ -118,6 +120,8 @@ def test_openai_realtime_from_another_site(conformance_server: ServerThread, sec
         page.wait_for_function("() => window.run")
         assert page.evaluate("() => window.run().catch(e => e.message)") == "connected"
         page.wait_for_function("() => window.result.transcripts.some(t => t.role === 'assistant')", timeout=40000)
+        # the user's final transcript is asynchronous (as on OpenAI): it may arrive after the answer
+        page.wait_for_function("() => window.result.transcripts.some(t => t.role === 'user')", timeout=20000)
         res: dict[str, Any] = page.evaluate("() => window.result")
         page.evaluate("() => window.rt.disconnect()")
     assert not res["errors"] and ["error"] not in res["events"], res

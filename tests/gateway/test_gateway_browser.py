@@ -103,6 +103,9 @@ def test_browser_websocket_through_the_gateway(make_gateway, local_upstream, tmp
         page.wait_for_function("() => window.voicecall.transcripts.some(t => t.role === 'assistant' && t.final)",
                                timeout=40000)
         page.wait_for_function("() => window.voicecall.remoteLevelMax > 0.05", timeout=10000)
+        # the user's final transcript is asynchronous (as on OpenAI): it may arrive after the answer
+        page.wait_for_function("() => window.voicecall.transcripts.some(t => t.role === 'user' && t.final)",
+                               timeout=20000)
         hooks: dict[str, Any] = page.evaluate(
             "() => ({transcripts: window.voicecall.transcripts, errors: window.voicecall.errors, "
             "events: window.voicecall.events})")
