@@ -46,7 +46,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if cfg.server.host not in ("127.0.0.1", "localhost", "::1") and not cfg.server.api_keys:
         log.warning("listening on %s with no server.apiKeys: anyone who can reach this port can use it",
                     cfg.server.host)
-    log.info("voicecall %s, provider %s, on http://%s:%d/", __version__, cfg.voice_call.provider, cfg.server.host,
+    log.info("voicecall %s, provider %s, on %s://%s:%d/", __version__, cfg.voice_call.provider,
+             "https" if cfg.server.tls_cert_file else "http", cfg.server.host,
              cfg.server.port)
     app = create_app(cfg)
     from voicecall.cluster.drain import DrainingServer

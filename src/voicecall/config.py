@@ -79,6 +79,11 @@ class ServerConfig(_Model):
     """Host names this server answers to (``Host`` header; others get 403: DNS rebinding). ``*.example.com`` or
     ``.example.com`` for subdomains, ``"*"`` for any. Not set: loopback names, ``server.host`` and this machine's
     name. IP addresses are always accepted."""
+    tls_cert_file: str | None = None
+    """PEM certificate (chain): serve https:// and wss:// directly, without a TLS proxy in front (some clients,
+    such as openai-node 7, only connect over wss://). Needs ``tlsKeyFile``."""
+    tls_key_file: str | None = None
+    """PEM private key of ``tlsCertFile``."""
     secret_key: SecretStr | None = None
     """Signs the ``ek_`` client secrets this server mints (HMAC-SHA256), so any replica sharing the key verifies
     them. Unset: a random key per process (secrets valid on that process only). Env: ``VOICECALL_SECRET_KEY``."""
@@ -366,6 +371,11 @@ class Config(_Model):
                 "provider 'openai-realtime' needs an API key: set plugins.voice-call.openaiRealtime.apiKey "
                 "or the OPENAI_API_KEY environment variable"
             )
+        if bool(self.server.tls_cert_file) != bool(self.server.tls_key_file):
+            raise ValueError("server.tlsCertFile and server.tlsKeyFile go together: set both (or neither)")
+        for f in (self.server.tls_cert_file, self.server.tls_key_file):
+            if f and not Path(f).is_file():
+                raise ValueError(f"TLS file not found: {f}")
         if self.state.url not in ("memory", "memory://") and self.server.secret_key is None:
             raise ValueError(
                 "state.url points at a shared store (several replicas): set server.secretKey (or "

@@ -3,8 +3,8 @@ its README shape: ``OpenAIRealtimeWS`` with ``rt.on('error', (err) => { throw er
 websocket.mjs``): exit code 0 is itself the "zero error events" check.
 
 openai-node always dials ``wss://`` (``buildRealtimeURL`` forces the scheme; there is no ``ws://`` option), so a
-user puts voicecall behind TLS (docs/protocol.md). Here uvicorn serves TLS itself with a certificate made for the
-test, which Node trusts through ``NODE_EXTRA_CA_CERTS``.
+user serves voicecall over TLS (``server.tlsCertFile``/``tlsKeyFile``, or a proxy). Here the server does, with a
+certificate made for the test, which Node trusts through ``NODE_EXTRA_CA_CERTS``.
 """
 
 from __future__ import annotations
@@ -59,9 +59,8 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     from voicecall.server.app import create_app, uvicorn_options
 
     cert, key = _self_signed(tmp_path)
-    config = make_config(tmp_path, **ECHO_STACK)
-    with ServerThread(create_app(config), config.server.port, start_timeout=120.0, ssl_certfile=str(cert),
-                      ssl_keyfile=str(key), **uvicorn_options(config)) as srv:
+    config = make_config(tmp_path, **ECHO_STACK, **{"server.tlsCertFile": str(cert), "server.tlsKeyFile": str(key)})
+    with ServerThread(create_app(config), config.server.port, start_timeout=120.0, **uvicorn_options(config)) as srv:
         yield f"https://127.0.0.1:{srv.port}", cert
 
 

@@ -156,7 +156,10 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
             "http": http_protocol(server.header_timeout_seconds, server.body_timeout_seconds),
             "timeout_keep_alive": server.keep_alive_seconds, "limit_concurrency": server.max_connections,
             # X-Forwarded-For / -Proto count only from server.trustedProxies (uvicorn's default trusts loopback)
-            "proxy_headers": bool(server.trusted_proxies), "forwarded_allow_ips": list(server.trusted_proxies)}
+            "proxy_headers": bool(server.trusted_proxies), "forwarded_allow_ips": list(server.trusted_proxies),
+            # https:// and wss:// served directly (clients such as openai-node 7 only speak wss://)
+            **({"ssl_certfile": server.tls_cert_file, "ssl_keyfile": server.tls_key_file} if server.tls_cert_file
+               else {})}
 
 
 def _progress(message: str) -> None:
