@@ -53,10 +53,6 @@ def cluster() -> Iterator[Deployment]:
         yield c
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    wait_until(predicate, timeout, what)
-
-
 def _ws_url(base: str) -> str:
     return base.replace("http://", "ws://") + "/v1/realtime"
 
@@ -124,10 +120,10 @@ def _wait_idle(cluster: Deployment) -> None:
     """Sessions of earlier tests have ended everywhere (local counts, then the shared leases)."""
     import redis
 
-    _wait(lambda: all(httpx.get(r.url + "/healthz", timeout=2).json()["sessions"] == 0 for r in cluster.replicas
+    wait_until(lambda: all(httpx.get(r.url + "/healthz", timeout=2).json()["sessions"] == 0 for r in cluster.replicas
                       if r.proc.poll() is None), 30, "idle replicas")
     shared = redis.Redis.from_url(cluster.redis.url)
-    _wait(lambda: shared.zcard("voicecall:sessions") == 0, 30, "no session leases left")
+    wait_until(lambda: shared.zcard("voicecall:sessions") == 0, 30, "no session leases left")
 
 
 async def test_the_session_limit_holds_across_replicas(cluster: Deployment) -> None:
@@ -197,7 +193,7 @@ async def test_sessions_still_start_while_redis_is_down(cluster: Deployment) -> 
             assert (await _text_turn(ws, "still up"))["response"]["status"] == "completed"
     finally:
         cluster.redis.start()
-    _wait(lambda: all(httpx.get(r.url + "/readyz", timeout=2).status_code == 200 for r in cluster.replicas), 30,
+    wait_until(lambda: all(httpx.get(r.url + "/readyz", timeout=2).status_code == 200 for r in cluster.replicas), 30,
           "replicas ready again after Redis came back")
 
 
@@ -214,7 +210,7 @@ async def test_a_replica_that_dies_has_its_conversations_closed_by_another(clust
             rows = conn.execute("SELECT ended_at FROM conversations WHERE replica = 'r3'").fetchall()
         return bool(rows) and all(r[0] is not None for r in rows)
 
-    _wait(closed, 40, "a live replica to close the dead one's conversations (state.leaseSeconds: 6)")
+    wait_until(closed, 40, "a live replica to close the dead one's conversations (state.leaseSeconds: 6)")
 
 
 async def test_sigterm_drains_a_replica_and_history_survives(cluster: Deployment) -> None:
@@ -223,7 +219,7 @@ async def test_sigterm_drains_a_replica_and_history_survives(cluster: Deployment
     async with _session(r2.url) as ws:
         assert (await _text_turn(ws, "before the restart"))["response"]["status"] == "completed"
         r2.proc.send_signal(signal.SIGTERM)
-        _wait(lambda: httpx.get(r2.url + "/readyz", timeout=2).status_code == 503, 10, "r2 draining")
+        wait_until(lambda: httpx.get(r2.url + "/readyz", timeout=2).status_code == 503, 10, "r2 draining")
         async with websockets.connect(_ws_url(r2.url), additional_headers={"Authorization": f"Bearer {API_KEY}"}) as w2:
             refused = json.loads(await asyncio.wait_for(w2.recv(), 10))
             assert refused["type"] == "error" and refused["error"]["code"] == "server_draining"

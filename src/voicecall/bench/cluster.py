@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -169,25 +168,56 @@ backend replicas
             shutil.rmtree(self._dir, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    exe = find_exe("redis-server")
-    if exe is None:
-        raise FileNotFoundError("redis-server is not installed (Debian package redis-server)")
-    port = free_port()
-    folder = tempfile.mkdtemp(prefix="voicecall-redis-")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", folder], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+class RedisServer:
+    """A throwaway ``redis-server`` on 127.0.0.1 and a free port, in a temporary directory (no persistence). It can
+    be stopped and started again on the same port (the tests use that to take Redis away mid-run)."""
+
+    def __init__(self) -> None:
+        exe = find_exe("redis-server")
+        if exe is None:
+            raise FileNotFoundError("redis-server is not installed (Debian package redis-server)")
+        self.exe = exe
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="voicecall-redis-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _client(self) -> Any:
         import redis
 
-        client = redis.Redis(port=port)
+        return redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir), "--protected-mode", "yes"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = self._client()
         wait_until(lambda: client.ping(), 10, "redis-server")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(5)
-        shutil.rmtree(folder, ignore_errors=True)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def flush(self) -> None:
+        self._client().flushall()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------- measuring
@@ -258,7 +288,8 @@ def run(args: argparse.Namespace) -> int:
 
     ensure_netns(sys.argv[1:])
     report: dict[str, Any] = {"bench": "cluster", "rounds": args.rounds, "concurrent": args.sessions, "runs": []}
-    with redis_server() as redis_url:
+    with RedisServer() as redis:
+        redis_url = redis.url
         for n in args.replicas:
             for state in ("memory", "redis"):
                 if state == "memory" and n > 1:

@@ -24,6 +24,17 @@ UTTERANCES = [
 ]
 
 
+def word_edits(ref: list[str], hyp: list[str]) -> int:
+    """Levenshtein distance between two word lists (substitutions, insertions and deletions): the WER numerator."""
+    prev = list(range(len(hyp) + 1))
+    for i, rw in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, hw in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rw != hw))
+        prev = cur
+    return prev[-1]
+
+
 def progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from voicecall.audio import resample
+from voicecall.bench.common import word_edits
 from voicecall.bench.signals import mic_like, segments, speech_bounds
 from voicecall.config import StageConfig
 from voicecall.speech.base import LLMUsage, TextDelta
@@ -70,14 +71,8 @@ def _words(text: str) -> list[str]:
 
 def wer(ref: str, hyp: str) -> tuple[int, int]:
     """(word edits, reference words) — Levenshtein over words after lowercasing and dropping punctuation."""
-    r, h = _words(ref), _words(hyp)
-    prev = list(range(len(h) + 1))
-    for i, rw in enumerate(r, 1):
-        cur = [i] + [0] * len(h)
-        for j, hw in enumerate(h, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rw != hw))
-        prev = cur
-    return prev[-1], len(r)
+    r = _words(ref)
+    return word_edits(r, _words(hyp)), len(r)
 
 
 def _load(stage: str, type_: str, **opts: Any) -> Any:

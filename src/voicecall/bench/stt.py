@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from voicecall.audio import resample
-from voicecall.bench.common import machine_info, report
+from voicecall.bench.common import machine_info, report, word_edits
 
 QUESTIONS = [  # the first 20 are the default set (100 clips); --questions 25 for all
     "What is the capital of France?", "Tell me something about the moon.", "How far away is the sun?",
@@ -93,14 +93,8 @@ def normalize(text: str) -> list[str]:
 
 def word_errors(ref: str, hyp: str) -> tuple[int, int]:
     """(word edits, reference words) after :func:`normalize`."""
-    r, h = normalize(ref), normalize(hyp)
-    prev = list(range(len(h) + 1))
-    for i, rw in enumerate(r, 1):
-        cur = [i] + [0] * len(h)
-        for j, hw in enumerate(h, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rw != hw))
-        prev = cur
-    return prev[-1], len(r)
+    r = normalize(ref)
+    return word_edits(r, normalize(hyp)), len(r)
 
 
 def wer_of(rows: list[dict[str, Any]]) -> float:
