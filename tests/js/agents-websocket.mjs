@@ -45,8 +45,14 @@ function report(code) {
   finished = true;
   seen.transport = session.transport.constructor.name;
   process.stdout.write(JSON.stringify(seen) + "\n");
-  try { session.close(); } catch { /* closing is best effort */ }
-  setTimeout(() => process.exit(code), 50);
+  // Close only after the SDK has handled the event that got us here: our transport_event listener runs before the
+  // SDK's own handling of the same message, and on `...input_audio_transcription.completed` the SDK then sends
+  // `conversation.item.retrieve` (throwing "WebSocket is not connected" if we had closed synchronously). The pause
+  // also lets the server's answer to that retrieve arrive, as in a real app that keeps its session open.
+  setTimeout(() => {
+    try { session.close(); } catch { /* closing is best effort */ }
+    setTimeout(() => process.exit(code), 50);
+  }, 300);
 }
 function maybeDone() {
   if (seen.types.includes("response.done") && seen.userTranscripts.length && seen.audioBytes > 0) report(0);

@@ -28,8 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from voicecall.bench.common import machine_info, percentile, progress, report
-from voicecall.bench.relay import cpu_seconds
+from voicecall.bench.common import cpu_seconds, machine_info, percentile, progress, report
 
 RATE = 24000
 

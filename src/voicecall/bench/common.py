@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -22,6 +23,23 @@ UTTERANCES = [
     "Can you recommend a good book?",
     "What is the weather like tomorrow?",
 ]
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid``, all its threads (exited ones included), to the nanosecond.
+
+    Read from the process's CPU clock (``clock_getcpuclockid``): /proc/<pid>/stat counts in 10 ms ticks, which
+    rounds a short, light measurement to zero. Falls back to /proc; None when the process is gone.
+    """
+    try:
+        return time.clock_gettime((~pid << 3) | 2)  # CPUCLOCK_SCHED of the whole thread group
+    except OSError:
+        pass
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def word_edits(ref: list[str], hyp: list[str]) -> int:

@@ -55,7 +55,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from voicecall.bench.common import free_port, machine_info, percentile, progress, write_json
+from voicecall.bench.common import cpu_seconds, free_port, machine_info, percentile, progress, write_json
 
 ROUND_S = 1.0
 GRACE_S = 2.0
@@ -235,13 +235,12 @@ def _pin(relay_pids: list[int], echo_pid: int) -> dict[str, list[int]] | None:
     return {"relays": theirs, "load_generator_and_echo": mine}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds of ``pid``; NaN once it is gone (the tables print NaN rather than fail)."""
+    secs = cpu_seconds(pid)
+    return math.nan if secs is None else secs
 
 
 def _listening_pid(port: int) -> int | None:
@@ -355,7 +354,7 @@ async def _run_rounds(urls: dict[str, str], clients: int, seconds: float, append
     for k in range(len(schedule) * per_round):
         rnd = k // per_round
         if k % per_round == 0:
-            cpu_marks.append({m: cpu_seconds(pid) for m, pid in pids.items() if pid is not None})
+            cpu_marks.append({m: _cpu(pid) for m, pid in pids.items() if pid is not None})
         chunk = audio[k % len(audio)]
         # one sleep per 1 ms slot of the period, not one per client
         due = [(t0 + k * period + st.offset, st.index, st) for st in by_mode[schedule[rnd]]]
@@ -370,7 +369,7 @@ async def _run_rounds(urls: dict[str, str], clients: int, seconds: float, append
                 st.sent[k] = (time.perf_counter(), rnd)
                 st.ws.send_frame(head + chunk + b'","event_id":"c' + str(k).encode() + b'"}')
     await asyncio.sleep(GRACE_S)
-    cpu_marks.append({m: cpu_seconds(pid) for m, pid in pids.items() if pid is not None})
+    cpu_marks.append({m: _cpu(pid) for m, pid in pids.items() if pid is not None})
     await asyncio.gather(*(st.ws.close() for st in streams), return_exceptions=True)
     return schedule, streams, cpu_marks
 
@@ -485,10 +484,10 @@ def run(args: argparse.Namespace) -> int:
             progress(f"warning: load average {load_before[0]:.1f} before the run: other processes compete for the "
                      "CPUs and inflate the tails of every mode (compare the modes with each other, not with other "
                      "runs)")
-        e0, t0 = cpu_seconds(echo.pid), time.monotonic()
+        e0, t0 = _cpu(echo.pid), time.monotonic()
         schedule, streams, cpu_marks = asyncio.run(
             _run_rounds(urls, clients, seconds, append_ms, _audio_chunks(append_ms), pids))
-        echo_cpu = (cpu_seconds(echo.pid) - e0) / (time.monotonic() - t0) * 100
+        echo_cpu = (_cpu(echo.pid) - e0) / (time.monotonic() - t0) * 100
     finally:
         if node is not None:
             node.terminate()

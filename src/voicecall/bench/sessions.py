@@ -51,7 +51,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from voicecall.audio import ENGINE_RATE
-from voicecall.bench.common import UTTERANCES, free_port, machine_info, percentile, progress, report
+from voicecall.bench.common import UTTERANCES, cpu_seconds, free_port, machine_info, percentile, progress, report
 
 RTC_RATE = 48000
 FRAME = 960  # 20 ms at 48 kHz
@@ -182,7 +182,7 @@ class ServerProcess:
     def cpu_seconds(self) -> float | None:
         if self.proc is None:
             return None
-        return proc_cpu_seconds(self.proc.pid)
+        return cpu_seconds(self.proc.pid)
 
     def worker_cpu_seconds(self) -> dict[int, float]:
         """CPU seconds of each of the server's child processes (speech worker processes), by pid."""
@@ -190,7 +190,7 @@ class ServerProcess:
             return {}
         out = {}
         for pid in descendant_pids(self.proc.pid):
-            cpu = proc_cpu_seconds(pid)
+            cpu = cpu_seconds(pid)
             if cpu is not None:
                 out[pid] = cpu
         return out
@@ -215,14 +215,6 @@ def descendant_pids(pid: int) -> list[int]:
             todo += kids
     return found
 
-
-def proc_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process (all its threads), from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------------------------------ audio
