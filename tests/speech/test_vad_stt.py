@@ -135,10 +135,13 @@ def test_decoder_pool_lends_and_grows(question_16k: np.ndarray) -> None:
     assert d.finish() == ""
 
 
-def test_digital_silence_gets_a_noise_floor(question_16k: np.ndarray, sphinx: Any) -> None:
-    """Exact-zero padding (synthetic input) must not break recognition."""
+def test_digital_silence_gets_a_noise_floor(question_16k: np.ndarray) -> None:
+    """Exact-zero padding (synthetic input) must not break recognition.
+
+    A fresh recogniser: a pooled decoder carries its cepstral-mean estimate over from the utterances other tests fed
+    it, which moved "france" to "brands" in one CI run. The floor itself is seeded, so this is repeatable."""
     pad = np.zeros(8000, np.int16)
-    stream = sphinx.new_stream()
+    stream = load_stage("stt", StageConfig(type="pocketsphinx", processes=0, poolSize=1)).new_stream()
     stream.feed(np.concatenate([pad, question_16k, pad]))
     text = stream.finish()
     assert "capital" in text and "france" in text, text
