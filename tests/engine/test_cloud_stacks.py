@@ -21,16 +21,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, fixed_piper
 from tests.engine.sdk_helpers import append_pcm, audio_of, client_for, collect_until, of_type, recv_json, words
 from voicecall.audio import ENGINE_RATE, resample
 from voicecall.bench.standins.anthropic import AnthropicStandIn
 from voicecall.bench.standins.deepgram import DeepgramStandIn
 from voicecall.bench.standins.elevenlabs import ElevenLabsStandIn
 from voicecall.bench.standins.openai_audio import OpenAIAudioStandIn
-from voicecall.config import StageConfig
 from voicecall.speech.prices import DEFAULT_STAGE_PRICES
-from voicecall.speech.registry import load_stage
 from voicecall.store import open_store
 
 KEYS = {"anthropic": "sk-ant-SECRET-e2e-1", "deepgram": "dg-SECRET-e2e-2", "eleven": "xi-SECRET-e2e-3",
@@ -41,14 +39,8 @@ VAD = {"type": "silero"}
 
 @pytest.fixture(scope="module")
 def question24k() -> np.ndarray:
-    # Piper's deterministic rendition (noise scales 0): its default samples noise at every synthesis, and the
-    # Deepgram stand-in's pocketsphinx misheard about one rendition in eight ("what is the kappa").
-    from piper.config import SynthesisConfig
-
-    piper = load_stage("tts", StageConfig(type="piper"))
-    cfg = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, volume=0.9)
-    pcm = np.concatenate([c.audio_int16_array for c in piper.voice.synthesize(QUESTION, syn_config=cfg)])
-    pcm = resample(pcm, piper.sample_rate, ENGINE_RATE)
+    piper = fixed_piper()  # deterministic: the Deepgram stand-in's pocketsphinx misheard ~1 in 8 sampled renditions
+    pcm = resample(np.concatenate(list(piper.synthesize(QUESTION))), piper.sample_rate, ENGINE_RATE)
     x = np.concatenate([np.zeros(int(0.4 * ENGINE_RATE)), pcm, np.zeros(int(1.5 * ENGINE_RATE))]).astype(np.float64)
     x += np.random.default_rng(3).normal(0, 60, x.shape)
     return np.clip(x, -32768, 32767).astype(np.int16)

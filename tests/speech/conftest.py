@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.conftest import fixed_piper
 from voicecall.audio import resample
 from voicecall.config import StageConfig
 from voicecall.speech.registry import load_stage
@@ -16,7 +17,7 @@ QUESTION = "What is the capital of France?"
 
 @pytest.fixture(scope="session")
 def piper() -> Any:
-    return load_stage("tts", StageConfig(type="piper"))
+    return fixed_piper()  # deterministic: tests that listen to it pass or fail for a reason, not by chance
 
 
 @pytest.fixture(scope="session")
@@ -43,13 +44,6 @@ def llama() -> Any:
 
 @pytest.fixture(scope="session")
 def question_16k(piper: Any) -> np.ndarray:
-    """Piper speaking the question, resampled to 16 kHz (no padding).
-
-    Piper samples noise at every synthesis and pocketsphinx misses a word in about one rendition in eight, so the
-    tests use the deterministic rendition (noise scales 0) of the same loaded voice.
-    """
-    from piper.config import SynthesisConfig
-
-    cfg = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, volume=0.9)
-    pcm = np.concatenate([c.audio_int16_array for c in piper.voice.synthesize(QUESTION, syn_config=cfg)])
+    """Piper speaking the question (its deterministic rendition), resampled to 16 kHz (no padding)."""
+    pcm = np.concatenate(list(piper.synthesize(QUESTION)))
     return resample(pcm, piper.sample_rate, 16000)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.conftest import fixed_piper
 from voicecall.audio import resample
 from voicecall.bench.signals import mic_like
 from voicecall.bench.standins.anthropic import AnthropicStandIn
@@ -44,7 +45,7 @@ from voicecall.speech.llm_anthropic import AnthropicLLM, anthropic_tool_choice, 
 from voicecall.speech.llm_echo import EchoLLM
 from voicecall.speech.llm_openai_compat import OpenAICompatLLM
 from voicecall.speech.prices import StagePrices, StageUse, cost_report
-from voicecall.speech.registry import check_stages, load_stage, resolve_stage
+from voicecall.speech.registry import check_stages, resolve_stage
 from voicecall.speech.stt_deepgram import DeepgramSTT
 from voicecall.speech.stt_openai_compat import OpenAICompatSTT
 from voicecall.speech.tts_elevenlabs import ElevenLabsTTS
@@ -66,7 +67,7 @@ def no_key_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def question16k() -> np.ndarray:
-    piper = load_stage("tts", StageConfig(type="piper"))
+    piper = fixed_piper()
     pcm = np.concatenate(list(piper.synthesize(QUESTION)))
     return mic_like(resample(pcm, piper.sample_rate, 16000), pad_s=0.4, noise_sd=60)
 

@@ -148,14 +148,18 @@ def test_fast_speed_recognises_with_less_cpu(question_16k: np.ndarray) -> None:
     from voicecall.speech.registry import load_stage
 
     signal_ = mic_like(question_16k, pad_s=0.3)
-    cost = {}
-    for speed in ("accurate", "fast"):
-        stt = PocketsphinxSTT(pool_size=1, max_pool_size=1, speed=speed)
+    stts = {speed: PocketsphinxSTT(pool_size=1, max_pool_size=1, speed=speed) for speed in ("accurate", "fast")}
+    for stt in stts.values():
         recognise(stt, signal_)  # adapt the cepstral mean once
-        t0 = time.process_time()
-        texts = [recognise(stt, signal_)[0] for _ in range(3)]
-        cost[speed] = time.process_time() - t0
-        assert all("capital" in t for t in texts), (speed, texts)
+    # Interleaved rounds, the cheapest of each: CPU time still grows when other processes thrash the caches, and a
+    # busy machine must not flip the comparison.
+    cost: dict[str, float] = {speed: float("inf") for speed in stts}
+    for _ in range(3):
+        for speed, stt in stts.items():
+            t0 = time.process_time()
+            text = recognise(stt, signal_)[0]
+            cost[speed] = min(cost[speed], time.process_time() - t0)
+            assert "capital" in text, (speed, text)
     assert cost["fast"] < 0.8 * cost["accurate"], cost
     _, opts = resolve_stage("stt", StageConfig(type="pocketsphinx", speed="fast"))
     assert opts["speed"] == "fast"

@@ -20,7 +20,7 @@ import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
-from tests.conftest import ServerThread, make_config, netns_required
+from tests.conftest import ServerThread, fixed_piper, make_config, netns_required
 from voicecall.audio import resample, write_wav
 
 RTC_RATE = 48000
@@ -53,10 +53,7 @@ def speech(text: str, rate: int = RTC_RATE, lead_s: float = 0.0, tail_s: float =
     """``text`` spoken by the embedded Piper TTS (registry stage ``tts: piper``), mono int16 at ``rate``, with
     silence around it and a low noise floor (a real microphone never sends exact zeros)."""
     if text not in _tts_cache:
-        from voicecall.config import StageConfig
-        from voicecall.speech.registry import load_stage
-
-        tts = load_stage("tts", StageConfig(type="piper"))
+        tts = fixed_piper()
         pcm = np.concatenate(list(tts.synthesize(text)))
         _tts_cache[text] = resample(pcm, tts.sample_rate, RTC_RATE)
     pcm = resample(_tts_cache[text], RTC_RATE, rate)
