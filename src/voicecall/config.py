@@ -192,9 +192,10 @@ class WebRTCConfig(_Model):
     """Addresses to advertise as ICE host candidates (empty: every interface). Tests pin ``[127.0.0.1]``."""
     ice_servers: list[IceServer] = Field(default_factory=list)
     """STUN/TURN servers, for deployments behind NAT."""
-    jitter_buffer_frames: int = Field(1, ge=1, le=16)
-    """20 ms microphone frames the receive jitter buffer holds before decoding (aiortc's own default: 4, i.e. 60 ms
-    more before the VAD hears the end of speech). Reordering is handled either way: a gap is waited for."""
+    jitter_buffer_frames: int = Field(0, ge=0, le=16)
+    """Later 20 ms microphone frames the receive jitter buffer waits for before decoding a frame (aiortc's own
+    default: 4, i.e. 80 ms more before the VAD hears speech start or end); 0: a packet in order is decoded as soon
+    as it arrives. Reordering is handled either way: a gap is waited for."""
 
 
 class StoreConfig(_Model):

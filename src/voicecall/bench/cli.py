@@ -74,6 +74,9 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--voices", type=int, default=3, help="espeak-ng voices (default 3)")
     b.add_argument("--skip-eot", action="store_true", help="only the interruption part")
     b.add_argument("--skip-interruptions", action="store_true", help="only the end-of-turn part")
+    b.add_argument("--settings", default="server_vad,high,auto,low", metavar="LIST",
+                   help="turn-detection settings to measure, streamed at once (comma-separated: server_vad, high, auto, "
+                   "low; default all four; one alone loads the machine as one user would)")
     b.add_argument("--v2v", type=int, default=6, metavar="N",
                    help="complete questions answered per setting to time voice-to-voice (WebSocket); 0: skip")
     b.add_argument("--barge-in", type=int, default=8, metavar="N",

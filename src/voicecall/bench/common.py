@@ -124,10 +124,17 @@ def summary(values: list[float | None]) -> dict[str, float | None]:
             "mean": statistics.fmean(vals) if vals else None, "n": len(vals)}
 
 
+def _plain(o: Any) -> Any:
+    """numpy scalars (a bool or an int that came out of an array) as plain JSON values."""
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
 def write_json(path: str | Path, data: dict[str, Any]) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(data, indent=2))
+    p.write_text(json.dumps(data, indent=2, default=_plain))
     return p
 
 

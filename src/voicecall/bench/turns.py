@@ -21,6 +21,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ class Turn:
     pause: tuple[int, int] | None = None  # samples (start, end) of the mid-sentence pause
     speech_end: int = 0  # samples: true end of speech
     nominal_pause: int = 0  # ms of the SSML break
+    q: int = -1  # index of the question in QUESTIONS (even: the tuning half, odd: held out)
 
 
 def _espeak(text: str, voice: str, ssml: bool = False) -> np.ndarray:
@@ -100,10 +102,11 @@ def build_set(n_questions: int, voices: list[str]) -> list[Turn]:
     turns: list[Turn] = []
     i = 0
     for voice in voices:
-        for a, b in QUESTIONS[:n_questions]:
+        for q, (a, b) in enumerate(QUESTIONS[:n_questions]):
             full = _espeak(f"{a} {b}", voice)
             loud = np.flatnonzero(_loud(full))
-            turns.append(Turn("complete", f"{a} {b}", voice, full, speech_end=int((loud[-1] + 1) * ENGINE_RATE / 100)))
+            turns.append(Turn("complete", f"{a} {b}", voice, full, speech_end=int((loud[-1] + 1) * ENGINE_RATE / 100),
+                              q=q))
             pause = PAUSES_MS[i % len(PAUSES_MS)]
             i += 1
             cut = _espeak(f'{a} <break time="{pause}ms"/> {b}', voice, ssml=True)
@@ -119,7 +122,7 @@ def build_set(n_questions: int, voices: list[str]) -> list[Turn]:
             loud = np.flatnonzero(lv)
             turns.append(Turn("cut", f"{a} ({pause} ms) {b}", voice, cut,
                               pause=(best[0] * ENGINE_RATE // 100, best[1] * ENGINE_RATE // 100),
-                              speech_end=int((loud[-1] + 1) * ENGINE_RATE / 100), nominal_pause=pause))
+                              speech_end=int((loud[-1] + 1) * ENGINE_RATE / 100), nominal_pause=pause, q=q))
     for k, word in enumerate(BACKCHANNELS):
         for voice in voices[:2]:
             turns.append(Turn("backchannel", word, voice, _espeak(word, voice)))
@@ -160,7 +163,17 @@ async def _stream(ws: Any, audio: np.ndarray) -> None:
         await asyncio.sleep(max(0.0, t0 + (k + CHUNK) / ENGINE_RATE - loop.time()))
 
 
-async def eot_run(url: str, turns: list[Turn]) -> dict[str, Any]:
+def pick_configs(names: str) -> list[tuple[str, dict[str, Any]]]:
+    """``--settings``: "server_vad,auto" -> the matching :data:`CONFIGS` (an eagerness alone names its
+    semantic_vad setting)."""
+    wanted = {n.strip() for n in names.split(",") if n.strip()}
+    picked = [(name, td) for name, td in CONFIGS if name in wanted or name.removeprefix("semantic_vad ") in wanted]
+    if not picked:
+        raise SystemExit(f"--settings: none of {sorted(wanted)} is one of server_vad, high, auto, low")
+    return picked
+
+
+async def eot_run(url: str, turns: list[Turn], configs: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """Stream every complete/cut turn (then GAP_MS of silence) to one session per config, in real time."""
     eot = [t for t in turns if t.kind in ("complete", "cut")]
     gap = np.zeros(ENGINE_RATE * GAP_MS // 1000, np.int16)
@@ -171,31 +184,43 @@ async def eot_run(url: str, turns: list[Turn]) -> dict[str, Any]:
         parts.append(gap)
         offset += len(t.pcm) + len(gap)
     audio = _mic(np.concatenate(parts), 11)
-    sessions = [await _session(url, td, False) for _, td in CONFIGS]
-    stops: list[list[int]] = [[] for _ in CONFIGS]
+    sessions = [await _session(url, td, False) for _, td in configs]
+    stops: list[list[int]] = [[] for _ in configs]
+    stop_items: list[dict[int, str]] = [{} for _ in configs]  # stop sample -> item id
+    heard: dict[str, str] = {}  # item id -> final transcript
 
     async def reader(i: int) -> None:
         async for raw in sessions[i]:
             ev = json.loads(raw)
             if ev["type"] == "input_audio_buffer.speech_stopped":
                 stops[i].append(int(ev["audio_end_ms"] * ENGINE_RATE / 1000))
+                stop_items[i][stops[i][-1]] = ev.get("item_id") or ""
+            elif ev["type"] == "conversation.item.input_audio_transcription.completed":
+                heard[ev["item_id"]] = ev["transcript"]
 
-    readers = [asyncio.create_task(reader(i)) for i in range(len(CONFIGS))]
+    readers = [asyncio.create_task(reader(i)) for i in range(len(configs))]
+    decisions = _Decisions()  # how each semantic_vad end was decided (an in-process server only)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    for k in range(0, len(audio), CHUNK):
-        await asyncio.gather(*(_append(ws, audio[k:k + CHUNK]) for ws in sessions))
-        if k % (ENGINE_RATE * 10) < CHUNK:
-            progress(f"end of turn: {k / ENGINE_RATE:.0f} / {len(audio) / ENGINE_RATE:.0f} s of audio streamed")
-        await asyncio.sleep(max(0.0, t0 + (k + CHUNK) / ENGINE_RATE - loop.time()))
-    await asyncio.sleep(1.0)
+    try:
+        for k in range(0, len(audio), CHUNK):
+            await asyncio.gather(*(_append(ws, audio[k:k + CHUNK]) for ws in sessions))
+            if k % (ENGINE_RATE * 10) < CHUNK:
+                progress(f"end of turn: {k / ENGINE_RATE:.0f} / {len(audio) / ENGINE_RATE:.0f} s of audio streamed")
+            await asyncio.sleep(max(0.0, t0 + (k + CHUNK) / ENGINE_RATE - loop.time()))
+        await asyncio.sleep(1.0)
+    finally:
+        decisions.close()
     for r in readers:
         r.cancel()
     for ws in sessions:
         await ws.close()
     out: dict[str, Any] = {}
-    for i, (name, _) in enumerate(CONFIGS):
+    voices = sorted({t.voice for t in eot})
+    for i, (name, td) in enumerate(configs):
         rows: list[dict[str, Any]] = []
+        # the session of this eagerness ended its turns in the order of its speech_stopped events
+        how = dict(zip(stops[i], decisions.of(td.get("eagerness", "")), strict=False)) if td.get("eagerness") else {}
         for t, start in zip(eot, spans, strict=True):
             end = start + t.speech_end
             window = [s for s in stops[i] if start < s <= start + len(t.pcm) + len(gap)]
@@ -203,7 +228,9 @@ async def eot_run(url: str, turns: list[Turn]) -> dict[str, Any]:
                                                   for s in window)
             final = [s for s in window if s >= end]
             dead = (final[0] - end) * 1000 / ENGINE_RATE if final else None
-            rows.append({"kind": t.kind, "text": t.text, "voice": t.voice, "cut_off": cut_off, "dead_air_ms": dead,
+            rows.append({"kind": t.kind, "text": t.text, "voice": t.voice, "q": t.q, "cut_off": cut_off,
+                         "dead_air_ms": dead, "heard": [heard.get(stop_items[i][s], "") for s in window],
+                         "decided": [how.get(s) for s in window],
                          "stops": len(window), "pause_ms": (t.pause[1] - t.pause[0]) * 1000 // ENGINE_RATE
                          if t.pause else None, "nominal_pause_ms": t.nominal_pause})
         cut = [r for r in rows if r["kind"] == "cut"]
@@ -212,8 +239,64 @@ async def eot_run(url: str, turns: list[Turn]) -> dict[str, Any]:
                      "cut_off_rate": sum(r["cut_off"] for r in cut) / max(1, len(cut)),
                      "cut_off_rate_le_1s": sum(r["cut_off"] for r in short) / max(1, len(short)),
                      "dead_air_ms": summary([r["dead_air_ms"] for r in rows if r["kind"] == "complete"]),
-                     "missed_ends": sum(1 for r in rows if r["dead_air_ms"] is None)}
+                     "missed_ends": sum(1 for r in rows if r["dead_air_ms"] is None),
+                     "decided": _decided_by(rows),
+                     "by_voice": {v: _eot_figures([r for r in rows if r["voice"] == v]) for v in voices},
+                     "by_half": {h: _eot_figures([r for r in rows if r["q"] % 2 == k])
+                                 for k, h in enumerate(("even (tuning)", "odd (held out)"))}}
     return out
+
+
+class _Decisions(logging.Handler):
+    """Collects the endpointer's record of each end of turn (engine/endpointing.py, ``Endpointer._ended``): what
+    decided, the model's verdict, the words, and when (ms of silence) each came. In-process server only."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[dict[str, Any]] = []
+        self._log = logging.getLogger("voicecall.engine.endpointing")
+        self._saved = (self._log.level, self._log.propagate)
+        self._log.setLevel(logging.DEBUG)
+        self._log.propagate = False  # these debug records are for the bench, not the console
+        self._log.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        info = getattr(record, "end_of_turn", None)
+        if info is not None:
+            self.records.append(info)
+        elif record.levelno >= logging.WARNING:
+            logging.getLogger().handle(record)
+
+    def of(self, eagerness: str) -> list[dict[str, Any]]:
+        name = "auto" if eagerness == "medium" else eagerness
+        return [r for r in self.records if r.get("eagerness") == name]
+
+    def close(self) -> None:
+        self._log.removeHandler(self)
+        self._log.setLevel(self._saved[0])
+        self._log.propagate = self._saved[1]
+        super().close()
+
+
+def _decided_by(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the true ends of complete turns were decided, and when the model's verdict and the words came."""
+    ends = [r["decided"][-1] for r in rows if r["kind"] == "complete" and r.get("decided") and r["decided"][-1]]
+    by: dict[str, int] = {}
+    for e in ends:
+        by[e["by"]] = by.get(e["by"], 0) + 1
+    return {"by": by, "verdict_at_ms": summary([e.get("verdict_at_ms") for e in ends]),
+            "words_at_ms": summary([e.get("words_at_ms") for e in ends]),
+            "ended_at_ms": summary([e.get("at_ms") for e in ends])}
+
+
+def _eot_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cut-off rates and dead air of a slice of the rows (one voice, one half of the questions)."""
+    cut = [r for r in rows if r["kind"] == "cut"]
+    short = [r for r in cut if r["nominal_pause_ms"] <= 1000]
+    return {"cut_off_rate": sum(r["cut_off"] for r in cut) / max(1, len(cut)),
+            "cut_off_rate_le_1s": sum(r["cut_off"] for r in short) / max(1, len(short)),
+            "n_cut": len(cut), "n_cut_le_1s": len(short),
+            "dead_air_ms": summary([r["dead_air_ms"] for r in rows if r["kind"] == "complete"])}
 
 
 async def interruption_run(url: str, turns: list[Turn]) -> dict[str, Any]:
@@ -262,14 +345,14 @@ async def interruption_run(url: str, turns: list[Turn]) -> dict[str, Any]:
             "real_interruption_stop_rate": sum(r["stopped"] for r in real) / max(1, len(real))}
 
 
-async def v2v_run(url: str, turns: list[Turn], runs: int) -> dict[str, Any]:
+async def v2v_run(url: str, turns: list[Turn], runs: int, configs: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """Voice-to-voice on complete questions (WebSocket), per setting: last speech sample sent -> first answer audio."""
-    from voicecall.bench.latency import one_turn_ws
+    from voicecall.bench.latency import PARTS, one_turn_ws
 
     complete = [t for t in turns if t.kind == "complete"]
     picks = [complete[(i * 7) % len(complete)] for i in range(runs)]  # spread over questions and voices
     out: dict[str, Any] = {}
-    for name, td in CONFIGS:
+    for name, td in configs:
         rows = []
         for i, t in enumerate(picks):
             r = await one_turn_ws(url, _mic(t.pcm, 40 + i), turn_detection=td)
@@ -277,7 +360,9 @@ async def v2v_run(url: str, turns: list[Turn], runs: int) -> dict[str, Any]:
             rows.append(r)
             v = r.get("voice_to_voice_ms")
             progress(f"voice-to-voice {name} {i + 1}/{runs}: " + (f"{v:.0f} ms" if v is not None else "no answer"))
-        out[name] = {"rows": rows, "voice_to_voice_ms": summary([r.get("voice_to_voice_ms") for r in rows])}
+        out[name] = {"rows": rows, "voice_to_voice_ms": summary([r.get("voice_to_voice_ms") for r in rows]),
+                     "parts_ms": {k: summary([r.get(k) for r in rows]) for k in PARTS},
+                     "speculative": sum(1 for r in rows if r.get("speculative")) / max(1, len(rows))}
     return out
 
 
@@ -309,16 +394,18 @@ async def run_async(args: argparse.Namespace) -> dict[str, Any]:
         server = InProcessServer(args.config, {}).__enter__()
         url = server.ws_url
     try:
-        eot = await eot_run(url, turns) if not args.skip_eot else {}
+        configs = pick_configs(args.settings)
+        eot = await eot_run(url, turns, configs) if not args.skip_eot else {}
         inter = await interruption_run(url, turns) if not args.skip_interruptions else {}
-        v2v = await v2v_run(url, turns, args.v2v) if args.v2v else {}
+        v2v = await v2v_run(url, turns, args.v2v, configs) if args.v2v else {}
         base = url.replace("ws://", "http://").removesuffix("/v1/realtime")
         barge = await barge_in_run(base, args.barge_in) if args.barge_in else {}
     finally:
         if server is not None:
             server.__exit__(None, None, None)
     return {"benchmark": "turns", "machine": machine_info(), "set": counts, "voices": VOICES[:args.voices],
-            "end_of_turn": eot, "interruptions": inter, "voice_to_voice": v2v, "barge_in_webrtc": barge}
+            "settings": [name for name, _ in configs], "end_of_turn": eot, "interruptions": inter,
+            "voice_to_voice": v2v, "barge_in_webrtc": barge}
 
 
 def print_table(data: dict[str, Any]) -> None:
@@ -326,6 +413,7 @@ def print_table(data: dict[str, Any]) -> None:
     print(f"{'setting':<20} {'cut-offs':>9} {'≤1 s':>6} {'dead air p50':>13} {'p95':>6} {'missed':>7}"
           f" {'v2v p50':>8} {'p95':>6}")
     v2v = data.get("voice_to_voice") or {}
+    names = data.get("settings") or [name for name, _ in CONFIGS]
 
     def ms(d: dict[str, Any] | None, k: str) -> str:
         return f"{d[k]:.0f}" if d and d.get(k) is not None else "-"
@@ -333,12 +421,32 @@ def print_table(data: dict[str, Any]) -> None:
     def pct(x: float | None) -> str:
         return f"{100 * x:.0f}%" if x is not None else "-"
 
-    for name, _ in CONFIGS:
+    for name in names:
         r = data["end_of_turn"].get(name) or {}
         d = r.get("dead_air_ms")
         v = (v2v.get(name) or {}).get("voice_to_voice_ms")
         print(f"{name:<20} {pct(r.get('cut_off_rate')):>9} {pct(r.get('cut_off_rate_le_1s')):>6} {ms(d, 'p50'):>13} "
               f"{ms(d, 'p95'):>6} {r.get('missed_ends', '-'):>7} {ms(v, 'p50'):>8} {ms(v, 'p95'):>6}")
+    for name in names:
+        r = data["end_of_turn"].get(name) or {}
+        for group in ("by_voice", "by_half"):
+            parts = [f"{k}: cut-offs {pct(f['cut_off_rate'])} (≤1 s {pct(f['cut_off_rate_le_1s'])}), dead air p50 "
+                     f"{ms(f['dead_air_ms'], 'p50')} p95 {ms(f['dead_air_ms'], 'p95')}"
+                     for k, f in (r.get(group) or {}).items()]
+            if parts:
+                print(f"  {name} {group.replace('_', ' ')}: " + "; ".join(parts))
+    for name in names:
+        dec = (data["end_of_turn"].get(name) or {}).get("decided") or {}
+        if dec.get("by"):
+            print(f"  {name} complete turns ended by: {dec['by']}; model verdict after {ms(dec['verdict_at_ms'], 'p50')}"
+                  f" ms of silence (p50), the pause's words after {ms(dec['words_at_ms'], 'p50')} ms, end after "
+                  f"{ms(dec['ended_at_ms'], 'p50')} ms (p95 {ms(dec['ended_at_ms'], 'p95')})")
+    for name in names:
+        v = v2v.get(name) or {}
+        if v.get("parts_ms"):
+            print(f"  v2v {name}: " + ", ".join(f"{k.removesuffix('_ms')} p50 {ms(d, 'p50')}"
+                                                for k, d in v["parts_ms"].items()) +
+                  f"; speculative answers {pct(v.get('speculative'))}")
     inter = data["interruptions"]
     if inter:
         print(f"false interruptions (backchannels/noises that stopped the answer): "

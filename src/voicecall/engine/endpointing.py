@@ -43,6 +43,7 @@ class Eagerness:
     """Hard maximum: the turn ends after this much silence whatever the model says."""
     recheck_ms: int = 400
     """While waiting, ask the model again after this much more silence."""
+    name: str = ""
 
     def wait_ms(self, p: float) -> float:
         """Silence to wait for when P(complete) = ``p`` is below the threshold: from ``candidate_ms`` (p just below)
@@ -52,9 +53,9 @@ class Eagerness:
 
 
 EAGERNESS: dict[str, Eagerness] = {
-    "high": Eagerness(candidate_ms=200, threshold=0.3, max_ms=1000),
-    "medium": Eagerness(candidate_ms=200, threshold=0.5, max_ms=2000),
-    "low": Eagerness(candidate_ms=300, threshold=0.7, max_ms=3500),
+    "high": Eagerness(candidate_ms=200, threshold=0.3, max_ms=1000, name="high"),
+    "medium": Eagerness(candidate_ms=200, threshold=0.5, max_ms=2000, name="auto"),
+    "low": Eagerness(candidate_ms=300, threshold=0.7, max_ms=3500, name="low"),
 }
 EAGERNESS["auto"] = EAGERNESS["medium"]
 
@@ -66,7 +67,7 @@ TAIL_FACTOR = 0.2
 NO_MODEL_PRIOR = 0.6
 """P(complete) assumed without a model verdict (type ``fixed`` by default, a failing model, or one that is late):
 transcript evidence and silence decide."""
-MODEL_BUDGET_MS = 500
+MODEL_BUDGET_MS = 300
 """A model verdict still missing this long after it was asked for (an overloaded machine) does not hold the turn:
 the pause is judged by its words and :data:`NO_MODEL_PRIOR` meanwhile, and again when the verdict comes."""
 WORDS_GRACE_MS = 900
@@ -109,6 +110,8 @@ class Endpointer:
         self._p_model: float | None = None  # the model's verdict on the current pause
         self._fresh = False  # a partial transcript arrived during this pause (it covers the last word)
         self._asked_at = 0.0  # silence (ms) when the model was last asked
+        self._verdict_at: float | None = None  # silence (ms) when the model's verdict on this pause came
+        self._words_at: float | None = None  # silence (ms) when the pause's words came
         self.last: dict[str, float | str] = {}
         """The last decision (for metrics and logs): p_model, p, tail word, wait_ms."""
 
@@ -136,6 +139,7 @@ class Endpointer:
         self._silence_ms = 0.0
         self._p_model = None
         self._fresh = False
+        self._verdict_at = self._words_at = None
 
     def end_turn(self) -> None:
         self._pause += 1
@@ -145,10 +149,13 @@ class Endpointer:
         """A newer partial transcript: weigh the model's verdict on this pause again with its words (a recogniser
         that re-decodes at a pause often delivers the last word after the model has answered)."""
         self._fresh = True
+        if self._words_at is None:
+            self._words_at = self._silence_ms
         if self._required != float("inf"):  # something was decided for this pause: decide again with the words
             verdict = self._p_model is not None
             self._decide(self._p_model if self._p_model is not None else NO_MODEL_PRIOR, self._silence_ms, verdict)
             if self._silence_ms >= self._required:
+                self._ended("words")
                 self.end_turn()
                 self._on_end()
 
@@ -156,16 +163,23 @@ class Endpointer:
         """One more silent frame inside the turn; True when the turn ends now."""
         self._silence_ms = silence_ms
         if silence_ms >= self.eagerness.max_ms or silence_ms >= self._required:
+            self._ended("maximum" if silence_ms < self._required else "silence")
             return True
         if (self._p_model is None and self._task is not None and not self._task.done()
                 and silence_ms >= self._asked_at + MODEL_BUDGET_MS):
             self._decide(NO_MODEL_PRIOR, silence_ms, verdict=False)
-            return silence_ms >= self._required
+            if silence_ms >= self._required:
+                self._ended("model late")
+                return True
+            return False
         if silence_ms >= self._next_check and (self._task is None or self._task.done()):
             self._next_check = silence_ms + self.eagerness.recheck_ms
             if self.model is None:
                 self._decide(NO_MODEL_PRIOR, silence_ms)
-                return silence_ms >= self._required
+                if silence_ms >= self._required:
+                    self._ended("silence")
+                    return True
+                return False
             audio = self._turn_audio()
             self._asked_at = silence_ms
             self._task = asyncio.get_running_loop().create_task(self._evaluate(audio))
@@ -187,8 +201,11 @@ class Endpointer:
             p = NO_MODEL_PRIOR
         if pause != self._pause:
             return  # the user spoke again meanwhile
+        if self._verdict_at is None:
+            self._verdict_at = self._silence_ms
         self._decide(p, self._silence_ms)
         if self._silence_ms >= self._required:
+            self._ended("model")
             self.end_turn()
             self._on_end()
 
@@ -207,6 +224,13 @@ class Endpointer:
         self.last = {"p_model": round(p_model, 3), "p": round(p, 3), "tail": last_word(transcript),
                      "wait_ms": round(self._required)}
         log.debug("end of turn? %s", self.last)
+
+    def _ended(self, by: str) -> None:
+        """Log how this pause became the end of the turn: what decided, and when (ms of silence) the model's
+        verdict and the pause's words had come. ``voicecall bench turns`` collects these records."""
+        info = {**self.last, "by": by, "at_ms": round(self._silence_ms), "verdict_at_ms": self._verdict_at,
+                "words_at_ms": self._words_at, "eagerness": self.eagerness.name}
+        log.debug("end of turn: %s", info, extra={"end_of_turn": info})
 
     def close(self) -> None:
         self._pause += 1

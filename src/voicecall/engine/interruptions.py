@@ -32,8 +32,17 @@ SHORT_MS = 600
 recogniser often makes "words" of a grunt or a cough ("mm-hm" heard as "MMA Chen")."""
 
 
+_VOCALIZATION = re.compile(r"(?:[mh]*m[mh]*|u+h+|a+h+|o+h+|e+r+m*|u+m+)(?:-(?:[mh]*m[mh]*|u+h+|a+h+))*")
+"""A hum or filler spelled any way a recogniser spells it: "mm", "MMMM", "mhm", "hmmm", "mm-hmm", "uhh", "ahh",
+"erm". Not a word of a request, whatever its length."""
+
+
 def words_of(text: str) -> list[str]:
     return re.findall(r"[a-z][a-z'-]*", text.lower())
+
+
+def _is_backchannel_word(word: str) -> bool:
+    return word in BACKCHANNEL_WORDS or _VOCALIZATION.fullmatch(word) is not None
 
 
 def classify(text: str, spoken_ms: float = float("inf")) -> str:
@@ -41,7 +50,8 @@ def classify(text: str, spoken_ms: float = float("inf")) -> str:
     words = words_of(text)
     if not words:
         return "none"
-    if len(words) <= MAX_BACKCHANNEL_WORDS and all(w in BACKCHANNEL_WORDS for w in words):
+    # "yeah yeah yeah" is one backchannel said three times (and a recogniser's repetition on a short sound)
+    if len(set(words)) <= MAX_BACKCHANNEL_WORDS and all(_is_backchannel_word(w) for w in words):
         return "backchannel"
     if any(w in INTERRUPT_WORDS for w in words):
         return "words"
@@ -56,7 +66,7 @@ def is_clear_interruption(partial: str, spoken_ms: float) -> bool:
     words = words_of(partial)
     if any(w in INTERRUPT_WORDS for w in words):
         return True
-    return spoken_ms >= SHORT_MS and sum(1 for w in words if w not in BACKCHANNEL_WORDS) >= 2
+    return spoken_ms >= SHORT_MS and sum(1 for w in words if not _is_backchannel_word(w)) >= 2
 
 
 @dataclass(slots=True)

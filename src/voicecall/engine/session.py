@@ -18,6 +18,7 @@ import numpy as np
 from voicecall.audio import ENGINE_RATE, AudioCodec, resample
 from voicecall.config import LocalConfig
 from voicecall.engine.conversation import Conversation, Item, item_from_client
+from voicecall.engine.endpointing import INCOMPLETE_TAIL, last_word
 from voicecall.engine.interruptions import Tentative, classify, is_clear_interruption
 from voicecall.engine.response import Response, ResponseParams, ResponseRunner, TurnTiming
 from voicecall.engine.turns import InputAudioBuffer, Segment, SttWorker
@@ -157,6 +158,8 @@ class EngineSession:
         self._max_seconds = max_seconds
         self._turn = TurnTiming()
         self._spec: tuple[str, Response, ResponseRunner] | None = None  # speculative answer to the turn in progress
+        self._in_pause = False  # the turn in progress is in a pause (on_speech_paused until resumed or stopped)
+        self._onset_paused = False  # the answer was paused at a first speech-like frame (on_speech_onset)
         self.speculate = local.speculative
         self._stt_uses: dict[Served, StageUse] = {}
         # False interruptions (engine/interruptions.py): speech while the answer is audible is tentative.
@@ -295,8 +298,25 @@ class EngineSession:
         self._utt_words = []
         self._utt_emitted = 0
 
+    def on_speech_onset(self) -> None:  # TurnEvents
+        """One speech-like frame while the answer is audible: pause it now, one VAD frame before the turn can
+        start (a barge-in silences the answer sooner); resumed if the next frame is not speech."""
+        td = self.config.turn_detection
+        if (td is not None and td.interrupt_response and self._tentative is None and self._paused_at is None
+                and self._answer_audible()):
+            self._onset_paused = True
+            self._pause_answer()
+
+    def on_speech_onset_void(self) -> None:  # TurnEvents
+        if self._onset_paused:
+            self._onset_paused = False
+            if self._tentative is None:
+                self._resume_answer()
+
     def on_speech_started(self, audio_start_ms: int) -> None:  # TurnEvents
         self._cancel_idle()
+        self._in_pause = False
+        self._onset_paused = False
         self._new_utterance()
         self._turn = TurnTiming(last_speech=time.monotonic())
         td = self.config.turn_detection
@@ -433,19 +453,35 @@ class EngineSession:
 
     def on_speech_paused(self) -> None:  # TurnEvents
         """Start answering the partial transcript now, held back until the end-of-turn decision confirms it."""
+        self._in_pause = True
         td = self.config.turn_detection
         if not self.speculate or td is None or not td.create_response or self._spec is not None or self._tentative:
             return
         if self.active is not None or not self._utt_words:
             return
         text = " ".join(self._utt_words)
+        if td.type == "semantic_vad" and last_word(text) in INCOMPLETE_TAIL:
+            return  # "... the capital of": semantic_vad holds this turn; an answer to it would be thrown away
         r = Response(id=new_id("resp_"), params=self._default_params())
         runner = ResponseRunner(self, r, held=True, provisional_user_text=text)
         r.task = asyncio.create_task(runner.run())
         self._spec = (text, r, runner)
 
     def on_speech_resumed(self) -> None:  # TurnEvents
+        self._in_pause = False
         self._drop_speculation()
+
+    def _respeculate(self) -> None:
+        """Newer words arrived during the pause (a re-decoding recogniser delivers the pause's last word a little
+        after the pause began): a speculative answer to the older words would be thrown away at the end of the
+        turn, so answer the new words instead, now."""
+        if not self._in_pause or not self.input.speaking:
+            return
+        if self._spec is not None:
+            if _norm(self._spec[0]) == _norm(" ".join(self._utt_words)):
+                return
+            self._drop_speculation()
+        self.on_speech_paused()
 
     def _drop_speculation(self) -> None:
         if self._spec is not None:
@@ -456,6 +492,7 @@ class EngineSession:
                 r.task.cancel()
 
     def on_speech_stopped(self, audio_end_ms: int) -> None:  # TurnEvents
+        self._in_pause = False
         self._turn.speech_stopped = time.monotonic()
         self._turn.last_speech = self.input.last_speech_time
         t = self._tentative
@@ -470,7 +507,8 @@ class EngineSession:
                 return
         self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": audio_end_ms,
                    "item_id": self._utt_item_id})
-        partial = " ".join(self._utt_words)  # what the recogniser had heard when the turn ended
+        # what the recogniser had heard when the turn ended, if it was decoded from all of the turn's speech
+        partial = " ".join(self._utt_words) if self.input.words_fresh else ""
         item = self._commit(None)
         td = self.config.turn_detection
         busy = self.active is not None and self.active.task is not None and not self.active.task.done()
@@ -488,9 +526,10 @@ class EngineSession:
                                    timing: TurnTiming, partial: str) -> None:
         """Adopt the held answer if the words it answered are still what was heard; else answer afresh.
 
-        Nothing was heard since the pause when the recogniser's partial is unchanged at the end of the turn: then
-        the answer is released at once, without waiting for the final pass (which only the transcription event
-        waits for). Otherwise the final transcript decides."""
+        Nothing was heard since the pause when the recogniser's partial is unchanged at the end of the turn and
+        was decoded from all of the turn's speech (``partial``; empty when it was not): then the answer is released
+        at once, without waiting for the final pass (which only the transcription event waits for). Otherwise the
+        final transcript decides."""
         text, r, runner = spec
         assert item.recognized is not None
         if _norm(partial) == _norm(text):
@@ -500,6 +539,7 @@ class EngineSession:
                 final = await asyncio.wait_for(asyncio.shield(item.recognized), 10)
             except (TimeoutError, Exception):  # noqa: BLE001
                 final = ""
+        log.debug("speculative answer to %r; heard at the end %r, final %r", text, partial, final)
         usable = r.task is not None and (not r.task.done() or r.status == "completed")
         if usable and _norm(final) == _norm(text) and self.active is None and not self._closed:
             r.timing = timing
@@ -590,14 +630,18 @@ class EngineSession:
             if not is_clear_interruption(text, self._spoken_ms(self._tentative)):
                 return
             self._confirm_interruption()
-        if self.config.transcription is None or self._utt_item_id is None:
+        if self._utt_item_id is None:
             return
         words = text.split()
         prev = self._utt_words
         stable = 0
         while stable < min(len(words), len(prev)) and words[stable] == prev[stable]:
             stable += 1
-        self._utt_words = words
+        self._utt_words = words  # kept without transcription too: the speculative answer answers them
+        if self._in_pause:
+            self._respeculate()
+        if self.config.transcription is None:
+            return
         if stable > self._utt_emitted and words[: self._utt_emitted] == prev[: self._utt_emitted]:
             new = words[self._utt_emitted:stable]
             self.emit({"type": "conversation.item.input_audio_transcription.delta", "item_id": self._utt_item_id,

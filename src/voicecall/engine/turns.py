@@ -37,13 +37,17 @@ class SttWorker:
         self._task = asyncio.create_task(self._run())
         self._stream: STTStream | None = None
         self.final_at: float | None = None
+        self.fed = 0  # 16 kHz samples handed to feed()
+        self.covered = 0  # samples the latest partial was decoded from (it covers them all)
 
     def feed(self, pcm16k: PCM16) -> None:
+        self.fed += len(pcm16k)
         self._queue.put_nowait(pcm16k)
 
     async def _run(self) -> str:
         stream = self._stream = await asyncio.to_thread(self._model.new_stream, self._language)
         done = False
+        seen = 0
         while not done:
             chunks = [await self._queue.get()]
             while not self._queue.empty():
@@ -53,8 +57,10 @@ class SttWorker:
             pcm = [c for c in chunks if c is not None]
             if pcm:
                 joined = pcm[0] if len(pcm) == 1 else np.concatenate(pcm)
+                seen += len(joined)
                 partial = await asyncio.to_thread(stream.feed, joined)
                 if partial:
+                    self.covered = seen
                     self._on_partial(partial)
         text = await asyncio.to_thread(stream.finish)
         self.final_at = time.monotonic()
@@ -94,6 +100,12 @@ class TurnEvents(Protocol):
         ...
     def on_speech_resumed(self) -> None:
         """Speech again after ``on_speech_paused``: the turn goes on."""
+        ...
+    def on_speech_onset(self) -> None:
+        """A first speech-like VAD frame outside a turn (``on_speech_started`` follows if the next one is too)."""
+        ...
+    def on_speech_onset_void(self) -> None:
+        """The frame after ``on_speech_onset`` was not speech: no turn started."""
         ...
 
 
@@ -142,10 +154,15 @@ class InputAudioBuffer:
         self._recent16: deque[PCM16] = deque()  # 16 kHz audio kept for prefix padding
         self._recent16_len = 0
         self._stt: SttWorker | None = None
+        self._speech_fed = 0  # samples fed to the recogniser when the last speech frame was heard
+        self.words_fresh = False
+        """The latest partial transcript covers all the speech of the turn so far (it came during this pause)."""
         self.denoiser: Denoiser | None = None  # set by the session from audio.input.noise_reduction
         # semantic_vad: the end-of-turn decision (engine/endpointing.py); fed 16 kHz audio, asked on silent frames
         self._partial = ""
-        self.endpointer = Endpointer(eot_model, self._end_by_model, lambda: self._partial)  # latest partial transcript of the turn (evidence for the endpointer)
+        # The words are evidence only when decoded from all of the turn's speech: a partial that lags behind (a busy
+        # recogniser) ends mid-sentence ("... tell me how to get to the") and would hold a finished turn.
+        self.endpointer = Endpointer(eot_model, self._end_by_model, lambda: self._partial if self.words_fresh else "")
 
     # ----------------------------------------------------------------------------- properties
     @property
@@ -213,13 +230,19 @@ class InputAudioBuffer:
             if not self.speaking:
                 if p >= td.threshold:
                     self._speech_run += 1
+                    if self._speech_run == 1 < start_frames:
+                        self._events.on_speech_onset()
                     if self._speech_run >= start_frames:
                         start = int((self._frames_done - start_frames) * self._frame * ratio)
                         self._begin_speech(start, td)
                 else:
+                    if self._speech_run:
+                        self._events.on_speech_onset_void()
                     self._speech_run = 0
             else:
                 if p >= low:
+                    self._speech_fed = self._stt.fed if self._stt is not None else 0
+                    self.words_fresh = False
                     if self._silence_run >= pause_frames:
                         self._events.on_speech_resumed()
                     if self._silence_run:
@@ -254,12 +277,14 @@ class InputAudioBuffer:
         if self._stt is not None:
             self._stt.abort()
         self._partial = ""
-        self._stt = SttWorker(self._stt_model, self._note_partial, self.language)
+        self.words_fresh = False
+        stt = self._stt = SttWorker(self._stt_model, lambda text: self._note_partial(text, stt), self.language)
         self.endpointer.start_turn(int((self.total_samples - padded) * STT_RATE / ENGINE_RATE))
         pre = np.concatenate(self._recent16) if self._recent16 else np.zeros(0, np.int16)
         pre_len = int((self.total_samples - padded) * STT_RATE / ENGINE_RATE)
         if pre_len > 0:
             self._stt.feed(pre[-pre_len:])
+        self._speech_fed = self._stt.fed
         self._events.on_speech_started(int(padded * 1000 / ENGINE_RATE))
 
     def _drop_before(self, sample: int) -> None:
@@ -273,10 +298,17 @@ class InputAudioBuffer:
             self._chunks_samples -= cut
             self._start_sample = sample
 
-    def _note_partial(self, text: str) -> None:
+    def _note_partial(self, text: str, source: SttWorker) -> None:
+        stt = self._stt
+        if source is not stt:
+            # A late partial of an earlier turn's recogniser (still decoding, e.g. on a loaded machine): it is not
+            # evidence about this turn, nor words of this turn's item.
+            return
         self._partial = text
+        if self.speaking and self._silence_run and stt is not None and stt.covered >= self._speech_fed:
+            self.words_fresh = True  # decoded from everything said up to this pause
         self._on_partial(text)
-        if self.speaking and self._silence_run:
+        if self.words_fresh and self.speaking and self._silence_run:
             self.endpointer.on_partial()
 
     def _end_by_model(self) -> None:

@@ -86,7 +86,9 @@ class STTStream(Protocol):
     sample_rate: int
 
     def feed(self, pcm: PCM16) -> str | None:
-        """Add audio; return the current partial hypothesis if it changed, else ``None``."""
+        """Add audio; return the current partial hypothesis if it changed, else ``None``. A stream that decodes
+        at pauses (:class:`~voicecall.speech.stt_redecode.RedecodeStream`) also returns it, unchanged, after
+        each pause's decode: the end-of-turn decision then knows it has the pause's words."""
         ...
 
     def finish(self) -> str:

@@ -7,7 +7,8 @@ Whisper and Moonshine are not streaming models; :class:`RedecodeStream` makes th
   stretched to 3x the last decode's time when the machine is slow (so one session never spends more than about
   a third of a core on partials), and **at once when the audio goes quiet after speech** (120 ms more than 25 dB
   under the utterance's peak level, or near its noise floor): the partial then holds every word said so far,
-  which is what the engine's speculative answer is built from at a 150 ms pause.
+  which is what the engine's speculative answer is built from at a 150 ms pause. A pause's decode is reported
+  even when its text did not change (the end-of-turn decision waits for the words of the pause).
 * **Final.** ``finish()`` reuses the last decode when only quiet audio came after it, so the final transcript is
   usually ready the moment the turn ends; otherwise it decodes once more.
 * **Bounded work.** An utterance longer than the model's ``window`` is cut at the quietest 200 ms of the window's
@@ -72,6 +73,7 @@ class RedecodeStream:
         self._peak_db = -120.0
         self._quiet_run = 0
         self._loud_since_decode = False
+        self._pause_told = False  # this pause's words were reported
         self._open = True
 
     # ------------------------------------------------------------------------------- levels
@@ -93,6 +95,7 @@ class RedecodeStream:
             else:
                 self._quiet_run = 0
                 self._loud_since_decode = True
+                self._pause_told = False
 
     def _all_levels(self) -> npt.NDArray[np.float64]:
         if len(self._levels) > 1:
@@ -138,7 +141,8 @@ class RedecodeStream:
         return (self._committed + " " + self._text).strip()
 
     def feed(self, pcm: PCM16) -> str | None:
-        """Buffer audio; re-decode when the schedule says so; return the partial transcript when it changed."""
+        """Buffer audio; re-decode when the schedule says so; return the partial transcript when it changed, and
+        after every pause's decode (changed or not)."""
         if not self._open:
             raise RuntimeError("this STT stream is finished")
         if pcm.shape[0] == 0:
@@ -150,13 +154,19 @@ class RedecodeStream:
             self._cut()
         new = self._len - max(self._decoded_len, 0)
         interval = max(self._m.partial_interval, 3.0 * self._last_cost) * SAMPLE_RATE
-        pause = self._quiet_run >= self.QUIET_FRAMES and self._loud_since_decode
-        if self._len < 0.3 * SAMPLE_RATE or not (new >= interval or pause) or self._peak_db < -60:
+        pause = self._quiet_run >= self.QUIET_FRAMES and not self._pause_told
+        if self._len < 0.3 * SAMPLE_RATE or self._peak_db < -60:
             return None
-        self._decode()
+        if new >= interval or (pause and self._loud_since_decode):
+            self._decode()
+        elif not (pause and self._decoded_len >= 0):
+            return None
         # A partial's last word may still grow ("of?" -> "of France?"): no sentence-final mark until the end.
         text = self._full_text().rstrip(".?!…")
-        if text != self._partial:
+        if text != self._partial or pause:
+            # Once per pause the words are reported even when unchanged (the engine's end-of-turn decision waits
+            # for the pause's words and must not wait for a change that will not come).
+            self._pause_told = pause or self._pause_told
             self._partial = text
             return text
         return None

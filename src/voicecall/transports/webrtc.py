@@ -373,11 +373,32 @@ class _InlineDecodeQueue:
         self._stopped.wait()
 
 
+def _prompt_jitter_buffer(capacity: int) -> Any:
+    """A receive jitter buffer that hands over an audio packet **as soon as it arrives** when it is the next one
+    expected and nothing is waiting: an Opus packet is a whole frame, and the server does not play the microphone
+    out (it only listens), so there is nothing to smooth. aiortc's buffer releases a frame only once the next
+    packet shows it complete (20 ms more). A packet out of order falls back to aiortc's logic (prefetch 1): the
+    gap is waited for, as before."""
+    from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+    from aiortc.utils import uint16_add
+
+    class PromptJitterBuffer(JitterBuffer):
+        def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+            expected = self._origin is None or packet.sequence_number == self._origin
+            if expected and all(p is None for p in self._packets):
+                self._origin = uint16_add(packet.sequence_number, 1)
+                return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+            return super().add(packet)
+
+    return PromptJitterBuffer(capacity=capacity, prefetch=1)
+
+
 def set_jitter_prefetch(pc: RTCPeerConnection, track: MediaStreamTrack, frames: int) -> int | None:
-    """Make the receive jitter buffer of ``track`` release a frame once ``frames`` frames are queued (aiortc holds
-    4 for audio: 60 ms of latency on every microphone frame that buys nothing here, since a gap is waited for, not
-    skipped, whatever the prefetch). Relies on aiortc internals; returns the prefetch in force, or ``None`` when
-    they are not what this expects (aiortc's own buffer then stays)."""
+    """Make the receive jitter buffer of ``track`` release a frame once ``frames`` later frames are queued (aiortc
+    holds 4 for audio: 60 ms of latency on every microphone frame that buys nothing here, since a gap is waited
+    for, not skipped, whatever the prefetch); 0: each packet in order at once (:func:`_prompt_jitter_buffer`).
+    Relies on aiortc internals; returns the prefetch in force, or ``None`` when they are not what this expects
+    (aiortc's own buffer then stays)."""
     from aiortc.jitterbuffer import JitterBuffer
 
     receiver = _receiver_of(pc, track)
@@ -385,7 +406,10 @@ def set_jitter_prefetch(pc: RTCPeerConnection, track: MediaStreamTrack, frames: 
     current = getattr(receiver, attr, None)
     if not isinstance(current, JitterBuffer) or any(p is not None for p in getattr(current, "_packets", [1])):
         return None  # not aiortc's audio buffer as expected, or media already flowing
-    setattr(receiver, attr, JitterBuffer(capacity=current.capacity, prefetch=frames))
+    if frames == 0:
+        setattr(receiver, attr, _prompt_jitter_buffer(current.capacity))
+    else:
+        setattr(receiver, attr, JitterBuffer(capacity=current.capacity, prefetch=frames))
     return frames
 
 
@@ -609,7 +633,7 @@ class WebRTCPeer:
 
     def __init__(self, transport: WebRTCTransport, *, ice_servers: Sequence[IceServer] = (),
                  host_addresses: Sequence[str] = (), max_message_bytes: int = 16 * 1024 * 1024,
-                 open_timeout: float = DATA_CHANNEL_OPEN_TIMEOUT, jitter_buffer_frames: int = 1,
+                 open_timeout: float = DATA_CHANNEL_OPEN_TIMEOUT, jitter_buffer_frames: int = 0,
                  idle_seconds: float | None = None) -> None:
         self.transport = transport
         self.idle_seconds = idle_seconds
