@@ -243,7 +243,14 @@ async def test_hangup_releases_the_slot(make_rtc_server) -> None:
             r = await http.post(url, headers={"Authorization": f"Bearer {secret}"})
             assert r.status_code == 200, r.text
             assert srv.state.sessions.count == 0
+            # Hanging up an ended call again is done, not an error (a browser's disconnect() closes the peer
+            # connection and posts the hang-up at once; either may arrive first) — still only with its own secret.
             r = await http.post(url, headers={"Authorization": f"Bearer {secret}"})
+            assert r.status_code == 200 and r.json() == {}, r.text
+            r = await http.post(url, headers={"Authorization": f"Bearer {other}"})
+            assert r.status_code == 403
+            r = await http.post("/v1/realtime/calls/rtc_0123456789abcdef/hangup",
+                                headers={"Authorization": f"Bearer {secret}"})
             assert r.status_code == 404 and r.json()["error"]["code"] == "call_not_found"
         # The data channel closes on the client side too.
         for _ in range(50):

@@ -22,6 +22,7 @@ import json
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -73,8 +74,14 @@ class WebRTCCall:
 class CallRegistry:
     """The live WebRTC calls of one app (kept on ``AppState.webrtc_calls``)."""
 
+    #: How many ended calls are remembered (their id and secret only), and for how long: a hang-up that arrives just
+    #: after the peer connection closed (a browser's ``disconnect()`` sends both at once) is answered as done, not 404.
+    ENDED_KEPT = 1024
+    ENDED_TTL_S = 300.0
+
     def __init__(self) -> None:
         self._calls: dict[str, WebRTCCall] = {}
+        self._ended: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
 
     def add(self, call: WebRTCCall) -> None:
         self._calls[call.id] = call
@@ -83,7 +90,19 @@ class CallRegistry:
         return self._calls.get(call_id)
 
     def remove(self, call_id: str) -> None:
-        self._calls.pop(call_id, None)
+        call = self._calls.pop(call_id, None)
+        if call is not None:
+            self._ended[call_id] = (call.secret_value, time.monotonic())
+            while len(self._ended) > self.ENDED_KEPT:
+                self._ended.popitem(last=False)
+
+    def ended_secret(self, call_id: str) -> tuple[bool, str | None]:
+        """``(True, the secret that created it)`` for a call that ended in the last :attr:`ENDED_TTL_S` seconds."""
+        now = time.monotonic()
+        while self._ended and now - next(iter(self._ended.values()))[1] > self.ENDED_TTL_S:
+            self._ended.popitem(last=False)
+        hit = self._ended.get(call_id)
+        return (True, hit[0]) if hit is not None else (False, None)
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -150,14 +169,17 @@ def register(app: FastAPI, state: AppState) -> None:
         if state.provider == "openai-realtime":
             return await _delegate(request, state, "hangup_call", call_id=call_id)
         call = calls.get(call_id)
+        ended, ended_secret = (False, None) if call is not None else calls.ended_secret(call_id)
+        secret_value = call.secret_value if call is not None else ended_secret
         token = presented_token(request)
-        if not (call is not None and call.secret_value and token and
-                hmac.compare_digest(token.encode(), call.secret_value.encode())):
+        if not (secret_value and token and hmac.compare_digest(token.encode(), secret_value.encode())):
             principal = state.auth.authenticate(request)
-            if call is not None and principal.secret is not None and principal.secret.value != call.secret_value:
+            if (call is not None or ended) and principal.secret is not None and principal.secret.value != secret_value:
                 return _error(403, "This call was started with another client secret; hang up with that secret or "
                               "a server API key.", "forbidden")
         if call is None:
+            if ended:  # already over (the peer connection closed first): hanging up again is done, not an error
+                return JSONResponse({})
             return _error(404, f"No active call with id '{call_id}' on this server.", "call_not_found",
                           param="call_id")
         call.hangup()
