@@ -60,6 +60,9 @@ def test_browser_call_and_barge_in(make_rtc_server, tmp_path: Path) -> None:
     with chromium_page(chromium, wav, tmp_path) as page:
         console: list[str] = []
         page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        failed: list[str] = []  # which request a "Failed to load resource" console error was about
+        page.on("response", lambda r: failed.append(f"{r.status} {r.request.method} {r.url}") if r.status >= 400
+                else None)
         page.goto(f"{srv.http}/")
         page.wait_for_function("() => window.voicecall && window.voicecall.client")
         page.evaluate(INSTRUMENT)
@@ -118,7 +121,7 @@ def test_browser_call_and_barge_in(make_rtc_server, tmp_path: Path) -> None:
     quiet_window = [lv for t, lv, _ in levels if t_clear + playout + 200 < t < (nxt[0] if nxt else t_clear + 1500)]
     assert quiet_window and max(quiet_window) < 0.05, max(quiet_window or [0])
     assert len(user) >= 2 and "stop" in user[1] and "talking" in user[1], transcripts
-    assert not [m for m in console if m.startswith("error")], console
+    assert not [m for m in console if m.startswith("error")], (console, failed)
 
 
 def _report(hooks: dict[str, Any], t_click: float, q_end: float, barge_at: float) -> None:
