@@ -70,6 +70,62 @@ ANSWERS: list[Question] = [
     q("Tell me something about the moon.", ("Earth", "orbit", "orbits", "satellite", "crater", "craters", "tides")),
 ]
 
+HELDOUT: list[Question] = [
+    # Written before any prompt tuning and never used to choose one: a check against fitting the 45 above.
+    # General knowledge
+    q("What is the capital of Canada?", "Ottawa"),
+    q("What is the capital of Russia?", "Moscow"),
+    q("What is the capital of China?", "Beijing"),
+    q("What is the capital of Greece?", "Athens"),
+    q("Who wrote Pride and Prejudice?", "Austen"),
+    q("Who painted The Starry Night?", "Gogh"),
+    q("Which planet is closest to the sun?", "Mercury"),
+    q("What is the longest river in the world?", ("Nile", "Amazon")),
+    q("How many players are on a soccer team?", ("11", "eleven")),
+    q("What language do people speak in France?", "French"),
+    q("What is the currency of Japan?", "yen"),
+    q("Who invented the telephone?", "Bell"),
+    q("What do caterpillars turn into?", ("butterfly", "butterflies", "moth", "moths")),
+    q("How many legs does an insect have?", ("6", "six")),
+    q("Which ocean lies between Europe and America?", "Atlantic"),
+    q("What is the chemical formula of water?", "H2O"),
+    q("What is the largest land animal?", ("elephant", "elephants")),
+    q("What do you call a baby dog?", ("puppy", "puppies", "pup", "pups")),
+    q("How many strings does a guitar usually have?", ("6", "six")),
+    q("What color is the sky on a clear day?", "blue"),
+    q("Which season comes after winter?", "spring"),
+    q("What gas do people need to breathe?", "oxygen"),
+    q("Who was the first person to walk on the moon?", "Armstrong"),
+    q("What is the opposite of fast?", "slow"),
+    # Arithmetic and numbers
+    q("What is three plus five?", ("8", "eight")),
+    q("What is nine minus four?", ("5", "five")),
+    q("What is seven times eight?", ("56", "fifty-six", "fifty six")),
+    q("What is twelve divided by three?", ("4", "four")),
+    q("What is half of twenty?", ("10", "ten")),
+    q("How many seconds are in a minute?", ("60", "sixty")),
+    q("At what temperature does water freeze in Celsius?", ("0", "zero")),
+    q("How many days are there in a leap year?", ("366", "three hundred sixty-six", "three hundred and sixty-six")),
+    # Definitions
+    q("What is photosynthesis?", ("plant", "plants"), ("light", "sunlight", "sun")),
+    q("What does a thermometer measure?", "temperature"),
+    q("What is a volcano?", ("lava", "magma", "erupt", "erupts", "eruption", "eruptions")),
+    q("What is a dictionary?", ("word", "words")),
+    q("What does a dentist take care of?", ("teeth", "tooth")),
+    q("What is a noun?", ("person", "place", "thing", "name")),
+    q("What is gravity?", ("force", "pull", "pulls", "attract", "attracts", "attraction")),
+    # Everyday advice
+    q("How often should I brush my teeth?", ("twice", "two times", "2 times")),
+    q("What should I do if I burn my finger?", ("cool", "cold", "water")),
+    q("What should I wear when it is cold outside?",
+      ("coat", "jacket", "warm", "warmly", "layers", "sweater", "scarf", "gloves", "hat")),
+    q("What should I do before crossing the street?", ("look", "check", "traffic", "cars")),
+    q("How can I stay hydrated?", "water"),
+    q("How can I fall asleep faster?",
+      ("screen", "screens", "phone", "caffeine", "routine", "dark", "relax", "relaxing", "breathe", "breathing",
+       "read", "reading", "schedule", "bedtime")),
+]
+
 # ------------------------------------------------------------------------------------------------ tools
 WEATHER: dict[str, Any] = {
     "type": "function", "name": "get_weather",

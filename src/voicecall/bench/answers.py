@@ -2,8 +2,9 @@
 
 For each LLM configuration (``--llm LABEL=JSON``, a ``local.llm`` stage object; several compare side by side):
 
-* **answers**: the 45 spoken-assistant questions of :mod:`voicecall.bench.answer_set`, each asked in a fresh
-  conversation with the server's default instructions. An answer passes when it contains every key fact (any
+* **answers** and **heldout**: two sets of 45 spoken-assistant questions of :mod:`voicecall.bench.answer_set`
+  (the second never used to choose a prompt), each asked in a fresh conversation with the server's default
+  instructions. An answer passes when it contains every key fact (any
   accepted spelling) once the engine's tool-markup filter has run, i.e. what a user would hear.
 * **tools** (``--set tools`` or ``all``): 20 questions that need one of 4 declared functions and 20 that need none,
   with ``tool_choice: auto``: call rate (the right function called), wrong-function calls, false calls.
@@ -26,8 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from voicecall.bench.answer_set import ANSWERS, TOOL_QUESTIONS, TOOL_RESULT_CASES, TOOLS
+from voicecall.bench.answer_set import ANSWERS, HELDOUT, TOOL_QUESTIONS, TOOL_RESULT_CASES, TOOLS, Question
 from voicecall.bench.common import machine_info, progress, report, summary
+
+QUESTION_SETS: dict[str, list[Question]] = {"answers": ANSWERS, "heldout": HELDOUT}
+"""Question sets scored by key facts: ``answers`` (tuned on) and ``heldout`` (never used to choose a prompt)."""
 
 DEFAULT_CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("smollm2-qa (default)", {"type": "llama-cpp"}),
@@ -86,14 +90,16 @@ def evaluate(label: str, stage: dict[str, Any], sets: list[str], limit: int | No
     out: dict[str, Any] = {"label": label, "stage": stage, "model": getattr(llm, "model_label", llm.name)}
 
     async def run() -> None:
-        if "answers" in sets:
+        for name, questions in QUESTION_SETS.items():
+            if name not in sets:
+                continue
             rows = []
-            for qn in ANSWERS[:limit]:
+            for qn in questions[:limit]:
                 r = await _ask(llm, [system, ChatMessage("user", qn.text)])
                 r.update(question=qn.text, passed=passes(r["answer"], qn.facts) and not has_markup(r["answer"]))
                 rows.append(r)
-                progress(f"[{label}] {'PASS' if r['passed'] else 'FAIL'} {qn.text!r} -> {r['answer']!r}")
-            out["answers"] = rows
+                progress(f"[{label}] {name} {'PASS' if r['passed'] else 'FAIL'} {qn.text!r} -> {r['answer']!r}")
+            out[name] = rows
         if "tools" in sets:
             rows = []
             for tq in TOOL_QUESTIONS[: limit and 2 * limit]:
@@ -131,12 +137,16 @@ def _child(label: str, stage: dict[str, Any], sets: list[str], limit: int | None
 
 def scores(res: dict[str, Any]) -> dict[str, Any]:
     s: dict[str, Any] = {}
-    if res.get("answers"):
-        rows = res["answers"]
-        s["correct_pct"] = 100.0 * sum(r["passed"] for r in rows) / len(rows)
-        s["n_questions"] = len(rows)
-        s["ttft_ms"] = summary([r["ttft_ms"] for r in rows])
-        s["answer_ms"] = summary([r["total_ms"] for r in rows])
+    for name in QUESTION_SETS:
+        if res.get(name):
+            rows = res[name]
+            prefix = "" if name == "answers" else name + "_"
+            s[prefix + "correct_pct"] = 100.0 * sum(r["passed"] for r in rows) / len(rows)
+            s[prefix + "n_questions"] = len(rows)
+    timed = [r for name in QUESTION_SETS for r in res.get(name) or []]
+    if timed:
+        s["ttft_ms"] = summary([r["ttft_ms"] for r in timed])
+        s["answer_ms"] = summary([r["total_ms"] for r in timed])
     if res.get("tools"):
         need = [r for r in res["tools"] if r["expected"]]
         none = [r for r in res["tools"] if not r["expected"]]
@@ -151,7 +161,7 @@ def scores(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_table(data: dict[str, Any]) -> None:
-    print(f"{'configuration':34} {'correct':>8} {'TTFT p50':>9} {'answer p50':>11} {'tool calls':>11} "
+    print(f"{'configuration':34} {'correct':>8} {'held-out':>9} {'TTFT p50':>9} {'answer p50':>11} {'tool calls':>11} "
           f"{'false calls':>12} {'result said':>12}")
     for res in data["configs"]:
         if "error" in res:
@@ -164,7 +174,7 @@ def print_table(data: dict[str, Any]) -> None:
 
         ttft = s.get("ttft_ms", {}).get("p50")
         ans = s.get("answer_ms", {}).get("p50")
-        print(f"{res['label']:34} {pct('correct_pct'):>8} {f'{ttft:.0f} ms' if ttft else '-':>9} "
+        print(f"{res['label']:34} {pct('correct_pct'):>8} {pct('heldout_correct_pct'):>9} {f'{ttft:.0f} ms' if ttft else '-':>9} "
               f"{f'{ans:.0f} ms' if ans else '-':>11} {pct('tool_call_pct'):>11} {pct('false_call_pct'):>12} "
               f"{pct('result_in_words_pct'):>12}")
 
@@ -178,7 +188,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
 
     configs = [c for c in data["configs"] if "scores" in c]
     labels = [c["label"] for c in configs]
-    metrics = [("correct_pct", "answers correct"), ("tool_call_pct", "tool questions: called"),
+    metrics = [("correct_pct", "answers correct"), ("heldout_correct_pct", "held-out answers correct"), ("tool_call_pct", "tool questions: called"),
                ("false_call_pct", "no-tool questions: false calls"), ("result_in_words_pct", "result said in words")]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [3, 1.3]})
     x = np.arange(len(labels))
@@ -221,7 +231,7 @@ def parse_llm(spec: str) -> tuple[str, dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     configs = [parse_llm(s) for s in args.llm] if args.llm else DEFAULT_CONFIGS
-    sets = ["answers", "tools"] if args.set == "all" else [args.set]
+    sets = {"all": ["answers", "heldout", "tools"], "questions": ["answers", "heldout"]}.get(args.set, [args.set])
     ctx = multiprocessing.get_context("spawn")
     results = []
     for label, stage in configs:

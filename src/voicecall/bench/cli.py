@@ -85,7 +85,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.set_defaults(func=_run("voicecall.bench.turns"))
 
     b = bsub.add_parser("answers", help="answer quality and tool use of LLM configurations",
-                        description="Ask the labelled question sets (45 spoken-assistant questions with key facts; "
+                        description="Ask the labelled question sets (2 x 45 spoken-assistant questions with key facts; "
                         "40 tool / no-tool questions; 4 function results) to one or more LLM configurations and "
                         "print per-question pass/fail, %% correct, time to first token, tool-call and false-call "
                         "rates; writes JSON and a plot comparing them.")
@@ -94,7 +94,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                    'or \'ollama={"type": "openai-compatible", "baseUrl": "http://127.0.0.1:11434/v1", '
                    '"model": "qwen2.5:1.5b"}\' (repeat to compare; default: the embedded model with the qa prompt '
                    'and with its chat template)')
-    b.add_argument("--set", choices=["answers", "tools", "all"], default="all", help="which sets (default all)")
+    b.add_argument("--set", choices=["answers", "heldout", "questions", "tools", "all"], default="all",
+                   help="which sets: answers (45 questions), heldout (45 others, never tuned on), questions (both), tools (default all)")
     b.add_argument("--limit", type=int, default=None, help="only the first N questions of each set (smoke test)")
     b.add_argument("--out", default="bench-results/answers.json")
     b.set_defaults(func=_run("voicecall.bench.answers"))
