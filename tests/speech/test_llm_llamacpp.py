@@ -147,6 +147,33 @@ async def test_tool_results_in_history_become_words(llama: Any) -> None:
     assert "Question:" not in text and "\n" not in text.strip()  # the qa prompt's stop strings end the answer
 
 
+async def test_qa_prompt_lays_out_instructions_history_and_the_primed_answer(llama: Any) -> None:
+    """The session's instructions first, then the example exchange, the conversation in order, the new question and
+    the restated start of its answer, which is streamed first and completed by the model."""
+    history = [
+        ChatMessage("system", "You are Ada, a ship's computer. Answer briefly."),
+        ChatMessage("user", "Hello there."),
+        ChatMessage("assistant", "Hello, I am Ada."),
+        ChatMessage("user", "What is the capital of Italy?"),
+    ]
+    plan = llama._plan(llama._counter, history, None, "auto", None)
+    prompt = llama._counter.detokenize(plan.prompt_tokens).decode()
+    assert prompt.startswith("You are Ada, a ship's computer. Answer briefly. Give the correct fact.\n\n"
+                             "Question: What is the capital of France?")
+    assert prompt.endswith("Question: Hello there.\nAnswer: Hello, I am Ada.\n\n"
+                           "Question: What is the capital of Italy?\nAnswer: The capital of Italy is")
+    assert plan.prefix == "The capital of Italy is"
+    chunks = await collect(llama, history)
+    texts = [c.text for c in chunks if isinstance(c, TextDelta)]
+    assert texts[0] == "The capital of Italy is" and texts[1].startswith(" ")
+    assert "rome" in "".join(texts).lower()
+    # spoken arithmetic reaches the model as a fact, like a function result
+    plan = llama._plan(llama._counter, [SYSTEM, ChatMessage("user", "What is ten minus three?")], None, "auto", None)
+    prompt = llama._counter.detokenize(plan.prompt_tokens).decode()
+    assert prompt.endswith("Facts: 10 - 3 = 7.\nQuestion: What is ten minus three?\n"
+                           "Answer: Ten minus three is 7")
+
+
 def test_stop_scanner_holds_only_what_could_start_a_stop() -> None:
     s = StopScanner(("\nQuestion:", "\n\n"))
     assert s.feed("\n ") == ("", False)  # leading whitespace is never a stop
@@ -164,7 +191,7 @@ def test_ten_thousand_messages_fit_the_context(llama: Any) -> None:
     plan = llama._plan(llama._counter, history, None, "none", 24)
     assert len(plan.prompt_tokens) + plan.max_tokens <= llama.n_ctx
     prompt = llama._counter.detokenize(plan.prompt_tokens).decode()
-    assert prompt.rstrip().endswith("What is the capital of France?\nAnswer:") and "Note 9999:" in prompt
+    assert prompt.endswith("What is the capital of France?\nAnswer: The capital of France is") and "Note 9999:" in prompt
     assert "Note 0:" not in prompt
     assert llama.context_budget(None, "none", 24) < llama.n_ctx - 24
 

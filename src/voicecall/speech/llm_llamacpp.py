@@ -53,6 +53,7 @@ from typing import Any, Generic, TypeVar
 
 from .base import ChatMessage, FunctionTool, LLMChunk, LLMError, LLMUsage, TextDelta, ToolCallDelta, ToolChoice
 from .context import ContextOverflowError, Truncation, fit_messages
+from .qa_hints import arithmetic, restate
 from .tool_router import route
 
 log = logging.getLogger(__name__)
@@ -245,6 +246,8 @@ def render_messages(
     return out + turns
 
 
+QA_INSTRUCTION = "Give the correct fact."
+"""Appended to the session's instructions in a ``qa`` prompt (chosen with ``voicecall bench answers``)."""
 QA_SHOTS: tuple[tuple[str, str], ...] = (
     ("What is the capital of France?", "The capital of France is Paris."),
 )
@@ -258,16 +261,25 @@ QA_ASSISTANT = "Answer:"
 QA_STOP = ("\nQuestion:", "Question:", "\n\n", "\nAnswer:")
 
 
-def qa_prompt(turns: list[dict[str, str]], shots: tuple[tuple[str, str], ...] = QA_SHOTS) -> str:
-    """A completion prompt in question/answer form: system text, example exchanges, the conversation, ``Answer:``.
+def qa_prompt(
+    turns: list[dict[str, str]], shots: tuple[tuple[str, str], ...] = QA_SHOTS, prefix: str = "",
+    instruction: str = QA_INSTRUCTION,
+) -> str:
+    """A completion prompt in question/answer form: system text, example exchanges, the conversation, ``Answer:``
+    and, if given, the first words of the answer (``prefix``, see :func:`.qa_hints.restate`).
 
     SmolLM2-135M answers a plain "Question: … Answer:" completion far better than its chat template (see
     docs/speech.md, "Answer quality")."""
     parts: list[str] = []
     body = turns
+    system = ""
     if turns and turns[0]["role"] == "system":
-        parts.append(turns[0]["content"].strip() + "\n\n")
+        system = turns[0]["content"].strip()
+        system += "" if not system or system.endswith((".", "!", "?", ":")) else "."
         body = turns[1:]
+    head = " ".join(t for t in (system, instruction) if t)
+    if head:
+        parts.append(head + "\n\n")
     for question, answer in shots:
         parts.append(f"{QA_USER}{question}\n{QA_ASSISTANT} {answer}\n\n")
     if any(t["role"] == "user" and _RESULT.search(t["content"]) for t in body):
@@ -286,6 +298,8 @@ def qa_prompt(turns: list[dict[str, str]], shots: tuple[tuple[str, str], ...] = 
     if not body or body[-1]["role"] == "assistant":
         parts.append(QA_USER + "\n")
     parts.append(QA_ASSISTANT)
+    if prefix:
+        parts.append(" " + prefix)
     return "".join(parts)
 
 
@@ -421,10 +435,10 @@ class StopScanner:
     """Ends a streamed answer at the first stop string (``\nQuestion:`` in a ``qa`` prompt), holding back only
     the characters that could still begin one. Leading whitespace never counts as a stop."""
 
-    def __init__(self, stops: tuple[str, ...]) -> None:
+    def __init__(self, stops: tuple[str, ...], started: bool = False) -> None:
         self._stops = stops
         self._buf = ""
-        self._started = False
+        self._started = started  # True: the answer has begun (a primed prefix), its whitespace is kept
         self.stopped = False
 
     def feed(self, piece: str) -> tuple[str, bool]:
@@ -504,6 +518,7 @@ class _Plan:
     tool_name: str | None = None
     tool_names: frozenset[str] = frozenset()
     stops: tuple[str, ...] = ()
+    prefix: str = ""  # the answer's first words, already in the prompt (qa priming): streamed before the first token
 
 
 class LlamaCppLLM:
@@ -513,7 +528,9 @@ class LlamaCppLLM:
     ``nThreads`` (threads generating tokens, default 1), ``nThreadsBatch`` (threads evaluating the prompt,
     default 2), ``temperature`` (0: greedy), ``topP`` (0.9), ``repeatPenalty`` (1.1), ``maxTokens`` (80),
     ``poolSize`` (1), ``seed`` (none: random), ``toolStringMax`` (longest free string in a grammar-constrained function
-    call, default 100 characters).
+    call, default 100 characters), ``promptStyle`` (``qa`` or ``chat``), ``toolRouter`` (true); for the ``qa`` prompt
+    ``qaInstruction`` (a line after the session's instructions), ``primeAnswers`` and ``arithmetic`` (see
+    :mod:`.qa_hints`).
     """
 
     name = "llama-cpp"
@@ -533,6 +550,9 @@ class LlamaCppLLM:
         tool_string_max: int = 100,
         prompt_style: str = "qa",
         tool_router: bool = True,
+        prime_answers: bool = True,
+        arithmetic: bool = True,
+        qa_instruction: str = QA_INSTRUCTION,
     ) -> None:
         import llama_cpp  # heavy import, only when this adapter is used
         from llama_cpp import Llama
@@ -546,6 +566,9 @@ class LlamaCppLLM:
             raise ValueError(f"promptStyle must be one of {', '.join(PROMPT_STYLES)} (got {prompt_style!r})")
         self.prompt_style = prompt_style
         self.tool_router = bool(tool_router)
+        self.prime_answers = bool(prime_answers)
+        self.arithmetic = bool(arithmetic)
+        self.qa_instruction = qa_instruction.strip()
         self.model_path = path
         self.model_label = path.stem
         self.n_ctx = n_ctx
@@ -611,11 +634,13 @@ class LlamaCppLLM:
                 self._grammars[key] = g
             return g
 
-    def _prompt_text(self, turns: list[dict[str, str]]) -> str:
-        return qa_prompt(turns) if self.prompt_style == "qa" else self._format(turns)
+    def _prompt_text(self, turns: list[dict[str, str]], prefix: str = "") -> str:
+        if self.prompt_style == "qa":
+            return qa_prompt(turns, prefix=prefix, instruction=self.qa_instruction)
+        return self._format(turns)
 
-    def _tokenize(self, llama: Any, turns: list[dict[str, str]]) -> list[int]:
-        prompt = self._prompt_text(turns)
+    def _tokenize(self, llama: Any, turns: list[dict[str, str]], prefix: str = "") -> list[int]:
+        prompt = self._prompt_text(turns, prefix)
         tokens: list[int] = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=self.prompt_style != "qa")
         if self._add_bos and (not tokens or tokens[0] != self._bos):
             tokens.insert(0, self._bos)
@@ -696,13 +721,23 @@ class LlamaCppLLM:
         messages = fit_messages(messages, self, Truncation(), tools=tools, tool_choice=tool_choice,
                                 max_tokens=max_tokens).messages
         turns = render_messages(messages, extra)
-        tokens = self._tokenize(llama, turns)
+        prefix = ""
+        if self.prompt_style == "qa" and mode in ("text", "auto") and messages and messages[-1].role == "user":
+            said = messages[-1].content or ""
+            fact = arithmetic(said) if self.arithmetic else None
+            if fact:  # told to the model like a function result
+                turns[-1]["content"] += f"\n\n(calculator result: {fact})"
+            if self.prime_answers:
+                prefix = restate(said)
+                if prefix and fact:  # 135M copies a fact unreliably ("Nine minus four is 1."): say the result
+                    prefix += " " + fact.rsplit("= ", 1)[1]
+        tokens = self._tokenize(llama, turns, prefix)
         first = 1 if turns and turns[0]["role"] == "system" else 0
         while len(tokens) + limit > self.n_ctx and len(turns) - first > 1:
             del turns[first]
             if len(turns) - first > 1 and turns[first]["role"] == "assistant":  # keep user-first order
                 del turns[first]
-            tokens = self._tokenize(llama, turns)
+            tokens = self._tokenize(llama, turns, prefix)
         if len(tokens) + limit > self.n_ctx:
             if len(tokens) + 16 > self.n_ctx:
                 raise ContextOverflowError(
@@ -710,7 +745,7 @@ class LlamaCppLLM:
             limit = self.n_ctx - len(tokens)
         stops = QA_STOP if self.prompt_style == "qa" and mode in ("text", "auto") else ()
         return _Plan(tokens, mode, grammar, limit, tool.name if tool else None,
-                     frozenset(t.name for t in tools or []), stops)
+                     frozenset(t.name for t in tools or []), stops, prefix)
 
     def _generate(
         self, llama: Any, plan: _Plan, stop: threading.Event, emit: Callable[[tuple[str, Any]], None]
@@ -720,7 +755,9 @@ class LlamaCppLLM:
 
         vocab = llama._model.vocab
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopScanner(plan.stops)
+        stops = StopScanner(plan.stops, started=bool(plan.prefix))
+        if plan.prefix:
+            emit(("text", plan.prefix))
         n_out = 0
         for token in llama.generate(
             plan.prompt_tokens,

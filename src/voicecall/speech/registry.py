@@ -143,7 +143,8 @@ ADAPTERS: dict[str, dict[str, Adapter]] = {
             "topP": _o(_NUM, "top_p"), "repeatPenalty": _o(_NUM, "repeat_penalty"),
             "maxTokens": _o(int, "max_tokens"), "poolSize": _o(int, "pool_size"), "seed": _o(int, "seed"),
             "toolStringMax": _o(int, "tool_string_max"), "promptStyle": _o(str, "prompt_style"),
-            "toolRouter": _o(bool, "tool_router"),
+            "toolRouter": _o(bool, "tool_router"), "primeAnswers": _o(bool, "prime_answers"),
+            "arithmetic": _o(bool, "arithmetic"), "qaInstruction": _o(str, "qa_instruction"),
         }, _stem("modelPath", "SmolLM2-135M-Instruct.Q4_1")),
         "openai-compatible": Adapter("llm", "openai-compatible", "llm_openai_compat:OpenAICompatLLM", {
             "baseUrl": _o(str, "base_url", required=True), "model": _o(str, "model"), "apiKey": _o(str, "api_key"),
