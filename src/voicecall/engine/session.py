@@ -50,6 +50,21 @@ IDLE_INSTRUCTIONS = ("The user has said nothing for a while. In one short senten
 """Added to the session instructions for the response that ``idle_timeout_ms`` triggers."""
 
 
+
+_END_PUNCTUATION = ".,;:!?)]}\"'…-"
+
+
+def continuation(sent: str, text: str) -> str:
+    """What ``text`` adds to the transcription deltas already ``sent`` (whose concatenation is ``sent``): the rest of
+    it when it begins with ``sent`` at a word or punctuation boundary, else "" (the text changed under what was sent;
+    the completed transcript is then authoritative)."""
+    if len(text) <= len(sent) or not text.startswith(sent):
+        return ""
+    if sent and text[len(sent)].isalnum():  # "France" sent, "Frances" now: not a continuation
+        return ""
+    return text[len(sent):]
+
+
 class Transport(Protocol):
     """What a session needs from the connection that carries it (WebSocket or WebRTC)."""
 
@@ -151,7 +166,7 @@ class EngineSession:
         self.audio_produced = False
         self._utt_item_id: str | None = None
         self._utt_words: list[str] = []
-        self._utt_emitted = 0
+        self._utt_sent = ""  # the transcription deltas sent so far for this utterance, joined
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._expiry: asyncio.TimerHandle | None = None
@@ -296,7 +311,7 @@ class EngineSession:
     def _new_utterance(self) -> None:
         self._utt_item_id = new_id("item_")
         self._utt_words = []
-        self._utt_emitted = 0
+        self._utt_sent = ""
 
     def on_speech_onset(self) -> None:  # TurnEvents
         """One speech-like frame while the answer is audible: pause it now, one VAD frame before the turn can
@@ -564,12 +579,12 @@ class EngineSession:
         self._commit(client_event_id(event))
 
     def _commit(self, _eid: str | None, seg: Segment | None = None, item_id: str | None = None) -> Item | None:
-        emitted: list[str] = []
+        emitted = ""
         if seg is None:
             seg = self.input.take()
             item_id = self._utt_item_id
             # words already sent as transcription deltas for this item: the final transcript's delta completes them
-            emitted = self._utt_words[:self._utt_emitted] if self._utt_item_id else []
+            emitted = self._utt_sent if self._utt_item_id else ""
             self._utt_item_id = None
         item_id = item_id or new_id("item_")
         item = Item(id=item_id, type="message", role="user",
@@ -587,7 +602,7 @@ class EngineSession:
         self._spawn(self._finish_transcription(item, stt, emitted))
         return item
 
-    async def _finish_transcription(self, item: Item, stt: SttWorker, emitted: list[str] | None = None) -> None:
+    async def _finish_transcription(self, item: Item, stt: SttWorker, emitted: str = "") -> None:
         assert item.recognized is not None
         try:
             text = await stt.finish()
@@ -611,14 +626,12 @@ class EngineSession:
         item.recognized.set_result(text)
         if self.config.transcription is not None:
             item.content[0]["transcript"] = text
-            # The deltas add up to the transcript when the words streamed so far begin the final one (a last pass
+            # The deltas add up to the transcript when the text streamed so far begins the final one (a last pass
             # may still change an early word; then the completed transcript alone is authoritative).
-            sent = emitted or []
-            final_words = text.split()
-            remaining = final_words[len(sent):] if final_words[:len(sent)] == sent else []
+            remaining = continuation(emitted, text)
             if remaining:
                 self.emit({"type": "conversation.item.input_audio_transcription.delta", "item_id": item.id,
-                           "content_index": 0, "delta": (" " if sent else "") + " ".join(remaining)})
+                           "content_index": 0, "delta": remaining})
             self.emit({"type": "conversation.item.input_audio_transcription.completed", "item_id": item.id,
                        "content_index": 0, "transcript": text,
                        "usage": {"type": "duration", "seconds": round(item.audio_ms / 1000, 3)}})
@@ -642,11 +655,14 @@ class EngineSession:
             self._respeculate()
         if self.config.transcription is None:
             return
-        if stable > self._utt_emitted and words[: self._utt_emitted] == prev[: self._utt_emitted]:
-            new = words[self._utt_emitted:stable]
+        stable_text = " ".join(words[:stable])
+        if stable == len(words):  # the hypothesis's last word: its punctuation may still change ("France)" -> "?")
+            stable_text = stable_text.rstrip(_END_PUNCTUATION)
+        new = continuation(self._utt_sent, stable_text)
+        if new:
             self.emit({"type": "conversation.item.input_audio_transcription.delta", "item_id": self._utt_item_id,
-                       "content_index": 0, "delta": (" " if self._utt_emitted else "") + " ".join(new)})
-            self._utt_emitted = stable
+                       "content_index": 0, "delta": new})
+            self._utt_sent = stable_text
 
     def on_input_audio_buffer_clear(self, event: dict[str, Any]) -> None:
         self._drop_speculation()
