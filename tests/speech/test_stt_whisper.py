@@ -12,7 +12,7 @@ from voicecall.audio import resample
 from voicecall.bench.signals import mic_like
 from voicecall.config import ConfigError, StageConfig
 from voicecall.speech.registry import load_stage
-from voicecall.speech.stt_whisper import bundled_model_dir
+from voicecall.speech.stt_whisper import bundled_model_dir, drop_repeats
 
 FRAME = 512  # 32 ms, as the engine feeds
 
@@ -53,11 +53,31 @@ def test_whisper_streams_partials_then_the_final_transcript(whisper: Any, questi
     assert whisper.decodes - decodes <= signal.shape[0] / 16000 / 0.5 + 2
 
 
+def test_whisper_partials_are_greedy_and_the_pause_decode_is_the_final_beam_decode(
+        whisper: Any, question_16k: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scheduled partials stay cheap (greedy); the decode at the pause is the beam decode, reused by finish()."""
+    finals: list[bool] = []
+    real = whisper.transcribe
+
+    def spy(pcm: np.ndarray, language: str | None = None, context: str = "", final: bool = True) -> tuple[str, float]:
+        finals.append(final)
+        return real(pcm, language, context, final)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(whisper, "transcribe", spy)
+    partials, final = _stream(whisper, mic_like(question_16k, pad_s=1.5))  # 1.5 s of quiet after the question
+    assert {"capital", "france"} <= _words(final), final
+    assert partials and finals[:-1] and not any(finals[:-1]), finals  # partials while speaking: greedy
+    # the pause decode is the last one: no partial re-decodes the quiet tail, and finish() reuses it
+    assert finals[-1] is True and finals.count(True) == 1, finals
+    assert whisper.beam_size == 5
+
+
 def test_whisper_hears_several_voices(whisper: Any, piper: Any, espeak: Any, moon_16k: np.ndarray) -> None:
     assert {"tell", "something", "moon"} <= _words(whisper.transcribe(moon_16k)[0])
     pcm = np.concatenate(list(espeak.synthesize("What is the capital of France?", "en-us")))
     text = whisper.transcribe(mic_like(resample(pcm, espeak.sample_rate, 16000), pad_s=0.3))[0]
     assert {"capital", "france"} <= _words(text), text
+    assert text.lower().count("capital") == 1, text  # a length-normalised beam wrote this question twice
 
 
 def test_whisper_silence_and_noise_give_nothing(whisper: Any) -> None:
@@ -100,3 +120,11 @@ def test_moonshine_streams_and_transcribes(moon_16k: np.ndarray) -> None:
     assert partials and {"moon"} <= _words(partials[-1])
     with pytest.raises(ValueError, match="English"):
         model.new_stream("fr")
+
+
+def test_whisper_repetition_loop_is_dropped() -> None:
+    """A short turn transcribed twice over (seen on the bench set, greedy and beam alike) keeps one copy."""
+    assert drop_repeats("Turn off the lights. Turn off the lights.") == "Turn off the lights."
+    assert drop_repeats("What is 2 plus 2? What is 2 plus 2? What is") == "What is 2 plus 2?"  # cut by the cap
+    for kept in ("Hello? Hello?", "Is it on? Is it on? No.", "What is it? I wonder what it is", "no stop no stop"):
+        assert drop_repeats(kept) == kept

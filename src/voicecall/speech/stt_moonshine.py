@@ -75,8 +75,9 @@ class MoonshineSTT:
         self.decodes = 0
         """Decodes run so far (partials and finals; approximate under concurrency)."""
 
-    def transcribe(self, pcm: PCM16, language: str | None = None, context: str = "") -> tuple[str, float]:
-        """Decode a piece of audio; ``context`` is ignored (Moonshine takes no prompt)."""
+    def transcribe(self, pcm: PCM16, language: str | None = None, context: str = "",
+                   final: bool = True) -> tuple[str, float]:
+        """Decode a piece of audio; ``context`` and ``final`` are ignored (no prompt; one decoding mode)."""
         t0 = time.perf_counter()
         audio = np.ascontiguousarray(pcm, dtype=np.float32) / 32768.0
         tr = self._free.get()

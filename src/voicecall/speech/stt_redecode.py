@@ -3,14 +3,16 @@
 Whisper and Moonshine are not streaming models; :class:`RedecodeStream` makes them look like one
 (:class:`~voicecall.speech.base.STTStream`) at a cost that fits two cores:
 
-* **Partials.** The buffered utterance is decoded again after every ``partial_interval`` seconds of new audio,
-  stretched to 3x the last decode's time when the machine is slow (so one session never spends more than about
-  a third of a core on partials), and **at once when the audio goes quiet after speech** (120 ms more than 25 dB
-  under the utterance's peak level, or near its noise floor): the partial then holds every word said so far,
-  which is what the engine's speculative answer is built from at a 150 ms pause. A pause's decode is reported
+* **Partials.** The buffered utterance is decoded again after every ``partial_interval`` seconds of new audio
+  (unless all of it was quiet), stretched to 3x the last decode's time when the machine is slow (so one session
+  never spends more than about a third of a core on partials), and **at once when the audio goes quiet after
+  speech** (120 ms more than 25 dB under the utterance's peak level, or near its noise floor): the partial then
+  holds every word said so far, which is what the engine's speculative answer is built from at a 150 ms pause. A pause's decode is reported
   even when its text did not change (the end-of-turn decision waits for the words of the pause).
-* **Final.** ``finish()`` reuses the last decode when only quiet audio came after it, so the final transcript is
-  usually ready the moment the turn ends; otherwise it decodes once more.
+* **Final.** Partials on the schedule are cheap decodes (``final=False``: greedy for Whisper); the decode at a pause
+  is a final-quality one (``final=True``: Whisper's beam search), and ``finish()`` reuses it when only quiet audio
+  came after it, so the final transcript is usually ready the moment the turn ends; otherwise it runs one more
+  final-quality decode of the whole utterance (since the last cut).
 * **Bounded work.** An utterance longer than the model's ``window`` is cut at the quietest 200 ms of the window's
   second half; the text before the cut is kept (and given to the model as context for what follows), and later
   decodes only see the audio after the cut.
@@ -38,7 +40,8 @@ class Redecoder(Protocol):
     window: float
     partial_interval: float
 
-    def transcribe(self, pcm: PCM16, language: str | None = None, context: str = "") -> tuple[str, float]: ...
+    def transcribe(self, pcm: PCM16, language: str | None = None, context: str = "",
+                   final: bool = True) -> tuple[str, float]: ...
 
 
 def _frame_db(pcm: PCM16) -> npt.NDArray[np.float64]:
@@ -72,7 +75,8 @@ class RedecodeStream:
         self._tail = np.zeros(0, np.int16)  # < 10 ms not yet levelled
         self._peak_db = -120.0
         self._quiet_run = 0
-        self._loud_since_decode = False
+        self._loud_since_decode = False  # loud audio since the last decode: a scheduled partial has news
+        self._loud_since_final = False  # loud audio since the last final-quality decode
         self._pause_told = False  # this pause's words were reported
         self._open = True
 
@@ -94,7 +98,7 @@ class RedecodeStream:
                 self._quiet_run += 1
             else:
                 self._quiet_run = 0
-                self._loud_since_decode = True
+                self._loud_since_decode = self._loud_since_final = True
                 self._pause_told = False
 
     def _all_levels(self) -> npt.NDArray[np.float64]:
@@ -111,11 +115,13 @@ class RedecodeStream:
     def _context(self) -> str:
         return (self._prompt + " " + self._committed).strip()
 
-    def _decode(self) -> None:
+    def _decode(self, final: bool) -> None:
         audio = self._audio()
-        self._text, self._last_cost = self._m.transcribe(audio, self._lang, self._context())
+        self._text, self._last_cost = self._m.transcribe(audio, self._lang, self._context(), final)
         self._decoded_len = audio.shape[0]
         self._loud_since_decode = False
+        if final:
+            self._loud_since_final = False
 
     def _cut(self) -> None:
         """Keep the buffer within the window: decode up to the quietest 200 ms of its second half, commit that text."""
@@ -129,7 +135,7 @@ class RedecodeStream:
         else:
             cut = win - 30 * HOP
         head, rest = audio[:cut], audio[cut:]
-        text, self._last_cost = self._m.transcribe(head, self._lang, self._context())
+        text, self._last_cost = self._m.transcribe(head, self._lang, self._context(), True)
         self._committed = (self._committed + " " + text).strip()
         self._chunks = [rest.copy()]
         self._len = rest.shape[0]
@@ -157,8 +163,10 @@ class RedecodeStream:
         pause = self._quiet_run >= self.QUIET_FRAMES and not self._pause_told
         if self._len < 0.3 * SAMPLE_RATE or self._peak_db < -60:
             return None
-        if new >= interval or (pause and self._loud_since_decode):
-            self._decode()
+        if pause and self._loud_since_final:
+            self._decode(final=True)  # the words of the pause: the final transcript unless speech follows
+        elif new >= interval and self._loud_since_decode:  # quiet audio alone adds nothing to hear
+            self._decode(final=False)
         elif not (pause and self._decoded_len >= 0):
             return None
         # A partial's last word may still grow ("of?" -> "of France?"): no sentence-final mark until the end.
@@ -172,13 +180,13 @@ class RedecodeStream:
         return None
 
     def finish(self) -> str:
-        """The final transcript: the last decode if only quiet audio came after it, else a decode of the rest."""
+        """The final transcript: the last final-quality decode if only quiet audio came after it, else one more."""
         if not self._open:
             raise RuntimeError("this STT stream is finished")
         self._open = False
         if self._len >= 0.1 * SAMPLE_RATE and self._peak_db >= -60 and (
-                self._decoded_len < 0 or self._loud_since_decode):
-            self._decode()
+                self._decoded_len < 0 or self._loud_since_final):
+            self._decode(final=True)
         text = self._full_text()
         self._chunks, self._levels = [], []
         return text

@@ -17,8 +17,9 @@ which is ~3x faster on CPU and measured at least as accurate on short turns (doc
 Streaming: Whisper is not a streaming model, so a stream re-decodes the growing utterance on a schedule bounded for
 two cores (:class:`~voicecall.speech.stt_redecode.RedecodeStream`): after every ``partialInterval`` seconds of new audio (stretched to 3x the last
 decode time when the machine is slow), and at once when the audio goes quiet after speech (a pause: the partial
-then covers every word, which is what the engine's speculative answer uses). ``finish()`` reuses the last decode
-when only quiet audio came after it, so the final transcript is usually ready immediately at the end of the turn.
+then covers every word, which is what the engine's speculative answer uses). Scheduled partials are greedy; the
+decode at a pause is the final-quality one (a beam of ``beamSize``, 5), and ``finish()`` reuses it when only quiet
+audio came after it, so the final transcript is usually ready immediately at the end of the turn.
 Utterances longer than the window are cut at the quietest point of the window's second half; the text before the
 cut is kept and passed as context to the rest, so each decode stays bounded.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -102,6 +104,26 @@ def log_mel(audio: npt.NDArray[np.float32], n_frames: int, filters: npt.NDArray[
     return ((logs + 4.0) / 4.0).astype(np.float32)
 
 
+_FIRST_SENTENCE = re.compile(r"\s*[^.?!]+[.?!]+")
+
+
+def _plain_words(text: str) -> list[str]:
+    return "".join(c.lower() if c.isalnum() else " " for c in text).split()
+
+
+def drop_repeats(text: str) -> str:
+    """Undo Whisper's repetition loop on a short turn: the whole transcript said again ("Turn off the lights.
+    Turn off the lights."), maybe cut short by the token cap. Only a first sentence of 3+ words repeated to the
+    end counts; the compression-ratio check Whisper uses for loops only catches long ones."""
+    first = _FIRST_SENTENCE.match(text)
+    if first is None:
+        return text
+    unit, rest = _plain_words(first.group()), _plain_words(text[first.end():])
+    if len(unit) < 3 or not rest or rest != (unit * (len(rest) // len(unit) + 1))[:len(rest)]:
+        return text
+    return first.group().strip()
+
+
 # ------------------------------------------------------------------------------------------ model
 class WhisperSTT:
     """Whisper on CTranslate2. See the module doc for the options and the streaming schedule."""
@@ -117,7 +139,7 @@ class WhisperSTT:
         threads: int = 2,
         workers: int = 1,
         language: str = "en",
-        beam_size: int = 1,
+        beam_size: int = 5,
         window: float = 10.0,
         partial_interval: float = 0.5,
         no_speech_threshold: float = 0.6,
@@ -198,8 +220,14 @@ class WhisperSTT:
         seq.append(self._tok["<|notimestamps|>"])
         return seq
 
-    def transcribe(self, pcm: PCM16, language: str | None = None, context: str = "") -> tuple[str, float]:
-        """Decode one piece of audio (at most 30 s); return (text, decode seconds)."""
+    def transcribe(self, pcm: PCM16, language: str | None = None, context: str = "",
+                   final: bool = True) -> tuple[str, float]:
+        """Decode one piece of audio (at most 30 s); return (text, decode seconds).
+
+        ``final`` decodes use a beam of ``beam_size`` scored by the sum of log-probabilities (CTranslate2
+        ``length_penalty=0``); ``final=False`` (a streaming partial) is greedy. Length-normalised beam scores
+        (``length_penalty=1``, CTranslate2's default) let a turn transcribed twice over ("What is X? What is X?")
+        outscore the right answer on short turns; the raw sum does not (docs/speech.md)."""
         import ctranslate2
 
         t0 = time.perf_counter()
@@ -211,12 +239,14 @@ class WhisperSTT:
         prompt = self.prompt_tokens((language or self.language).lower().split("-")[0], context)
         # A generous cap on tokens for the audio's length: a decode that loops ends quickly.
         max_len = len(prompt) + min(224, 12 + int(seconds * 8))
-        res = self.model.generate(ctranslate2.StorageView.from_array(feats[None]), [prompt], beam_size=self.beam_size,
-                                  max_length=max_len, return_scores=True, return_no_speech_prob=True,
+        beam = self.beam_size if final else 1
+        res = self.model.generate(ctranslate2.StorageView.from_array(feats[None]), [prompt], beam_size=beam,
+                                  length_penalty=0.0, max_length=max_len, return_scores=True, return_no_speech_prob=True,
                                   suppress_blank=True, suppress_tokens=self.suppress)[0]
         ids = [t for t in res.sequences_ids[0] if t < self.eot]
-        text = self.tokenizer.decode(ids).strip()
-        avg_logprob = float(res.scores[0]) if res.scores else 0.0
+        text = drop_repeats(self.tokenizer.decode(ids).strip())
+        # length_penalty=0: the score is the sum of log-probabilities; Whisper's rule uses their mean (EOT included).
+        avg_logprob = float(res.scores[0]) / (len(ids) + 1) if res.scores else 0.0
         if res.no_speech_prob > self.no_speech_threshold and avg_logprob < -1.0:
             text = ""  # Whisper's own rule: likely no speech, and a low-confidence guess ("Thank you.")
         with self._lock:
