@@ -98,7 +98,8 @@ class _Decoder:
     def __init__(self) -> None:
         self.decodes = 0
 
-    def transcribe(self, pcm: np.ndarray, language: str | None = None, context: str = "") -> tuple[str, float]:
+    def transcribe(self, pcm: np.ndarray, language: str | None = None, context: str = "",
+                   final: bool = True) -> tuple[str, float]:
         self.decodes += 1
         return "what is the capital of france", 0.0
 
