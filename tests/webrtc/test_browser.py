@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.chromium import chromium_or_skip, chromium_page, hang_up
 from tests.webrtc.conftest import barge_in_wav
@@ -77,10 +78,15 @@ def test_browser_call_and_barge_in(make_rtc_server, tmp_path: Path) -> None:
                               "placeholder: document.querySelector('#instructions').placeholder})")
         assert field == {"value": "", "placeholder": SERVER_INSTRUCTIONS}, field
         # Wait for the barge-in turn to be transcribed (or give up after the file has played).
-        page.wait_for_function(
-            """() => window.voicecall.transcripts.filter(t => t.role === 'user' && t.final && t.text).length >= 2
-                  && window.voicecall.events.includes('output_audio_buffer.cleared')""",
-            timeout=40000)
+        try:
+            page.wait_for_function(
+                """() => window.voicecall.transcripts.filter(t => t.role === 'user' && t.final && t.text).length >= 2
+                      && window.voicecall.events.includes('output_audio_buffer.cleared')""",
+                timeout=40000)
+        except PlaywrightTimeoutError:  # say what the page saw (a starved machine can start the answer late)
+            seen = page.evaluate("() => ({transcripts: window.voicecall.transcripts, events: window.voicecall.events,"
+                                 " errors: window.voicecall.errors})")
+            raise AssertionError(f"the barge-in turn never completed: {seen}, console {console}, failed {failed}")
         page.wait_for_timeout(300)
         hooks: dict[str, Any] = page.evaluate(
             "() => ({transcripts: window.voicecall.transcripts, events: window.voicecall.events, "
