@@ -315,6 +315,7 @@ async def interruption_run(url: str, turns: list[Turn]) -> dict[str, Any]:
             events.append(ev["type"])
             if ev["type"] == "response.output_audio.delta":
                 break
+        heard: list[str] = []  # what the recogniser made of it, when it became a user turn
         lead = np.zeros(ENGINE_RATE // 5, np.int16)
         audio = _mic(np.concatenate([lead, t.pcm, np.zeros(ENGINE_RATE * 2, np.int16)]), n)
         sender = asyncio.create_task(_stream(ws, audio))
@@ -328,14 +329,19 @@ async def interruption_run(url: str, turns: list[Turn]) -> dict[str, Any]:
             if ev["type"] == "response.done" and status is None:
                 status = ev["response"]["status"]
                 done = True
+            elif ev["type"] == "conversation.item.input_audio_transcription.completed":
+                heard.append(ev["transcript"])
         stopped = "input_audio_buffer.speech_started" in events or status == "cancelled"
-        rows.append({"kind": t.kind, "text": t.text, "voice": t.voice, "stopped": stopped, "status": status})
+        rows.append({"kind": t.kind, "text": t.text, "voice": t.voice, "stopped": stopped, "status": status,
+                     "heard": heard})
         progress(f"interruptions: {n + 1}/{len(items)} {t.kind} {t.text!r}: {'stopped' if stopped else 'went on'}")
         # let any answer to a real interruption finish before the next item
         if stopped:
             with contextlib.suppress(TimeoutError):
                 while True:
                     ev = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                    if ev["type"] == "conversation.item.input_audio_transcription.completed":
+                        heard.append(ev["transcript"])
                     if ev["type"] == "response.done":
                         break
     await ws.close()

@@ -640,7 +640,9 @@ class EngineSession:
         """Emit the words of a partial hypothesis that have stayed stable (append-only deltas)."""
         if self._tentative is not None:  # not yet known to be said to the assistant: keep it back
             self._tentative.partial = text
-            if not is_clear_interruption(text, self._spoken_ms(self._tentative)):
+            td = self.config.turn_detection
+            heard_ms = self.input.partial_audio_ms - (td.prefix_padding_ms if td is not None else 0)
+            if not is_clear_interruption(text, min(self._spoken_ms(self._tentative), heard_ms)):
                 return
             self._confirm_interruption()
         if self._utt_item_id is None:

@@ -169,6 +169,12 @@ class InputAudioBuffer:
     def buffered_ms(self) -> float:
         return self._chunks_samples / (ENGINE_RATE / 1000)
 
+    @property
+    def partial_audio_ms(self) -> float:
+        """Audio of the turn (from its padded start) that the latest partial transcript was decoded from: a
+        partial that arrives late (a busy recogniser) speaks for less than the turn has lasted."""
+        return self._stt.covered * 1000 / STT_RATE if self._stt is not None else 0.0
+
     # --------------------------------------------------------------------------------- input
     def append(self, pcm: PCM16) -> None:
         if self.denoiser is not None:  # audio.input.noise_reduction: before the buffer, the VAD and the STT
