@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from voicecall.bench.stt import VOICES, main, normalize, word_errors
+from voicecall.bench.stt import HELD_OUT_QUESTIONS, QUESTIONS, VOICES, main, normalize, word_errors
 
 
 def test_scoring_normalizes_numbers_case_and_punctuation() -> None:
@@ -16,6 +16,10 @@ def test_scoring_normalizes_numbers_case_and_punctuation() -> None:
     assert word_errors("Why is the sky blue?", "Why isn't the sky blue?") == (1, 5)
     assert word_errors("What is two plus two?", "what is 2 plus 2") == (0, 5)
     assert word_errors("Tell me something about the moon.", "Tell me something about them.") == (2, 6)
+
+
+def test_the_held_out_set_shares_no_question_with_the_tuning_set() -> None:
+    assert len(HELD_OUT_QUESTIONS) == 20 and not set(HELD_OUT_QUESTIONS) & set(QUESTIONS)
 
 
 def test_one_question_run_writes_json_and_plot(tmp_path: Path) -> None:

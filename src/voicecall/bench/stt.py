@@ -50,6 +50,16 @@ QUESTIONS = [  # the first 20 are the default set (100 clips); --questions 25 fo
     "Tell me a joke about cats.", "How long does it take to boil an egg?", "What is the speed of light?",
     "Where is the nearest train station?",
 ]
+HELD_OUT_QUESTIONS = [  # --set heldout: written after Whisper's decoding settings were chosen, never tuned on
+    "What is the boiling point of water?", "Who invented the telephone?", "How many days are there in a leap year?",
+    "Can you read me the news headlines?", "What is the population of Canada?", "Please add milk to my shopping list.",
+    "How do I get to the airport from here?", "What is the square root of sixty four?",
+    "Wake me up at seven tomorrow morning.", "Which planet is closest to the sun?", "What does a doctor do?",
+    "Call my mother on her mobile phone.", "How old is the universe?", "What is the best way to learn a new language?",
+    "Is it going to rain this afternoon?", "Send a message to John saying I am late.",
+    "Who was the first person to walk on the moon?", "How many hours are in a week?",
+    "What is the main ingredient in bread?", "Lower the volume of the television.",
+]
 VOICES = [  # (label, tts type, voice, speed)
     ("piper joe", "piper", None, 1.0),
     ("piper joe 0.85x", "piper", None, 0.85),
@@ -296,7 +306,8 @@ def measure(engines: list[str], questions: list[str], stream_clips: int, with_nr
 # ------------------------------------------------------------------------------------------ output
 def print_table(r: dict[str, Any]) -> None:
     level = "TTS level" if r.get("level_dbfs") is None else f"{r['level_dbfs']:.0f} dBFS"
-    print(f"\nSTT on {r['clips']} clips ({len(r['voices'])} voices, {level}), -50 dBFS floor; load average "
+    print(f"\nSTT on {r['clips']} clips ({r.get('set', 'default')} set, {len(r['voices'])} voices, {level}), "
+          f"-50 dBFS floor; load average "
           f"{r['machine'].get('loadavg', ['?'])[0]}")
     print(f"{'engine':<16}{'WER':>7}{'5 voices':>9}{'tuning':>8}{'held out':>9}{'piper':>7}{'espeak':>8}"
           f"{'decode p50':>12}{'RTF':>7}{'load':>7}")
@@ -363,8 +374,9 @@ def run(args: argparse.Namespace) -> int:
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
         raise SystemExit(f"unknown engine(s) {unknown}; choose from {', '.join(ENGINES)}")
-    questions = QUESTIONS[: args.questions]
+    questions = (HELD_OUT_QUESTIONS if args.set == "heldout" else QUESTIONS)[: args.questions]
     results = measure(engines, questions, args.stream_clips, not args.no_noise, args.level, args.seed)
+    results["set"] = args.set
     results["machine"] = machine_info()
     results["machine"]["loadavg"] = list(os.getloadavg())
     return report(results, args.out, print_table, plot)
@@ -375,6 +387,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"engines to compare, from {', '.join(ENGINES)} (default: {' '.join(DEFAULT_ENGINES)})")
     p.add_argument("--questions", type=int, default=20,
                    help=f"questions per voice (default 20: {20 * len(VOICES)} clips; at most {len(QUESTIONS)})")
+    p.add_argument("--set", choices=("default", "heldout"), default="default",
+                   help=f"default: the {len(QUESTIONS)} questions the settings were chosen on (their even-numbered half); "
+                        f"heldout: {len(HELD_OUT_QUESTIONS)} other questions, never tuned on")
     p.add_argument("--stream-clips", type=int, default=20, help="clips for the streaming measurement (default 20)")
     p.add_argument("--no-noise", action="store_true", help="skip the noise-reduction comparison")
     p.add_argument("--level", type=float, default=None, metavar="DBFS",
