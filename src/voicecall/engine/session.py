@@ -523,7 +523,8 @@ class EngineSession:
         self.emit({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": audio_end_ms,
                    "item_id": self._utt_item_id})
         # what the recogniser had heard when the turn ended, if it was decoded from all of the turn's speech
-        partial = " ".join(self._utt_words) if self.input.words_fresh else ""
+        # (only when those words are final-quality: a streaming recogniser's interim may still change)
+        partial = " ".join(self._utt_words) if self.input.words_final else ""
         item = self._commit(None)
         td = self.config.turn_detection
         busy = self.active is not None and self.active.task is not None and not self.active.task.done()

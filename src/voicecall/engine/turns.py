@@ -40,6 +40,11 @@ class SttWorker:
         self.fed = 0  # 16 kHz samples handed to feed()
         self.covered = 0  # samples the latest partial was decoded from (it covers them all)
 
+    @property
+    def stream(self) -> STTStream | None:
+        """The recogniser's stream for this utterance (None until it is open)."""
+        return self._stream
+
     def feed(self, pcm16k: PCM16) -> None:
         self.fed += len(pcm16k)
         self._queue.put_nowait(pcm16k)
@@ -168,6 +173,15 @@ class InputAudioBuffer:
     @property
     def buffered_ms(self) -> float:
         return self._chunks_samples / (ENGINE_RATE / 1000)
+
+    @property
+    def words_final(self) -> bool:
+        """The fresh pause words are already the final transcript: the recogniser's pause decode is final-quality
+        and ``finish()`` reuses it when nothing was said after (``pause_decode_is_final`` on the stream, as
+        :class:`~voicecall.speech.stt_redecode.RedecodeStream` has). A streaming recogniser's interim result (a
+        cloud stream, pocketsphinx) may still change in the final pass, so an answer to it waits for that."""
+        stt = self._stt
+        return self.words_fresh and stt is not None and bool(getattr(stt.stream, "pause_decode_is_final", False))
 
     @property
     def partial_audio_ms(self) -> float:

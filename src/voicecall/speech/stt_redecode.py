@@ -57,6 +57,9 @@ class RedecodeStream:
     """One utterance: buffers its audio and re-decodes it on a bounded schedule (see the module doc)."""
 
     sample_rate = SAMPLE_RATE
+    #: The decode at a pause is final-quality and :meth:`finish` reuses it when only quiet audio followed, so the
+    #: engine may answer the pause's words without waiting for the final pass (engine.turns.InputBuffer.words_final).
+    pause_decode_is_final = True
     QUIET_FRAMES = 12  # 120 ms below the quiet level after speech = a pause worth decoding at once
     QUIET_BELOW_PEAK_DB = 25.0
 
