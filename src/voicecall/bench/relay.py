@@ -235,8 +235,6 @@ def _pin(relay_pids: list[int], echo_pid: int) -> dict[str, list[int]] | None:
     return {"relays": theirs, "load_generator_and_echo": mine}
 
 
-
-
 def _cpu(pid: int) -> float:
     """CPU seconds of ``pid``; NaN once it is gone (the tables print NaN rather than fail)."""
     secs = cpu_seconds(pid)

@@ -216,7 +216,6 @@ def descendant_pids(pid: int) -> list[int]:
     return found
 
 
-
 # ------------------------------------------------------------------------------------------ audio
 def speech_loop(rate: int) -> np.ndarray:
     """The recording every session streams: each benchmark utterance followed by SILENCE_S of near-silence."""

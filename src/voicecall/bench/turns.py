@@ -233,12 +233,7 @@ async def eot_run(url: str, turns: list[Turn], configs: list[tuple[str, dict[str
                          "decided": [how.get(s) for s in window],
                          "stops": len(window), "pause_ms": (t.pause[1] - t.pause[0]) * 1000 // ENGINE_RATE
                          if t.pause else None, "nominal_pause_ms": t.nominal_pause})
-        cut = [r for r in rows if r["kind"] == "cut"]
-        short = [r for r in cut if r["nominal_pause_ms"] <= 1000]
-        out[name] = {"rows": rows,
-                     "cut_off_rate": sum(r["cut_off"] for r in cut) / max(1, len(cut)),
-                     "cut_off_rate_le_1s": sum(r["cut_off"] for r in short) / max(1, len(short)),
-                     "dead_air_ms": summary([r["dead_air_ms"] for r in rows if r["kind"] == "complete"]),
+        out[name] = {"rows": rows, **_eot_figures(rows),
                      "missed_ends": sum(1 for r in rows if r["dead_air_ms"] is None),
                      "decided": _decided_by(rows),
                      "by_voice": {v: _eot_figures([r for r in rows if r["voice"] == v]) for v in voices},

@@ -154,8 +154,7 @@ class Endpointer:
         if self._required != float("inf"):  # something was decided for this pause: decide again with the words
             verdict = self._p_model is not None
             self._decide(self._p_model if self._p_model is not None else NO_MODEL_PRIOR, self._silence_ms, verdict)
-            if self._silence_ms >= self._required:
-                self._ended("words")
+            if self._due("words"):
                 self.end_turn()
                 self._on_end()
 
@@ -168,18 +167,12 @@ class Endpointer:
         if (self._p_model is None and self._task is not None and not self._task.done()
                 and silence_ms >= self._asked_at + MODEL_BUDGET_MS):
             self._decide(NO_MODEL_PRIOR, silence_ms, verdict=False)
-            if silence_ms >= self._required:
-                self._ended("model late")
-                return True
-            return False
+            return self._due("model late")
         if silence_ms >= self._next_check and (self._task is None or self._task.done()):
             self._next_check = silence_ms + self.eagerness.recheck_ms
             if self.model is None:
                 self._decide(NO_MODEL_PRIOR, silence_ms)
-                if silence_ms >= self._required:
-                    self._ended("silence")
-                    return True
-                return False
+                return self._due("silence")
             audio = self._turn_audio()
             self._asked_at = silence_ms
             self._task = asyncio.get_running_loop().create_task(self._evaluate(audio))
@@ -204,8 +197,7 @@ class Endpointer:
         if self._verdict_at is None:
             self._verdict_at = self._silence_ms
         self._decide(p, self._silence_ms)
-        if self._silence_ms >= self._required:
-            self._ended("model")
+        if self._due("model"):
             self.end_turn()
             self._on_end()
 
@@ -224,6 +216,13 @@ class Endpointer:
         self.last = {"p_model": round(p_model, 3), "p": round(p, 3), "tail": last_word(transcript),
                      "wait_ms": round(self._required)}
         log.debug("end of turn? %s", self.last)
+
+    def _due(self, by: str) -> bool:
+        """Whether the silence so far reaches what the last decision requires; if so, record ``by`` as the cause."""
+        if self._silence_ms < self._required:
+            return False
+        self._ended(by)
+        return True
 
     def _ended(self, by: str) -> None:
         """Log how this pause became the end of the turn: what decided, and when (ms of silence) the model's

@@ -50,7 +50,6 @@ IDLE_INSTRUCTIONS = ("The user has said nothing for a while. In one short senten
 """Added to the session instructions for the response that ``idle_timeout_ms`` triggers."""
 
 
-
 _END_PUNCTUATION = ".,;:!?)]}\"'…-"
 
 

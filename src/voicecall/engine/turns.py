@@ -325,7 +325,7 @@ class InputAudioBuffer:
             # evidence about this turn, nor words of this turn's item.
             return
         self._partial = text
-        if self.speaking and self._silence_run and stt is not None and stt.covered >= self._speech_fed:
+        if self.speaking and self._silence_run and stt.covered >= self._speech_fed:
             self.words_fresh = True  # decoded from everything said up to this pause
         self._on_partial(text)
         if self.words_fresh and self.speaking and self._silence_run:
