@@ -64,6 +64,25 @@ async def test_pause_and_resume_gives_one_answer_with_the_whole_turn(local_serve
     assert {"tell", "capital"} <= words(heard), heard
 
 
+async def test_a_speculative_answer_answers_the_question_as_transcribed(local_server: ServerThread) -> None:
+    """The held answer starts on the recogniser's words of the pause with their question mark (a partial leaves it
+    out), so it is the answer the final transcript gets: primed with the restated question. Unprimed, SmolLM2
+    answers "What is the capital of Italy" with "Italy is a country in Europe."."""
+    client = client_for(local_server.http)
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        await recv_json(conn)
+        # a long end-of-turn window: the pause's decode is in long before the decision, however busy the machine
+        await conn.session.update(session={"type": "realtime", "audio": {"input": {
+            "transcription": {"model": "whisper-1"},
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": 800}}}})
+        await append_pcm(conn, speech_pcm("What is the capital of Italy?", lead_s=0.4, tail_s=1.5), pace=0.1)
+        events = await collect_until(conn, lambda e: e["type"] == "response.done")
+    done = of_type(events, "response.done")[-1]["response"]
+    assert done["x_voicecall"]["latency_ms"].get("speculative") == 1.0, done["x_voicecall"]
+    answer = of_type(events, "response.output_audio_transcript.done")[0]["transcript"]
+    assert answer.startswith("The capital of Italy") and "rome" in words(answer), answer
+
+
 def test_cli_help_everywhere() -> None:
     for args in ([], ["serve"], ["talk"], ["bench"], ["bench", "latency"], ["bench", "sessions"], ["history"]):
         out = subprocess.run([*VOICECALL, *args, "--help"], capture_output=True, text=True, timeout=60, check=False)

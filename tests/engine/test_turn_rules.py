@@ -124,6 +124,19 @@ def test_redecode_stream_reports_every_pause_even_with_unchanged_words() -> None
     assert dec.decodes <= 6  # quiet audio after a pause's decode is not decoded again and again
 
 
+def test_a_partial_drops_the_final_mark_that_heard_keeps() -> None:
+    """A partial's last word may still grow, so it has no final mark; ``heard`` keeps what was decoded (the
+    speculative answer answers the question as the final transcript will read)."""
+    dec = _Decoder()
+    dec.transcribe = lambda *a, **k: ("What is the capital of France?", 0.0)  # type: ignore[method-assign]
+    stream = RedecodeStream(dec, "en", "")
+    speech = (np.sin(np.arange(8000) / 3.0) * 8000).astype(np.int16)
+    quiet = np.random.default_rng(0).normal(0, 30, 8000).astype(np.int16)
+    said = [r for part in (speech, quiet) for k in range(0, 8000, 1600) if (r := stream.feed(part[k:k + 1600]))]
+    assert said and said[-1] == "What is the capital of France" and stream.heard == "What is the capital of France?"
+    assert stream.finish() == "What is the capital of France?"
+
+
 def test_backchannels_and_hums_do_not_interrupt_but_requests_do() -> None:
     # hums however a recogniser spells them, repeated backchannels, noise: the answer goes on
     for heard in ("MMMM", "Mm-hmm", "hmmm", "mhm", "Yeah... Yeah... Yeah... Yeah... Yeah", "ahh okay", "I see", ""):

@@ -473,7 +473,7 @@ class EngineSession:
             return
         if self.active is not None or not self._utt_words:
             return
-        text = " ".join(self._utt_words)
+        text = self._words_to_answer()
         if td.type == "semantic_vad" and last_word(text) in INCOMPLETE_TAIL:
             return  # "... the capital of": semantic_vad holds this turn; an answer to it would be thrown away
         r = Response(id=new_id("resp_"), params=self._default_params())
@@ -492,10 +492,18 @@ class EngineSession:
         if not self._in_pause or not self.input.speaking:
             return
         if self._spec is not None:
-            if _norm(self._spec[0]) == _norm(" ".join(self._utt_words)):
+            if _same_question(self._spec[0], self._words_to_answer()):
                 return
             self._drop_speculation()
         self.on_speech_paused()
+
+    def _words_to_answer(self) -> str:
+        """The words a speculative answer answers: the partial transcript with the final mark the recogniser
+        decoded ("... of France?"), which the partial leaves out. The final transcript has it, and the answer must
+        be the one that transcript gets (a question is answered differently: see :func:`.qa_hints.restate`)."""
+        text = " ".join(self._utt_words)
+        heard = self.input.heard
+        return heard if _norm(heard) == _norm(text) else text
 
     def _drop_speculation(self) -> None:
         if self._spec is not None:
@@ -885,4 +893,9 @@ class EngineSession:
 
 def _norm(text: str) -> str:
     return " ".join(w.strip(".,!?;:").lower() for w in text.split())
+
+
+def _same_question(a: str, b: str) -> bool:
+    """The same words ending the same way (a question mark that came or went changes the answer)."""
+    return _norm(a) == _norm(b) and a.rstrip()[-1:] == b.rstrip()[-1:]
 

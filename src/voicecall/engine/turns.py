@@ -39,6 +39,7 @@ class SttWorker:
         self.final_at: float | None = None
         self.fed = 0  # 16 kHz samples handed to feed()
         self.covered = 0  # samples the latest partial was decoded from (it covers them all)
+        self.heard = ""  # the latest partial with its punctuation, if the stream keeps it (RedecodeStream.heard)
 
     @property
     def stream(self) -> STTStream | None:
@@ -66,6 +67,7 @@ class SttWorker:
                 partial = await asyncio.to_thread(stream.feed, joined)
                 if partial:
                     self.covered = seen
+                    self.heard = getattr(stream, "heard", "") or partial  # read before the next feed() can change it
                     self._on_partial(partial)
         text = await asyncio.to_thread(stream.finish)
         self.final_at = time.monotonic()
@@ -182,6 +184,12 @@ class InputAudioBuffer:
         cloud stream, pocketsphinx) may still change in the final pass, so an answer to it waits for that."""
         stt = self._stt
         return self.words_fresh and stt is not None and bool(getattr(stt.stream, "pause_decode_is_final", False))
+
+    @property
+    def heard(self) -> str:
+        """The latest partial transcript as the recogniser decoded it, final mark included when it keeps one
+        ("... of France?"; a partial drops it because its last word may still grow)."""
+        return self._stt.heard if self._stt is not None else ""
 
     @property
     def partial_audio_ms(self) -> float:

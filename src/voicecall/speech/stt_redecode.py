@@ -82,6 +82,9 @@ class RedecodeStream:
         self._loud_since_final = False  # loud audio since the last final-quality decode
         self._pause_told = False  # this pause's words were reported
         self._open = True
+        self.heard = ""
+        """The last reported partial as decoded, with the final mark it leaves out ("... of France?"): what the
+        final transcript reads when nothing more is said (the engine's speculative answer answers this)."""
 
     # ------------------------------------------------------------------------------- levels
     def _track(self, pcm: PCM16) -> None:
@@ -179,6 +182,7 @@ class RedecodeStream:
             # for the pause's words and must not wait for a change that will not come).
             self._pause_told = pause or self._pause_told
             self._partial = text
+            self.heard = self._full_text()
             return text
         return None
 
