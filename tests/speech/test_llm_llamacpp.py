@@ -156,7 +156,7 @@ async def test_qa_prompt_lays_out_instructions_history_and_the_primed_answer(lla
         ChatMessage("assistant", "Hello, I am Ada."),
         ChatMessage("user", "What is the capital of Italy?"),
     ]
-    plan = llama._plan(llama._counter, history, None, "auto", None)
+    plan = llama._plan(history, None, "auto", None)
     prompt = llama._counter.detokenize(plan.prompt_tokens).decode()
     assert prompt.startswith("You are Ada, a ship's computer. Answer briefly. Give the correct fact.\n\n"
                              "Question: What is the capital of France?")
@@ -168,10 +168,40 @@ async def test_qa_prompt_lays_out_instructions_history_and_the_primed_answer(lla
     assert texts[0] == "The capital of Italy is" and texts[1].startswith(" ")
     assert "rome" in "".join(texts).lower()
     # spoken arithmetic reaches the model as a fact, like a function result
-    plan = llama._plan(llama._counter, [SYSTEM, ChatMessage("user", "What is ten minus three?")], None, "auto", None)
+    plan = llama._plan([SYSTEM, ChatMessage("user", "What is ten minus three?")], None, "auto", None)
     prompt = llama._counter.detokenize(plan.prompt_tokens).decode()
     assert prompt.endswith("Facts: 10 - 3 = 7.\nQuestion: What is ten minus three?\n"
                            "Answer: Ten minus three is 7")
+
+
+async def test_the_restated_start_comes_before_the_context_is_free(llama: Any) -> None:
+    """A primed answer's first words need no model: they are streamed while another generation (a dropped
+    speculative answer) still holds the only context, and the model completes them once it is free."""
+    held = llama._pool.acquire_nowait()
+    assert held is not None and llama._pool.free == 0
+    stream = llama.stream_chat([SYSTEM, ChatMessage("user", "What is the capital of Italy?")])
+    try:
+        first = await asyncio.wait_for(stream.__anext__(), 30)
+        assert first == TextDelta("The capital of Italy is") and llama._pool.free == 0
+        rest = asyncio.ensure_future(stream.__anext__())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not rest.done() and len(llama._pool._waiters) == 1  # the model's part waits for the context
+    finally:
+        llama._pool.release(held)
+    chunks = [await rest] + [c async for c in stream]
+    text = first.text + "".join(c.text for c in chunks if isinstance(c, TextDelta))
+    assert "rome" in text.lower() and isinstance(chunks[-1], LLMUsage), text
+    # unprimed answers (no question mark, a tool call) wait for the context as before
+    held = await asyncio.wait_for(llama._pool.acquire(), 30)  # once the worker has given it back
+    stream = llama.stream_chat([SYSTEM, ChatMessage("user", "Say hello.")], max_tokens=8)
+    nxt = asyncio.ensure_future(stream.__anext__())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not nxt.done()
+    llama._pool.release(held)
+    assert isinstance(await nxt, (TextDelta, LLMUsage))
+    await stream.aclose()
 
 
 def test_stop_scanner_holds_only_what_could_start_a_stop() -> None:
@@ -188,7 +218,7 @@ def test_ten_thousand_messages_fit_the_context(llama: Any) -> None:
     """Direct callers too: a huge history is cut (oldest first) cheaply, and the newest question stays."""
     history = [SYSTEM] + [ChatMessage("user", f"Note {i}: remember the number {i}.") for i in range(10_000)]
     history.append(ChatMessage("user", "What is the capital of France?"))
-    plan = llama._plan(llama._counter, history, None, "none", 24)
+    plan = llama._plan(history, None, "none", 24)
     assert len(plan.prompt_tokens) + plan.max_tokens <= llama.n_ctx
     prompt = llama._counter.detokenize(plan.prompt_tokens).decode()
     assert prompt.endswith("What is the capital of France?\nAnswer: The capital of France is") and "Note 9999:" in prompt

@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+INLINE_FIT_MESSAGES = 32
+"""Conversations up to this many messages are fitted to the context on the event loop (well under a millisecond);
+longer ones in a worker thread."""
+
 
 @dataclass(slots=True)
 class ResponseParams:
@@ -221,8 +225,11 @@ class ResponseRunner:
             tool_choice = r.params.tool_choice if tools else "none"
             llm = s.pipeline.llm
             if isinstance(llm, CountsTokens):  # fit the context per session.truncation (else the backend does)
-                fitted = await asyncio.to_thread(fit_messages, messages, llm, Truncation.from_session(r.params.truncation),
-                                                 tools=tools or None, tool_choice=tool_choice, max_tokens=max_tokens)
+                fit = functools.partial(fit_messages, messages, llm, Truncation.from_session(r.params.truncation),
+                                        tools=tools or None, tool_choice=tool_choice, max_tokens=max_tokens)
+                # A short conversation is counted at once (a thread hop costs more on a busy machine); a long one off
+                # the event loop.
+                fitted = fit() if len(messages) <= INLINE_FIT_MESSAGES else await asyncio.to_thread(fit)
                 if fitted.dropped:
                     log.debug("response %s: truncation left out the %d oldest messages", r.id, fitted.dropped)
                 messages = fitted.messages

@@ -19,6 +19,9 @@
   evaluated is not interrupted (about 3 ms per prompt token).
 * The KV cache keeps the longest common token prefix between calls on the same ``Llama``, so a conversation
   whose history only grows re-evaluates only the new turn.
+* The prompt is planned before a context is taken, and a primed answer's restated start (``qa`` prompt,
+  :func:`.qa_hints.restate`) is streamed at once: the TTS speaks "The capital of France is" while a dropped
+  speculative answer still holds the context.
 
 Function calling (the model has no tool role of its own):
 
@@ -693,7 +696,6 @@ class LlamaCppLLM:
 
     def _plan(
         self,
-        llama: Any,
         messages: list[ChatMessage],
         tools: list[FunctionTool] | None,
         tool_choice: ToolChoice,
@@ -731,13 +733,13 @@ class LlamaCppLLM:
                 prefix = restate(said)
                 if prefix and fact:  # 135M copies a fact unreliably ("Nine minus four is 1."): say the result
                     prefix += " " + fact.rsplit("= ", 1)[1]
-        tokens = self._tokenize(llama, turns, prefix)
+        tokens = self._tokenize(self._counter, turns, prefix)
         first = 1 if turns and turns[0]["role"] == "system" else 0
         while len(tokens) + limit > self.n_ctx and len(turns) - first > 1:
             del turns[first]
             if len(turns) - first > 1 and turns[first]["role"] == "assistant":  # keep user-first order
                 del turns[first]
-            tokens = self._tokenize(llama, turns, prefix)
+            tokens = self._tokenize(self._counter, turns, prefix)
         if len(tokens) + limit > self.n_ctx:
             if len(tokens) + 16 > self.n_ctx:
                 raise ContextOverflowError(
@@ -755,9 +757,7 @@ class LlamaCppLLM:
 
         vocab = llama._model.vocab
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopScanner(plan.stops, started=bool(plan.prefix))
-        if plan.prefix:
-            emit(("text", plan.prefix))
+        stops = StopScanner(plan.stops, started=bool(plan.prefix))  # the prefix went out before the slot was free
         n_out = 0
         for token in llama.generate(
             plan.prompt_tokens,
@@ -790,16 +790,41 @@ class LlamaCppLLM:
         tool_choice: ToolChoice = "auto",
         max_tokens: int | None = None,
     ) -> AsyncIterator[LLMChunk]:
-        """Stream the reply; see the module docstring for tools. Ends with an :class:`LLMUsage`."""
+        """Stream the reply; see the module docstring for tools. Ends with an :class:`LLMUsage`.
+
+        The prompt is planned before a pooled context is taken (tokenizing only reads the vocabulary), and a primed
+        answer's restated start (:func:`.qa_hints.restate`) is yielded at once, before waiting for the context: the
+        TTS can start speaking it while an earlier generation (a dropped speculative answer) still holds the slot.
+        """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         stop = threading.Event()
+        plan = self._plan(messages, tools, tool_choice, max_tokens)
+        auto = AutoToolParser(set(plan.tool_names)) if plan.mode == "auto" else None
+        required = RequiredCallParser() if plan.mode == "required" else None
+        call_id = new_call_id()
+        first = True
+
+        def pieces(value: str) -> list[LLMChunk]:
+            nonlocal first
+            if plan.mode == "text":
+                return [TextDelta(value)]
+            if auto is not None:
+                return auto.feed(value)
+            if required is not None:
+                return required.feed(value)
+            if first:  # named
+                value = value.lstrip()
+                if not value:
+                    return []
+                first = False
+                return [ToolCallDelta(0, value, plan.tool_name, call_id)]
+            return [ToolCallDelta(0, value)]
+
+        if plan.prefix:
+            for chunk in pieces(plan.prefix):
+                yield chunk
         slot = await self._pool.acquire()
-        try:
-            plan = self._plan(slot.llama, messages, tools, tool_choice, max_tokens)
-        except BaseException:
-            self._pool.release(slot)
-            raise
 
         def emit(item: tuple[str, Any]) -> None:
             try:
@@ -824,31 +849,12 @@ class LlamaCppLLM:
             self._pool.release(slot)
             raise
 
-        auto = AutoToolParser(set(plan.tool_names)) if plan.mode == "auto" else None
-        required = RequiredCallParser() if plan.mode == "required" else None
-        call_id = new_call_id()
-        first = True
         try:
             while True:
                 kind, value = await queue.get()
                 if kind == "text":
-                    if plan.mode == "text":
-                        yield TextDelta(value)
-                    elif auto is not None:
-                        for chunk in auto.feed(value):
-                            yield chunk
-                    elif required is not None:
-                        for chunk in required.feed(value):
-                            yield chunk
-                    else:  # named
-                        if first:
-                            value = value.lstrip()
-                            if not value:
-                                continue
-                            yield ToolCallDelta(0, value, plan.tool_name, call_id)
-                            first = False
-                        else:
-                            yield ToolCallDelta(0, value)
+                    for chunk in pieces(value):
+                        yield chunk
                 elif kind == "done":
                     if auto is not None:
                         for chunk in auto.finish():
