@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from voicecall.engine.endpointing import EAGERNESS, Endpointer
+from voicecall.engine.endpointing import EAGERNESS, Endpointer, doubtful
 from voicecall.engine.interruptions import classify, is_clear_interruption
-from voicecall.speech.stt_redecode import RedecodeStream
+from voicecall.speech.base import TailWord
+from voicecall.speech.stt_redecode import RedecodeStream, Word
 
 FRAME_MS = 32.0
 
@@ -41,9 +42,10 @@ async def _silence(ep: Endpointer, ended: list[bool], until_ms: float, start_ms:
     return None
 
 
-def _endpointer(p: float, words: list[str], eagerness: str = "auto") -> tuple[Endpointer, list[bool]]:
+def _endpointer(p: float, words: list[str], eagerness: str = "auto",
+                tail: TailWord | None = None) -> tuple[Endpointer, list[bool]]:
     ended: list[bool] = []
-    ep = Endpointer(_Model(p), lambda: ended.append(True), lambda: words[0])
+    ep = Endpointer(_Model(p), lambda: ended.append(True), lambda: words[0], lambda: tail)
     ep.set_eagerness(eagerness)
     ep.push(np.zeros(16000, np.int16))
     ep.start_turn(16000)
@@ -67,6 +69,39 @@ async def test_a_trailing_function_word_holds_the_turn_through_a_second() -> Non
         assert await _silence(ep, ended, 1100) is None, tail
         ep.on_speech()  # the rest of the sentence comes: the turn goes on
         assert not ended
+
+
+def test_a_last_word_is_doubted_when_improbable_or_aligned_to_the_very_end_of_speech() -> None:
+    said = "what is the capital of france"
+    assert not doubtful(TailWord("france", 0.98, 340), said)  # said in full, a few hundred ms before the pause
+    assert doubtful(TailWord("france", 0.3, 340), said)  # improbable to the decoder
+    assert doubtful(TailWord("france", 0.99, 90), said)  # squeezed into the tail of the word really said
+    assert doubtful(TailWord("france", 0.99, -40), said)  # aligned inside the pause
+    assert not doubtful(TailWord("paris", 0.1, 0), said)  # evidence about other words (an older decode): ignored
+    assert not doubtful(None, said)
+
+
+async def test_a_doubted_last_word_holds_a_turn_the_model_calls_complete() -> None:
+    # "What is the capital of ..." decoded as "what is the capital done": no trailing "of" left, a confident model
+    words = ["what is the capital done"]
+    ep, ended = _endpointer(0.99, words, tail=TailWord("done", 0.4, 150))
+    ep.on_partial()
+    assert await _silence(ep, ended, 1100) is None
+    ep.on_speech()  # "... France?"
+    assert not ended
+    # the same verdict on a last word heard in full ends the turn as soon as the words are in
+    ep, ended = _endpointer(0.99, ["what is the capital of france"], tail=TailWord("france", 0.98, 340))
+    assert await _silence(ep, ended, 400) is None  # the verdict came first; the pause's words end the turn
+    ep.on_partial()
+    assert ended == [True]
+    # a doubt holds less long than a trailing "of" does, and the hard maximum still ends the turn
+    ends = {}
+    for said, tail in (("what is the capital of", None), ("what is the capital done", TailWord("done", 0.4, 150))):
+        ep, ended = _endpointer(0.99, [said], tail=tail)
+        ep.on_partial()
+        ends[said] = await _silence(ep, ended, EAGERNESS["auto"].max_ms + 2 * FRAME_MS)
+    assert ends["what is the capital done"] is not None and ends["what is the capital of"] is not None
+    assert ends["what is the capital done"] < ends["what is the capital of"], ends
 
 
 async def test_hard_maximum_ends_any_pause() -> None:
@@ -146,6 +181,58 @@ def test_backchannels_and_hums_do_not_interrupt_but_requests_do() -> None:
     for heard in ("Stop.", "Wait", "No, the other one", "Tell me about Paris instead"):
         assert classify(heard, 800) == "words", heard
     assert is_clear_interruption("Stop", 100) and is_clear_interruption("tell me about Paris", 800)
+
+
+def test_a_hum_made_into_words_the_recogniser_is_unsure_of_does_not_interrupt() -> None:
+    # espeak's "Mm-hm" as Whisper tiny hears it: a sentence whose first word it gives 0.08
+    hum = "And then they come"
+    assert not is_clear_interruption(hum, 700)  # not while a hum could still be going on: wait for its end
+    assert classify(hum, 700, least_probability=0.08) == "none"
+    # the same words heard with confidence, or a request with an interrupting word, are an interruption
+    assert classify(hum, 700, least_probability=0.9) == "words"
+    assert classify(hum, 700) == "words"  # a recogniser that does not tell
+    assert classify("No, not that", 700, least_probability=0.1) == "words"
+    assert classify("Tell me about the weather in Paris instead", 900, least_probability=0.2) == "words"  # long
+
+
+class _AligningDecoder(_Decoder):
+    """A recogniser that also aligns its words: the last one starts 0.25 s before the end of the audio."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.with_words: list[bool] = []
+
+    def transcribe(self, pcm: np.ndarray, language: str | None = None, context: str = "",
+                   final: bool = True) -> tuple[str, float]:
+        self.with_words.append(False)
+        return super().transcribe(pcm, language, context, final)
+
+    def transcribe_words(self, pcm: np.ndarray, language: str | None = None, context: str = "",
+                         final: bool = True) -> tuple[str, float, list[Word]]:
+        self.with_words.append(True)
+        text, cost = super().transcribe(pcm, language, context, final)
+        return text, cost, [Word("capital", 0.0, 0.9), Word("of", 0.0, 0.9),
+                            Word("france", pcm.shape[0] / 16000 - 0.25, 0.8)]
+
+
+def test_redecode_stream_tells_the_last_word_of_a_pause_decode_only() -> None:
+    dec = _AligningDecoder()
+    stream = RedecodeStream(dec, "en", "")
+    assert stream.tail_evidence and not RedecodeStream(_Decoder(), "en", "").tail_evidence
+    speech = (np.sin(np.arange(8000) / 3.0) * 8000).astype(np.int16)
+    quiet = np.random.default_rng(0).normal(0, 30, 8000).astype(np.int16)
+    tails: list[tuple[bool, TailWord | None]] = []
+    for part in (speech, speech, quiet):
+        for k in range(0, len(part), 1600):
+            if stream.feed(part[k:k + 1600]) is not None:
+                tails.append((stream.pause_decoded, stream.tail_word()))
+    # a scheduled partial while speaking: no evidence; the pause's decode: the last word, with how long before the
+    # end of speech it starts (0.25 s before the end of the audio, of which the quiet run was already quiet)
+    assert tails[0] == (False, None) and dec.with_words[0] is False
+    pause_decoded, tail = tails[-1]
+    assert pause_decoded and tail is not None and tail.word == "france" and tail.probability == 0.8
+    assert 0 < tail.lead_ms < 250, tail
+    assert dec.with_words.count(True) == 1
 
 
 class _ScriptedVAD:

@@ -55,21 +55,28 @@ def test_whisper_streams_partials_then_the_final_transcript(whisper: Any, questi
 
 def test_whisper_partials_are_greedy_and_the_pause_decode_is_the_final_beam_decode(
         whisper: Any, question_16k: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Scheduled partials stay cheap (greedy); the decode at the pause is the beam decode, reused by finish()."""
-    finals: list[bool] = []
-    real = whisper.transcribe
+    """Scheduled partials stay cheap (greedy); the decode at the pause is the beam decode, reused by finish(), and
+    the only one that aligns its words (the end-of-turn evidence on the last word)."""
+    finals: list[tuple[bool, bool]] = []
+    real = whisper._decode
 
-    def spy(pcm: np.ndarray, language: str | None = None, context: str = "", final: bool = True) -> tuple[str, float]:
-        finals.append(final)
-        return real(pcm, language, context, final)  # type: ignore[no-any-return]
+    def spy(pcm: np.ndarray, language: str | None, context: str, final: bool, words: bool) -> Any:
+        finals.append((final, words))
+        return real(pcm, language, context, final, words)
 
-    monkeypatch.setattr(whisper, "transcribe", spy)
-    partials, final = _stream(whisper, mic_like(question_16k, pad_s=1.5))  # 1.5 s of quiet after the question
+    monkeypatch.setattr(whisper, "_decode", spy)
+    stream = whisper.new_stream()
+    signal = mic_like(question_16k, pad_s=1.5)  # 1.5 s of quiet after the question
+    partials = [p for i in range(0, signal.shape[0], FRAME) if (p := stream.feed(signal[i:i + FRAME]))]
+    tail = stream.tail_word()
+    final = stream.finish()
     assert {"capital", "france"} <= _words(final), final
-    assert partials and finals[:-1] and not any(finals[:-1]), finals  # partials while speaking: greedy
+    assert partials and finals[:-1] and not any(f for f, _ in finals[:-1]), finals  # partials while speaking: greedy
     # the pause decode is the last one: no partial re-decodes the quiet tail, and finish() reuses it
-    assert finals[-1] is True and finals.count(True) == 1, finals
+    assert finals[-1] == (True, True) and finals.count((True, True)) == 1, finals
     assert whisper.beam_size == 5
+    # the last word was said in full (Piper): probable, and aligned to start before the end of speech
+    assert tail is not None and tail.word == "france" and tail.probability > 0.5 and tail.lead_ms > 0, tail
 
 
 def test_whisper_hears_several_voices(whisper: Any, piper: Any, espeak: Any, moon_16k: np.ndarray) -> None:

@@ -10,6 +10,11 @@ the turn is complete from the sound of it, and weighs the words heard so far (a 
 * below it: the turn ends only after a longer silence, the lower the probability the longer, up to the hard
   maximum ``max_ms`` of the eagerness; the model is asked again every ``recheck_ms`` while the silence lasts.
 
+The recogniser's doubt about the last word counts too: Whisper makes up the end of a sentence cut by a pause
+("What is the capital of" → "What is the capital done"), so a last word the decoder found improbable, or that is
+aligned to the very end of the speech, is not trusted (:func:`doubtful`) and the turn waits as for a trailing
+"of", a little less.
+
 Speech during the wait simply continues the turn. The model runs in a worker thread (~50 ms); a result that
 arrives after the user spoke again is ignored.
 
@@ -27,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voicecall.speech.base import PCM16, EOTModel
+from voicecall.speech.base import PCM16, EOTModel, TailWord
 
 log = logging.getLogger(__name__)
 RATE = 16000
@@ -64,6 +69,16 @@ EAGERNESS["auto"] = EAGERNESS["medium"]
 INCOMPLETE_TAIL = frozenset(["a", "an", "the", "of", "to", "in", "on", "at", "by", "for", "from", "with", "about", "into", "onto", "over", "under", "between", "through", "during", "without", "within", "and", "or", "but", "nor", "so", "because", "if", "when", "while", "although", "though", "than", "that", "which", "who", "whose", "where", "whom", "my", "your", "his", "her", "its", "our", "their", "this", "these", "those", "some", "any", "every", "each", "no", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "have", "has", "had", "will", "would", "can", "could", "should", "shall", "may", "might", "must", "i", "you", "he", "she", "we", "they", "it's", "i'm", "you're", "we're", "they're", "let's", "um", "uh", "er", "erm", "hmm", "like"])
 TAIL_FACTOR = 0.2
 """P(complete) is multiplied by this when the transcript so far ends on one of :data:`INCOMPLETE_TAIL`."""
+DOUBT_FACTOR = 0.3
+"""P(complete) is multiplied by this when the recogniser doubts the last word (:func:`doubtful`): a made-up word
+hides the trailing "of" / "the" that was really said. Less than :data:`TAIL_FACTOR`'s hold: some complete turns
+are doubted too (a short last word like "earth", a misheard one); with ``auto`` the wait is ~1.3 s, not ~1.6 s."""
+DOUBT_PROBABILITY = 0.5
+"""A last word the decoder gave less than this probability is doubted ("What is the weather liking" 0.17)."""
+DOUBT_LEAD_MS = 125
+"""A last word aligned to start less than this before the end of speech is doubted: a word really said at the
+end of a turn lasts longer (sentence-final lengthening); one squeezed into the tail of the word really said
+("… isn't it", "… I'm out", "… for it") starts at its very end or inside the pause."""
 NO_MODEL_PRIOR = 0.6
 """P(complete) assumed without a model verdict (type ``fixed`` by default, a failing model, or one that is late):
 transcript evidence and silence decide."""
@@ -81,9 +96,19 @@ def last_word(text: str) -> str:
     return words[-1] if words else ""
 
 
-def with_evidence(p: float, transcript: str) -> float:
+def doubtful(tail: TailWord | None, transcript: str) -> bool:
+    """Whether the recogniser's last word was probably not said (see :data:`DOUBT_PROBABILITY`,
+    :data:`DOUBT_LEAD_MS`). Without evidence (another recogniser, a partial that is not a pause's decode), no."""
+    if tail is None or tail.word != last_word(transcript):
+        return False
+    return tail.probability < DOUBT_PROBABILITY or tail.lead_ms < DOUBT_LEAD_MS
+
+
+def with_evidence(p: float, transcript: str, tail: TailWord | None = None) -> float:
     """Combine the model's P(complete) with what the words say."""
-    return p * TAIL_FACTOR if last_word(transcript) in INCOMPLETE_TAIL else p
+    if last_word(transcript) in INCOMPLETE_TAIL:
+        return p * TAIL_FACTOR
+    return p * DOUBT_FACTOR if doubtful(tail, transcript) else p
 
 
 class Endpointer:
@@ -94,10 +119,12 @@ class Endpointer:
     (:meth:`on_silence`). When a model result decides to end the turn between frames, ``on_end`` is called.
     """
 
-    def __init__(self, model: EOTModel | None, on_end: Callable[[], None], transcript: Callable[[], str]) -> None:
+    def __init__(self, model: EOTModel | None, on_end: Callable[[], None], transcript: Callable[[], str],
+                 tail: Callable[[], TailWord | None] = lambda: None) -> None:
         self.model = model
         self._on_end = on_end
         self._transcript = transcript  # the latest partial transcript of the turn
+        self._tail = tail  # what the recogniser knows of its last word (None: nothing)
         self.eagerness = EAGERNESS["auto"]
         self._ring: deque[PCM16] = deque()
         self._ring_len = 0
@@ -206,7 +233,8 @@ class Endpointer:
         if verdict:
             self._p_model = p_model
         transcript = self._transcript()
-        p = with_evidence(p_model, transcript)
+        tail = self._tail() if transcript else None
+        p = with_evidence(p_model, transcript, tail)
         wait = 0.0 if p >= e.threshold else e.wait_ms(p)
         if not wait and not self._fresh and self.model is not None:
             # Complete by its sound, but the words of the pause are not in yet (a re-decoding recogniser answers
@@ -214,7 +242,9 @@ class Endpointer:
             wait = e.candidate_ms + WORDS_GRACE_MS
         self._required = max(at_ms, wait) if wait else at_ms
         self.last = {"p_model": round(p_model, 3), "p": round(p, 3), "tail": last_word(transcript),
-                     "wait_ms": round(self._required)}
+                     "wait_ms": round(self._required), "words": transcript,
+                     "doubt": f"{tail.probability:.2f}/{tail.lead_ms:.0f}ms" + (" doubtful" if doubtful(
+                         tail, transcript) else "") if tail is not None else ""}
         log.debug("end of turn? %s", self.last)
 
     def _due(self, by: str) -> bool:

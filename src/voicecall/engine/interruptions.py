@@ -30,6 +30,17 @@ INTERRUPT_WORDS = frozenset(["stop", "wait", "no", "nope", "hold", "hang", "hey"
 SHORT_MS = 600
 """Speech shorter than this with at most two words and no :data:`INTERRUPT_WORDS` counts as a backchannel: a
 recogniser often makes "words" of a grunt or a cough ("mm-hm" heard as "MMA Chen")."""
+EARLY_MS = 800
+"""While the speech goes on, two words that are not a backchannel confirm an interruption only after this much
+speech (a hum of ~0.7 s made into words must end first, so that :func:`classify` can weigh the recogniser's
+confidence); :data:`INTERRUPT_WORDS` confirm it at once, and any speech longer than ``local.maxBackchannelMs``
+does."""
+UNSURE_PROBABILITY = 0.3
+"""A short sound (it ended before ``local.maxBackchannelMs``) of at most :data:`UNSURE_MAX_WORDS` words, none of
+:data:`INTERRUPT_WORDS`, whose least probable word the recogniser gave less than this, is a sound, not words:
+Whisper makes sentences of a hum ("Mm-hm" → "And then they come", its "And" at 0.08–0.29) but hears short requests
+it can make out with every word above ~0.4."""
+UNSURE_MAX_WORDS = 4
 
 
 _VOCALIZATION = re.compile(r"(?:[mh]*m[mh]*|u+h+|a+h+|o+h+|e+r+m*|u+m+)(?:-(?:[mh]*m[mh]*|u+h+|a+h+))*")
@@ -45,8 +56,10 @@ def _is_backchannel_word(word: str) -> bool:
     return word in BACKCHANNEL_WORDS or _VOCALIZATION.fullmatch(word) is not None
 
 
-def classify(text: str, spoken_ms: float = float("inf")) -> str:
-    """``"none"`` (no words: noise), ``"backchannel"`` or ``"words"`` (a real interruption)."""
+def classify(text: str, spoken_ms: float = float("inf"), least_probability: float | None = None) -> str:
+    """``"none"`` (no words: noise, or words the recogniser is unsure of, see :data:`UNSURE_PROBABILITY`),
+    ``"backchannel"`` or ``"words"`` (a real interruption). ``least_probability``: the recogniser's probability of
+    the least probable word of ``text``, when it tells."""
     words = words_of(text)
     if not words:
         return "none"
@@ -57,16 +70,18 @@ def classify(text: str, spoken_ms: float = float("inf")) -> str:
         return "words"
     if spoken_ms < SHORT_MS and len(words) <= 2:
         return "backchannel"
+    if least_probability is not None and least_probability < UNSURE_PROBABILITY and len(words) <= UNSURE_MAX_WORDS:
+        return "none"
     return "words"
 
 
 def is_clear_interruption(partial: str, spoken_ms: float) -> bool:
     """Early decision while the user still speaks: an interrupting word, or two other words that are not a
-    backchannel over more than :data:`SHORT_MS` of speech."""
+    backchannel over at least :data:`EARLY_MS` of speech."""
     words = words_of(partial)
     if any(w in INTERRUPT_WORDS for w in words):
         return True
-    return spoken_ms >= SHORT_MS and sum(1 for w in words if not _is_backchannel_word(w)) >= 2
+    return spoken_ms >= EARLY_MS and sum(1 for w in words if not _is_backchannel_word(w)) >= 2
 
 
 @dataclass(slots=True)

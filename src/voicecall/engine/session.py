@@ -37,7 +37,7 @@ from voicecall.protocol.session import (
     parse_tools,
     parse_voice,
 )
-from voicecall.speech.base import Served, served_by
+from voicecall.speech.base import Served, TailEvidence, served_by
 from voicecall.speech.cloud import ProviderError
 from voicecall.speech.prices import StageUse
 
@@ -396,14 +396,18 @@ class EngineSession:
                                 spoken_ms: float) -> None:
         """The tentative speech ended before it proved to be an interruption: its final transcript decides."""
         text = t.partial
+        least: float | None = None  # how sure the recogniser is of the least probable word, if it tells
         if seg.stt is not None:
             try:
                 text = await asyncio.wait_for(seg.stt.finish(), 10)
+                stream = seg.stt.stream
+                if isinstance(stream, TailEvidence) and stream.tail_evidence:
+                    least = stream.least_probability()
             except Exception:
                 log.debug("final transcript of a tentative interruption failed", exc_info=True)
         if self._closed:
             return
-        kind = classify(text, spoken_ms)
+        kind = classify(text, spoken_ms, least)
         if kind != "words":
             self.false_interruption_count += 1
             log.info("false interruption ignored (%s, %.0f ms): %r", kind, spoken_ms, text)

@@ -20,7 +20,7 @@ import numpy as np
 from voicecall.audio import ENGINE_RATE, PCM16, Resampler
 from voicecall.engine.endpointing import Endpointer
 from voicecall.protocol.session import TurnDetection
-from voicecall.speech.base import EOTModel, STTModel, STTStream, VADModel
+from voicecall.speech.base import EOTModel, STTModel, STTStream, TailEvidence, TailWord, VADModel
 
 log = logging.getLogger(__name__)
 STT_RATE = 16000
@@ -40,6 +40,10 @@ class SttWorker:
         self.fed = 0  # 16 kHz samples handed to feed()
         self.covered = 0  # samples the latest partial was decoded from (it covers them all)
         self.heard = ""  # the latest partial with its punctuation, if the stream keeps it (RedecodeStream.heard)
+        self.tail: TailWord | None = None  # what the recogniser knows of the latest partial's last word
+        self.pause_words = False
+        """The latest partial is the pause's decode (a recogniser that tells, :class:`TailEvidence`; any partial
+        of one that does not): a scheduled partial is not final-quality and carries no evidence on its last word."""
 
     @property
     def stream(self) -> STTStream | None:
@@ -68,6 +72,9 @@ class SttWorker:
                 if partial:
                     self.covered = seen
                     self.heard = getattr(stream, "heard", "") or partial  # read before the next feed() can change it
+                    told = stream if isinstance(stream, TailEvidence) and stream.tail_evidence else None
+                    self.tail = told.tail_word() if told is not None else None
+                    self.pause_words = told is None or told.pause_decoded
                     self._on_partial(partial)
         text = await asyncio.to_thread(stream.finish)
         self.final_at = time.monotonic()
@@ -169,7 +176,8 @@ class InputAudioBuffer:
         self._partial = ""
         # The words are evidence only when decoded from all of the turn's speech: a partial that lags behind (a busy
         # recogniser) ends mid-sentence ("... tell me how to get to the") and would hold a finished turn.
-        self.endpointer = Endpointer(eot_model, self._end_by_model, lambda: self._partial if self.words_fresh else "")
+        self.endpointer = Endpointer(eot_model, self._end_by_model, lambda: self._partial if self.words_fresh else "",
+                                     lambda: self._stt.tail if self._stt is not None and self.words_fresh else None)
 
     # ----------------------------------------------------------------------------- properties
     @property
@@ -333,8 +341,8 @@ class InputAudioBuffer:
             # evidence about this turn, nor words of this turn's item.
             return
         self._partial = text
-        if self.speaking and self._silence_run and stt.covered >= self._speech_fed:
-            self.words_fresh = True  # decoded from everything said up to this pause
+        if self.speaking and self._silence_run and stt.covered >= self._speech_fed and stt.pause_words:
+            self.words_fresh = True  # the pause's decode, of everything said up to this pause
         self._on_partial(text)
         if self.words_fresh and self.speaking and self._silence_run:
             self.endpointer.on_partial()

@@ -112,6 +112,43 @@ class EndOfTurnHints(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class TailWord:
+    """What a recogniser knows about the last word of the transcript it decoded at a pause: was it *heard*, or
+    made up? Whisper completes a sentence cut by a pause ("What is the capital of" → "What is the capital done?",
+    "How far away is the" → "How far away isn't it?"): such an invented last word is either improbable to the
+    decoder or aligned to the last instant of speech (a word squeezed into the tail of the one really said)."""
+
+    word: str
+    """The last word, lower case, without punctuation."""
+    probability: float
+    """The decoder's probability of the word (the lowest of its tokens)."""
+    lead_ms: float
+    """From the word's aligned start to the end of speech (the start of the pause); a word said in full lasts a
+    few hundred ms, an invented one starts at the very end or inside the pause (<= 0)."""
+
+
+@runtime_checkable
+class TailEvidence(Protocol):
+    """Optional extra of an :class:`STTStream` that can say how sure it is of its pause's last word
+    (:class:`~voicecall.speech.stt_redecode.RedecodeStream` over Whisper). ``semantic_vad`` weighs it."""
+
+    tail_evidence: bool
+    """Whether this stream reports a :class:`TailWord` with its pause decodes (it depends on the recogniser)."""
+    pause_decoded: bool
+    """The latest partial is a pause's decode (final quality, all the speech so far), not a scheduled one."""
+
+    def tail_word(self) -> TailWord | None:
+        """The last word of the latest partial, if that partial came from a pause's decode; else ``None``."""
+        ...
+
+    def least_probability(self) -> float | None:
+        """The decoder's probability of the least probable word of the latest pause's decode (which is the final
+        transcript when nothing was said after it); ``None`` when unknown. A hum made into words ("Mm-hm" →
+        "And then they come") has one very improbable word."""
+        ...
+
+
 @runtime_checkable
 class STTModel(Protocol):
     name: str

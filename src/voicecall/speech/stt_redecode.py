@@ -18,20 +18,35 @@ Whisper and Moonshine are not streaming models; :class:`RedecodeStream` makes th
   decodes only see the audio after the cut.
 * A partial has no sentence-final mark (its last word may still grow: "of?" then "of France?").
 * Audio that never rises above -60 dBFS is not decoded at all (an empty transcript).
+* **Was the last word heard?** With a recogniser that can align its words (``transcribe_words``: Whisper), the
+  pause's decode also tells how sure it is of its last word (:meth:`RedecodeStream.tail_word`: the decoder's
+  probability, and how long before the end of speech the word starts). ``semantic_vad`` uses it: Whisper makes up
+  the end of a sentence cut by a pause.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from .base import PCM16
+from .base import PCM16, TailWord
 
 SAMPLE_RATE = 16000
 HOP = 160  # 10 ms level frames
 FRAME_RATE = SAMPLE_RATE // HOP
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One decoded word with its aligned start (seconds from the start of the decoded audio) and the decoder's
+    probability of it (the lowest of its tokens)."""
+
+    text: str
+    start: float
+    probability: float
 
 
 class Redecoder(Protocol):
@@ -85,6 +100,10 @@ class RedecodeStream:
         self.heard = ""
         """The last reported partial as decoded, with the final mark it leaves out ("... of France?"): what the
         final transcript reads when nothing more is said (the engine's speculative answer answers this)."""
+        self.tail_evidence = callable(getattr(model, "transcribe_words", None))
+        self._last_word: TailWord | None = None  # the last word of the latest decode, when it was a pause's decode
+        self.pause_decoded = False  # the latest decode was a pause's
+        self._least: float | None = None  # the lowest word probability of that decode
 
     # ------------------------------------------------------------------------------- levels
     def _track(self, pcm: PCM16) -> None:
@@ -121,9 +140,21 @@ class RedecodeStream:
     def _context(self) -> str:
         return (self._prompt + " " + self._committed).strip()
 
-    def _decode(self, final: bool) -> None:
+    def _decode(self, final: bool, pause: bool = False) -> None:
         audio = self._audio()
-        self._text, self._last_cost = self._m.transcribe(audio, self._lang, self._context(), final)
+        self._last_word = None
+        self._least = None
+        self.pause_decoded = pause
+        if pause and self.tail_evidence:
+            self._text, self._last_cost, words = self._m.transcribe_words(  # type: ignore[attr-defined]
+                audio, self._lang, self._context(), final)
+            if words:
+                speech_end = (audio.shape[0] - self._quiet_run * HOP) / SAMPLE_RATE
+                last = words[-1]
+                self._least = min(w.probability for w in words)
+                self._last_word = TailWord(last.text, last.probability, round((speech_end - last.start) * 1000))
+        else:
+            self._text, self._last_cost = self._m.transcribe(audio, self._lang, self._context(), final)
         self._decoded_len = audio.shape[0]
         self._loud_since_decode = False
         if final:
@@ -148,6 +179,9 @@ class RedecodeStream:
         self._levels = [levels[cut // HOP:]]
         self._decoded_len = -1
         self._text = ""
+        self._last_word = None
+        self._least = None
+        self.pause_decoded = False
 
     def _full_text(self) -> str:
         return (self._committed + " " + self._text).strip()
@@ -170,7 +204,7 @@ class RedecodeStream:
         if self._len < 0.3 * SAMPLE_RATE or self._peak_db < -60:
             return None
         if pause and self._loud_since_final:
-            self._decode(final=True)  # the words of the pause: the final transcript unless speech follows
+            self._decode(final=True, pause=True)  # the pause's words: the final transcript unless speech follows
         elif new >= interval and self._loud_since_decode:  # quiet audio alone adds nothing to hear
             self._decode(final=False)
         elif not (pause and self._decoded_len >= 0):
@@ -185,6 +219,15 @@ class RedecodeStream:
             self.heard = self._full_text()
             return text
         return None
+
+    def tail_word(self) -> TailWord | None:
+        """What the recogniser knows of the last word of the latest partial, when that partial is a pause's decode
+        by a recogniser that aligns its words (``tail_evidence``); else ``None``."""
+        return self._last_word
+
+    def least_probability(self) -> float | None:
+        """The lowest word probability of the latest decode, when it is a pause's decode with aligned words."""
+        return self._least
 
     def finish(self) -> str:
         """The final transcript: the last final-quality decode if only quiet audio came after it, else one more."""
