@@ -215,24 +215,24 @@ class _AligningDecoder(_Decoder):
                             Word("france", pcm.shape[0] / 16000 - 0.25, 0.8)]
 
 
-def test_redecode_stream_tells_the_last_word_of_a_pause_decode_only() -> None:
+def test_redecode_stream_tells_how_sure_it_is_of_the_last_word() -> None:
     dec = _AligningDecoder()
     stream = RedecodeStream(dec, "en", "")
     assert stream.tail_evidence and not RedecodeStream(_Decoder(), "en", "").tail_evidence
     speech = (np.sin(np.arange(8000) / 3.0) * 8000).astype(np.int16)
     quiet = np.random.default_rng(0).normal(0, 30, 8000).astype(np.int16)
-    tails: list[tuple[bool, TailWord | None]] = []
+    tails: list[TailWord | None] = []
     for part in (speech, speech, quiet):
         for k in range(0, len(part), 1600):
             if stream.feed(part[k:k + 1600]) is not None:
-                tails.append((stream.pause_decoded, stream.tail_word()))
-    # a scheduled partial while speaking: no evidence; the pause's decode: the last word, with how long before the
-    # end of speech it starts (0.25 s before the end of the audio, of which the quiet run was already quiet)
-    assert tails[0] == (False, None) and dec.with_words[0] is False
-    pause_decoded, tail = tails[-1]
-    assert pause_decoded and tail is not None and tail.word == "france" and tail.probability == 0.8
-    assert 0 < tail.lead_ms < 250, tail
-    assert dec.with_words.count(True) == 1
+                tails.append(stream.tail_word())
+    # while speaking, the last word runs to the end of the audio (0.25 s before it: lead 250 ms); at the pause,
+    # the quiet run is not speech: the word starts less than 250 ms before the end of speech
+    assert all(t is not None and t.word == "france" and t.probability == 0.8 for t in tails), tails
+    assert tails[0] is not None and tails[0].lead_ms == 250
+    assert tails[-1] is not None and 0 < tails[-1].lead_ms < 250, tails
+    assert stream.least_probability() == 0.8
+    assert dec.with_words and not any(w is False for w in dec.with_words)
 
 
 class _ScriptedVAD:

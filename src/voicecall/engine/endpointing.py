@@ -75,10 +75,12 @@ hides the trailing "of" / "the" that was really said. Less than :data:`TAIL_FACT
 are doubted too (a short last word like "earth", a misheard one); with ``auto`` the wait is ~1.3 s, not ~1.6 s."""
 DOUBT_PROBABILITY = 0.5
 """A last word the decoder gave less than this probability is doubted ("What is the weather liking" 0.17)."""
-DOUBT_LEAD_MS = 125
+DOUBT_LEAD_MS = 180
 """A last word aligned to start less than this before the end of speech is doubted: a word really said at the
-end of a turn lasts longer (sentence-final lengthening); one squeezed into the tail of the word really said
-("… isn't it", "… I'm out", "… for it") starts at its very end or inside the pause."""
+end of a turn lasts longer (sentence-final lengthening: 270-480 ms for most last words of the bench's espeak and
+Piper questions); one squeezed into the tail of the word really said ("… isn't it", "… I'm out", "… for it",
+"… a notebook come out") starts at its very end (110-175 ms) or inside the pause. Short last words said in full
+("… from the earth", 70-110 ms) are doubted too: they wait ~1.3 s."""
 NO_MODEL_PRIOR = 0.6
 """P(complete) assumed without a model verdict (type ``fixed`` by default, a failing model, or one that is late):
 transcript evidence and silence decide."""

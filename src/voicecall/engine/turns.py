@@ -41,9 +41,6 @@ class SttWorker:
         self.covered = 0  # samples the latest partial was decoded from (it covers them all)
         self.heard = ""  # the latest partial with its punctuation, if the stream keeps it (RedecodeStream.heard)
         self.tail: TailWord | None = None  # what the recogniser knows of the latest partial's last word
-        self.pause_words = False
-        """The latest partial is the pause's decode (a recogniser that tells, :class:`TailEvidence`; any partial
-        of one that does not): a scheduled partial is not final-quality and carries no evidence on its last word."""
 
     @property
     def stream(self) -> STTStream | None:
@@ -74,7 +71,6 @@ class SttWorker:
                     self.heard = getattr(stream, "heard", "") or partial  # read before the next feed() can change it
                     told = stream if isinstance(stream, TailEvidence) and stream.tail_evidence else None
                     self.tail = told.tail_word() if told is not None else None
-                    self.pause_words = told is None or told.pause_decoded
                     self._on_partial(partial)
         text = await asyncio.to_thread(stream.finish)
         self.final_at = time.monotonic()
@@ -341,8 +337,8 @@ class InputAudioBuffer:
             # evidence about this turn, nor words of this turn's item.
             return
         self._partial = text
-        if self.speaking and self._silence_run and stt.covered >= self._speech_fed and stt.pause_words:
-            self.words_fresh = True  # the pause's decode, of everything said up to this pause
+        if self.speaking and self._silence_run and stt.covered >= self._speech_fed:
+            self.words_fresh = True  # decoded from everything said up to this pause
         self._on_partial(text)
         if self.words_fresh and self.speaking and self._silence_run:
             self.endpointer.on_partial()

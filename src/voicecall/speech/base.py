@@ -130,21 +130,19 @@ class TailWord:
 
 @runtime_checkable
 class TailEvidence(Protocol):
-    """Optional extra of an :class:`STTStream` that can say how sure it is of its pause's last word
+    """Optional extra of an :class:`STTStream` that can say how sure it is of its last word
     (:class:`~voicecall.speech.stt_redecode.RedecodeStream` over Whisper). ``semantic_vad`` weighs it."""
 
     tail_evidence: bool
-    """Whether this stream reports a :class:`TailWord` with its pause decodes (it depends on the recogniser)."""
-    pause_decoded: bool
-    """The latest partial is a pause's decode (final quality, all the speech so far), not a scheduled one."""
+    """Whether this stream reports a :class:`TailWord` with its partials (it depends on the recogniser)."""
 
     def tail_word(self) -> TailWord | None:
-        """The last word of the latest partial, if that partial came from a pause's decode; else ``None``."""
+        """The last word of the latest partial; ``None`` when unknown."""
         ...
 
     def least_probability(self) -> float | None:
-        """The decoder's probability of the least probable word of the latest pause's decode (which is the final
-        transcript when nothing was said after it); ``None`` when unknown. A hum made into words ("Mm-hm" →
+        """The decoder's probability of the least probable word of the latest decode (the final transcript's,
+        after ``finish()``); ``None`` when unknown. A hum made into words ("Mm-hm" →
         "And then they come") has one very improbable word."""
         ...
 

@@ -18,10 +18,11 @@ Whisper and Moonshine are not streaming models; :class:`RedecodeStream` makes th
   decodes only see the audio after the cut.
 * A partial has no sentence-final mark (its last word may still grow: "of?" then "of France?").
 * Audio that never rises above -60 dBFS is not decoded at all (an empty transcript).
-* **Was the last word heard?** With a recogniser that can align its words (``transcribe_words``: Whisper), the
-  pause's decode also tells how sure it is of its last word (:meth:`RedecodeStream.tail_word`: the decoder's
-  probability, and how long before the end of speech the word starts). ``semantic_vad`` uses it: Whisper makes up
-  the end of a sentence cut by a pause.
+* **Was the last word heard?** With a recogniser that can align its words (``transcribe_words``: Whisper), every
+  decode also tells how sure it is of its last word (:meth:`RedecodeStream.tail_word`: the decoder's probability,
+  and how long before the end of speech, by the levels, the word starts) and of its least probable word.
+  ``semantic_vad`` uses the first (Whisper makes up the end of a sentence cut by a pause), false-interruption
+  handling the second (Whisper makes words of a hum).
 """
 
 from __future__ import annotations
@@ -101,8 +102,7 @@ class RedecodeStream:
         """The last reported partial as decoded, with the final mark it leaves out ("... of France?"): what the
         final transcript reads when nothing more is said (the engine's speculative answer answers this)."""
         self.tail_evidence = callable(getattr(model, "transcribe_words", None))
-        self._last_word: TailWord | None = None  # the last word of the latest decode, when it was a pause's decode
-        self.pause_decoded = False  # the latest decode was a pause's
+        self._last_word: TailWord | None = None  # the last word of the latest decode, with the evidence on it
         self._least: float | None = None  # the lowest word probability of that decode
 
     # ------------------------------------------------------------------------------- levels
@@ -140,12 +140,11 @@ class RedecodeStream:
     def _context(self) -> str:
         return (self._prompt + " " + self._committed).strip()
 
-    def _decode(self, final: bool, pause: bool = False) -> None:
+    def _decode(self, final: bool) -> None:
         audio = self._audio()
         self._last_word = None
         self._least = None
-        self.pause_decoded = pause
-        if pause and self.tail_evidence:
+        if self.tail_evidence:  # the alignment costs ~5 % more than the decode (its encoder output is reused)
             self._text, self._last_cost, words = self._m.transcribe_words(  # type: ignore[attr-defined]
                 audio, self._lang, self._context(), final)
             if words:
@@ -181,7 +180,6 @@ class RedecodeStream:
         self._text = ""
         self._last_word = None
         self._least = None
-        self.pause_decoded = False
 
     def _full_text(self) -> str:
         return (self._committed + " " + self._text).strip()
@@ -204,7 +202,7 @@ class RedecodeStream:
         if self._len < 0.3 * SAMPLE_RATE or self._peak_db < -60:
             return None
         if pause and self._loud_since_final:
-            self._decode(final=True, pause=True)  # the pause's words: the final transcript unless speech follows
+            self._decode(final=True)  # the words of the pause: the final transcript unless speech follows
         elif new >= interval and self._loud_since_decode:  # quiet audio alone adds nothing to hear
             self._decode(final=False)
         elif not (pause and self._decoded_len >= 0):
@@ -221,12 +219,12 @@ class RedecodeStream:
         return None
 
     def tail_word(self) -> TailWord | None:
-        """What the recogniser knows of the last word of the latest partial, when that partial is a pause's decode
-        by a recogniser that aligns its words (``tail_evidence``); else ``None``."""
+        """What the recogniser knows of the last word of the latest decode, when it aligns its words
+        (``tail_evidence``); else ``None``."""
         return self._last_word
 
     def least_probability(self) -> float | None:
-        """The lowest word probability of the latest decode, when it is a pause's decode with aligned words."""
+        """The lowest word probability of the latest decode, when the recogniser tells (``tail_evidence``)."""
         return self._least
 
     def finish(self) -> str:
