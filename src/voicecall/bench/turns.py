@@ -46,7 +46,7 @@ QUESTIONS = [
 ]
 VOICES = ["en-us", "en-us+f3", "en+m3"]
 PAUSES_MS = [500, 750, 1000, 1250, 1500]
-BACKCHANNELS = ["Mm-hm.", "Yeah.", "Okay.", "Right.", "Uh-huh.", "I see."]
+BACKCHANNELS = ["Mm-hm.", "Yeah.", "Okay.", "Right.", "Uh-huh.", "I see.", "Hmm.", "Mm."]
 INTERRUPTIONS = ["Stop, that is not what I asked.", "Wait, tell me about the weather instead.",
                  "No no, I meant the other one."]
 CONFIGS: list[tuple[str, dict[str, Any]]] = [
@@ -124,7 +124,7 @@ def build_set(n_questions: int, voices: list[str]) -> list[Turn]:
                               pause=(best[0] * ENGINE_RATE // 100, best[1] * ENGINE_RATE // 100),
                               speech_end=int((loud[-1] + 1) * ENGINE_RATE / 100), nominal_pause=pause, q=q))
     for k, word in enumerate(BACKCHANNELS):
-        for voice in voices[:2]:
+        for voice in voices:
             turns.append(Turn("backchannel", word, voice, _espeak(word, voice)))
     for k, kind in enumerate(["cough", "knock", "cough", "knock"]):
         turns.append(Turn("noise", kind, "-", _noise(kind, k)))
