@@ -291,3 +291,11 @@ async def test_a_single_speech_frame_is_an_onset_that_is_voided_and_two_start_a_
     # the session pauses an audible answer at the onset and resumes it when the next frame is not speech
     assert events.seen == ["onset", "void", "onset", "started"], events.seen
     buf.close()
+
+
+def test_bench_turns_matches_each_end_of_turn_with_the_record_at_the_same_point_of_the_audio() -> None:
+    from voicecall.bench.turns import ENGINE_RATE, _match
+
+    records = [{"by": "model", "audio_ms": 1990}, {"by": "silence", "audio_ms": 5010}]
+    stops = [2 * ENGINE_RATE, 5 * ENGINE_RATE, 9 * ENGINE_RATE]  # the last one has no record (e.g. server_vad)
+    assert _match(stops, records) == {stops[0]: records[0], stops[1]: records[1]}

@@ -220,7 +220,7 @@ async def eot_run(url: str, turns: list[Turn], configs: list[tuple[str, dict[str
     for i, (name, td) in enumerate(configs):
         rows: list[dict[str, Any]] = []
         # the session of this eagerness ended its turns in the order of its speech_stopped events
-        how = dict(zip(stops[i], decisions.of(td.get("eagerness", "")), strict=False)) if td.get("eagerness") else {}
+        how = _match(stops[i], decisions.of(td["eagerness"])) if td.get("eagerness") else {}
         for t, start in zip(eot, spans, strict=True):
             end = start + t.speech_end
             window = [s for s in stops[i] if start < s <= start + len(t.pcm) + len(gap)]
@@ -271,6 +271,18 @@ class _Decisions(logging.Handler):
         self._log.setLevel(self._saved[0])
         self._log.propagate = self._saved[1]
         super().close()
+
+
+def _match(stops: list[int], records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Each end of turn (a ``speech_stopped`` at engine sample ``s``) with the endpointer's record of it: the one
+    logged at the same point of the audio clock (within 100 ms: the VAD's batching)."""
+    out: dict[int, dict[str, Any]] = {}
+    for s in stops:
+        ms = s * 1000 / ENGINE_RATE
+        near = min(records, key=lambda r: abs(r.get("audio_ms", -1e9) - ms), default=None)
+        if near is not None and abs(near.get("audio_ms", -1e9) - ms) <= 100:
+            out[s] = near
+    return out
 
 
 def _decided_by(rows: list[dict[str, Any]]) -> dict[str, Any]:

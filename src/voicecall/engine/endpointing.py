@@ -130,6 +130,7 @@ class Endpointer:
         self.eagerness = EAGERNESS["auto"]
         self._ring: deque[PCM16] = deque()
         self._ring_len = 0
+        self._pushed = 0  # 16 kHz samples pushed since the session began (the audio clock of the records)
         self._turn_len = 0  # 16 kHz samples of the current turn (with its padding) in the ring's tail
         self._pause = 0  # generation: bumps whenever speech resumes or a turn starts / ends
         self._required: float = float("inf")  # silence (ms) after which the turn ends
@@ -148,6 +149,7 @@ class Endpointer:
         self.eagerness = EAGERNESS.get(name or "auto", EAGERNESS["auto"])
 
     def push(self, pcm16k: PCM16) -> None:
+        self._pushed += len(pcm16k)
         self._ring.append(pcm16k)
         self._ring_len += len(pcm16k)
         self._turn_len += len(pcm16k)
@@ -260,7 +262,8 @@ class Endpointer:
         """Log how this pause became the end of the turn: what decided, and when (ms of silence) the model's
         verdict and the pause's words had come. ``voicecall bench turns`` collects these records."""
         info = {**self.last, "by": by, "at_ms": round(self._silence_ms), "verdict_at_ms": self._verdict_at,
-                "words_at_ms": self._words_at, "eagerness": self.eagerness.name}
+                "words_at_ms": self._words_at, "eagerness": self.eagerness.name,
+                "audio_ms": round(self._pushed * 1000 / RATE)}
         log.debug("end of turn: %s", info, extra={"end_of_turn": info})
 
     def close(self) -> None:
