@@ -299,3 +299,54 @@ def test_bench_turns_matches_each_end_of_turn_with_the_record_at_the_same_point_
     records = [{"by": "model", "audio_ms": 1990}, {"by": "silence", "audio_ms": 5010}]
     stops = [2 * ENGINE_RATE, 5 * ENGINE_RATE, 9 * ENGINE_RATE]  # the last one has no record (e.g. server_vad)
     assert _match(stops, records) == {stops[0]: records[0], stops[1]: records[1]}
+
+
+class _PauseStream:
+    """A recogniser stream that reports the pause's words at once (as if its levels went quiet first)."""
+
+    sample_rate = 16000
+    pause_reported = False
+
+    def feed(self, pcm: np.ndarray) -> str | None:
+        if self.pause_reported:
+            return None
+        self.pause_reported = True
+        return "what is the capital of france"
+
+    def finish(self) -> str:
+        return "what is the capital of france"
+
+    def abort(self) -> None:
+        pass
+
+
+class _PauseSTT:
+    name = "pause"
+
+    def new_stream(self, language: str | None = None, prompt: str | None = None) -> _PauseStream:
+        return _PauseStream()
+
+
+async def test_the_pause_words_count_even_when_the_vad_still_hears_the_fading_end_of_speech() -> None:
+    import asyncio
+
+    from voicecall.engine.turns import InputAudioBuffer
+    from voicecall.protocol.session import TurnDetection
+
+    # two speech frames start the turn; then three frames the VAD still calls speech (0.4 >= threshold - 0.15)
+    # while the recogniser has already decoded the pause; then silence
+    vad = _ScriptedVAD([1, 1, 0.4, 0.4, 0.4, 0, 0])
+    buf = InputAudioBuffer(vad, _PauseSTT(), _Events(), lambda _t: None, eot_model=_Model(0.1))  # type: ignore[arg-type]
+    buf.set_turn_detection(TurnDetection(type="semantic_vad"))
+    for i in range(7):
+        buf.append(np.zeros(768, np.int16))  # one 32 ms VAD frame of engine audio (24 kHz)
+        for _ in range(400):  # let the recogniser's worker thread deliver what it has
+            stt = buf._stt
+            if stt is not None and (not stt._queue.empty() or not stt.at_pause):
+                await asyncio.sleep(0.005)
+            else:
+                break
+        if i == 4:  # the VAD still says speech: not yet the pause
+            assert buf.speaking and not buf.words_fresh
+    assert buf.speaking and buf.words_fresh  # the first silent frame: the words reported at the pause count
+    buf.close()

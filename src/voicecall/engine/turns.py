@@ -41,6 +41,8 @@ class SttWorker:
         self.covered = 0  # samples the latest partial was decoded from (it covers them all)
         self.heard = ""  # the latest partial with its punctuation, if the stream keeps it (RedecodeStream.heard)
         self.tail: TailWord | None = None  # what the recogniser knows of the latest partial's last word
+        self.at_pause = False
+        """The recogniser reported the words of a pause and heard nothing loud since (RedecodeStream)."""
 
     @property
     def stream(self) -> STTStream | None:
@@ -66,6 +68,7 @@ class SttWorker:
                 joined = pcm[0] if len(pcm) == 1 else np.concatenate(pcm)
                 seen += len(joined)
                 partial = await asyncio.to_thread(stream.feed, joined)
+                self.at_pause = bool(getattr(stream, "pause_reported", False))  # with the partial it goes with
                 if partial:
                     self.covered = seen
                     self.heard = getattr(stream, "heard", "") or partial  # read before the next feed() can change it
@@ -287,8 +290,14 @@ class InputAudioBuffer:
                     if self._silence_run == pause_frames and pause_frames < silence_frames:
                         self._events.on_speech_paused()
                     if td.type == "semantic_vad":
+                        stt = self._stt
+                        if not self.words_fresh and stt is not None and stt.at_pause and self._partial:
+                            # The recogniser decoded the pause (by the audio levels) while the VAD still heard the
+                            # fading end of speech: those words are the pause's words all the same.
+                            self.words_fresh = True
+                            self.endpointer.on_partial()  # may end the turn
                         silence_ms = self._silence_run * 1000 * self._frame / self._vad.sample_rate
-                        if self.endpointer.on_silence(silence_ms):
+                        if self.speaking and self.endpointer.on_silence(silence_ms):
                             self._end_speech()
                     elif self._silence_run >= silence_frames:
                         self._end_speech()

@@ -218,6 +218,12 @@ class RedecodeStream:
             return text
         return None
 
+    @property
+    def pause_reported(self) -> bool:
+        """The latest pause's words were reported and nothing loud came since: they are all that was said so far,
+        however long a VAD goes on calling the fading end of the speech "speech"."""
+        return self._pause_told
+
     def tail_word(self) -> TailWord | None:
         """What the recogniser knows of the last word of the latest decode, when it aligns its words
         (``tail_evidence``); else ``None``."""
