@@ -59,7 +59,8 @@ class Eagerness:
 
 EAGERNESS: dict[str, Eagerness] = {
     "high": Eagerness(candidate_ms=200, threshold=0.3, max_ms=1000, name="high"),
-    "medium": Eagerness(candidate_ms=200, threshold=0.5, max_ms=2000, name="auto"),
+    # asked at 120 ms: complete turns waited for the verdict more than for the pause's words (docs/turns.md)
+    "medium": Eagerness(candidate_ms=120, threshold=0.5, max_ms=2000, name="auto"),
     "low": Eagerness(candidate_ms=300, threshold=0.7, max_ms=3500, name="low"),
 }
 EAGERNESS["auto"] = EAGERNESS["medium"]
@@ -73,8 +74,10 @@ DOUBT_FACTOR = 0.3
 """P(complete) is multiplied by this when the recogniser doubts the last word (:func:`doubtful`): a made-up word
 hides the trailing "of" / "the" that was really said. Less than :data:`TAIL_FACTOR`'s hold: some complete turns
 are doubted too (a short last word like "earth", a misheard one); with ``auto`` the wait is ~1.3 s, not ~1.6 s."""
-DOUBT_PROBABILITY = 0.5
-"""A last word the decoder gave less than this probability is doubted ("What is the weather liking" 0.17)."""
+DOUBT_PROBABILITY = 0.4
+"""A last word the decoder gave less than this probability is doubted ("What is the weather liking" 0.17-0.35,
+"… how to get dinner" 0.14). Correct last words of complete questions mostly score 0.9+, but some 0.45-0.6
+("… London today" 0.45): at 0.5 they were doubted and waited ~1.3 s."""
 DOUBT_LEAD_MS = 180
 """A last word aligned to start less than this before the end of speech is doubted: a word really said at the
 end of a turn lasts longer (sentence-final lengthening: 270-480 ms for most last words of the bench's espeak and

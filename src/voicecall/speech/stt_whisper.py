@@ -22,6 +22,10 @@ decode at a pause is the final-quality one (a beam of ``beamSize``, 5), and ``fi
 audio came after it, so the final transcript is usually ready immediately at the end of the turn.
 Utterances longer than the window are cut at the quietest point of the window's second half; the text before the
 cut is kept and passed as context to the rest, so each decode stays bounded.
+Every streaming decode also aligns its words (:meth:`WhisperSTT.transcribe_words`: CTranslate2 ``align`` on the
+encoder output the decode computed, ~6 % more): the decoder's probability of each word and where it starts tell
+``semantic_vad`` whether the last word was heard or made up, and false-interruption handling whether a short
+sound was words at all (docs/turns.md).
 
 CTranslate2 releases the GIL while it decodes, so several sessions decode in one process without stalling the
 event loop. ``workers`` decodes may run at once (CTranslate2 ``inter_threads``), each on ``threads`` cores.
