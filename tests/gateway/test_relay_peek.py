@@ -16,7 +16,7 @@ import pytest
 from tests.gateway.gwtools import conversations, wait_until
 from tests.gateway.test_gateway_relay import raw_connect, recv_event
 from tests.gateway.upstream_recorder import UpstreamRecorder
-from voicecall.protocol.peek import b64_bytes, delta_ids, peek_append, peek_audio_delta
+from voicecall.protocol.peek import DeltaIds, b64_bytes, delta_ids, peek_append, peek_audio_delta
 
 AUDIO = base64.b64encode(bytes(range(256)) * 3).decode()  # holds "/" and "+", ends without padding
 assert "/" in AUDIO
@@ -83,6 +83,39 @@ def test_audio_deltas_are_recognised_with_their_ids(frame: str) -> None:
     hit = peek_audio_delta(data)
     assert hit is not None and data[hit[0]:hit[1]].decode() == AUDIO
     assert delta_ids(data, hit[0]) == ("resp_1", "item_1")
+
+
+def test_delta_ids_of_a_stream_of_deltas_follow_each_item() -> None:
+    """The relay confirms the ids of an item's next delta with two finds; another item, another response, an id in
+    another form or a delta without ids are read again."""
+    ids = DeltaIds()
+    same = fill('{"type":"response.output_audio.delta","event_id":"e1","response_id":"resp_1","item_id":"item_1",'
+                '"output_index":0,"content_index":0,"delta":"%s"}')
+    for data, want in ((same, ("resp_1", "item_1")), (same, ("resp_1", "item_1")),
+                       (same.replace(b"item_1", b"item_12"), ("resp_1", "item_12")),  # a longer id, same prefix
+                       (same.replace(b"resp_1", b"resp_2"), ("resp_2", "item_1")),
+                       (same.replace(b'"item_id":"item_1",', b""), ("resp_1", None)),
+                       (same, ("resp_1", "item_1")),
+                       (fill('{"type": "response.output_audio.delta", "response_id": "resp_3", "item_id": "item_3", '
+                             '"delta": "%s"}'), ("resp_3", "item_3"))):
+        hit = peek_audio_delta(data)
+        assert hit is not None and ids.of(data, hit[0]) == want == delta_ids(data, hit[0]), data[:120]
+
+
+def test_the_compact_append_fast_path_agrees_with_the_general_one() -> None:
+    for frame in ('{"type":"input_audio_buffer.append","audio":"%s"}',
+                  '{"type":"input_audio_buffer.append","audio":"%s","event_id":"e_1"}',
+                  '{"type":"input_audio_buffer.append","audio":"%s"} ',
+                  '{"type":"input_audio_buffer.append","audio":"%s","audio":"AAAA"}',  # duplicate key: parsed, refused
+                  '{"type":"input_audio_buffer.append","audio":"%s"}}',
+                  '{"type":"input_audio_buffer.append","audio":"%s\\"}'):
+        data = fill(frame)
+        hit = peek_append(data)
+        if frame.endswith(('"%s"}', '"e_1"}', '} ')):
+            assert hit is not None and data[hit[0]:hit[1]].decode() == AUDIO, frame
+            assert b64_bytes(data, *hit) == len(base64.b64decode(AUDIO))
+        else:
+            assert hit is None, frame
 
 
 def test_other_server_events_are_not_deltas() -> None:
@@ -174,6 +207,22 @@ def test_split_frames_takes_whole_data_frames_and_leaves_the_rest_to_the_full_pa
     assert used == len(stream) - 5  # the partial frame waits for more bytes
     assert split_frames(text, False, None)[0][0][0] == 0  # masked from a server: the full parser refuses it
     assert split_frames(text, True, 4)[0] == [(-1, text, 0)]  # over max_size: the full parser refuses it
+
+
+def test_mask_keys_frame_is_encode_frame_with_the_next_key() -> None:
+    from voicecall.transports.frames import MaskKeys, apply_mask, encode_frame, split_frames
+
+    keys, seen = MaskKeys(), set()
+    for data, text in ((b"x" * 300, True), (b"\x00" * 70000, False), (b"short", True)) * 200:  # pool refilled
+        framed = keys.frame(data, text)
+        head = {300: 4, 70000: 10, 5: 2}[len(data)]
+        key = framed[head:head + 4]
+        seen.add(key)
+        assert framed == encode_frame(data, text, key)
+        frames, used = split_frames(framed, True, None)
+        assert used == len(framed) and frames[0][:2] == (1 if text else 2, data)
+        assert apply_mask(framed[head + 4:], key) == data
+    assert len(seen) > 550  # a fresh key per frame (600 frames, 32-bit keys)
 
 
 async def test_fragments_and_pings_through_the_fast_path(make_gateway, upstream: UpstreamRecorder) -> None:

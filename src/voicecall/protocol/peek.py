@@ -31,15 +31,15 @@ _DELTA_MARKERS = (b'"delta":"', b'"delta": "')
 _SIMPLE_TAIL = re.compile(rb'"(?:\s*,\s*"event_id"\s*:\s*"[A-Za-z0-9_.:\-]{0,128}")?\s*\}\s*')
 _ID_PATTERNS = {key: re.compile(rb'"' + key.encode() + rb'"\s*:\s*"([^"\\]{0,256})"') for key in ("response_id",
                                                                                                   "item_id")}
-_QUOTE, _BACKSLASH, _EQ = 0x22, 0x5C, 0x3D
+_CLOSE = 0x7D  # }
+_APPEND_COMPACT = APPEND_PREFIXES[0]
+_APPEND_START = len(_APPEND_COMPACT)
 
 
 def b64_bytes(data: bytes, start: int, end: int) -> int:
     """Bytes that the base64 text ``data[start:end]`` decodes to (O(1), no copy)."""
     n = end - start
-    if n < 2:
-        return 0
-    return n * 3 // 4 - (data[end - 1] == _EQ) - (data[end - 2] == _EQ)
+    return n * 3 // 4 - data.count(b"=", end - 2, end) if n > 1 else 0
 
 
 def _audio_bounds(data: bytes, start: int) -> int:
@@ -53,7 +53,13 @@ def _audio_bounds(data: bytes, start: int) -> int:
 def peek_append(data: bytes) -> tuple[int, int] | None:
     """``(start, end)`` of the base64 audio of a plain ``input_audio_buffer.append`` (``data[start:end]``), or
     ``None`` when ``data`` is anything else or an append in another shape (the caller parses it)."""
-    if not data.startswith(APPEND_PREFIXES):
+    if data.startswith(_APPEND_COMPACT):  # what JSON.stringify and the SDKs write: one prefix, usually one tail
+        end = data.find(b'"', _APPEND_START)
+        if end < 0 or data.find(b"\\", _APPEND_START, end) >= 0:
+            return None
+        if end == len(data) - 2 and data[-1] == _CLOSE or _SIMPLE_TAIL.fullmatch(data, end):
+            return _APPEND_START, end
+    elif not data.startswith(APPEND_PREFIXES):
         return None
     for prefix in APPEND_PREFIXES:
         if data.startswith(prefix):
@@ -103,6 +109,27 @@ def delta_ids(data: bytes, start: int) -> tuple[str | None, str | None]:
             m = _ID_PATTERNS[key].search(data, tail) if tail >= 0 else None
         out.append(m.group(1).decode() if m is not None else None)
     return out[0], out[1]
+
+
+class DeltaIds:
+    """:func:`delta_ids` for one socket's stream of deltas: while they belong to one item (an answer's audio), two
+    ``find`` calls confirm the ids instead of reading them again."""
+
+    __slots__ = ("_marks", "ids")
+
+    def __init__(self) -> None:
+        self._marks: tuple[bytes, bytes] | None = None
+        self.ids: tuple[str | None, str | None] = (None, None)
+
+    def of(self, data: bytes, start: int) -> tuple[str | None, str | None]:
+        """``delta_ids(data, start)``."""
+        marks = self._marks
+        if marks is not None and data.find(marks[0], 0, start) >= 0 and data.find(marks[1], 0, start) >= 0:
+            return self.ids  # (these bytes cannot occur inside a JSON string: its quotes would be escaped)
+        rid, iid = self.ids = delta_ids(data, start)
+        self._marks = (b'"response_id":"' + rid.encode() + b'"', b'"item_id":"' + iid.encode() + b'"') \
+            if rid is not None and iid is not None else None
+        return self.ids
 
 
 def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

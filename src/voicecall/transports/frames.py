@@ -120,6 +120,18 @@ class MaskKeys:
         self._at = at + 4
         return self._pool[at:at + 4]
 
+    def frame(self, data: bytes, text: bool = True) -> bytes:
+        """``encode_frame(data, text, self.next())`` in one call (the relay's upstream hot path)."""
+        at = self._at
+        if at >= len(self._pool):
+            self._pool, at = os.urandom(1024), 0
+        self._at = at + 4
+        key = self._pool[at:at + 4]
+        n = len(data)
+        if 125 < n < 65536:
+            return _H16(0x81 if text else 0x82, 0xFE, n) + key + apply_mask(data, key)
+        return encode_frame(data, text, key)
+
 
 def encode_frame(data: bytes, text: bool = True, key: bytes | None = None) -> bytes:
     """One final, uncompressed data frame; masked with ``key`` (4 bytes) when given: client-to-server frames (RFC
@@ -245,7 +257,7 @@ class FrameConnectionMixin:
         if self.protocol.state is not State.OPEN:
             return False
         keys = self._keys
-        self.transport.write(encode_frame(data, text, keys.next() if keys is not None else None))
+        self.transport.write(keys.frame(data, text) if keys is not None else encode_frame(data, text))
         return True
 
     async def flush(self) -> None:
@@ -288,7 +300,11 @@ class FrameConnectionMixin:
                 and len(data) == 4 + ((data[2] << 8) | data[3]) and self.protocol.cur_size is None:
             # the usual case, one whole text frame of 126..65535 bytes in one read: no loop, no list
             if self.protocol.state is State.OPEN:
-                self._deliver(data[4:], True)
+                payload, sink = data[4:], self.sink
+                if sink is not None and payload.isascii():
+                    sink.on_message(payload, True)
+                else:
+                    self._deliver(payload, True)
             return
         buf = self._buf + data if self._buf else data
         frames, used = split_frames(buf, False, self.protocol.max_size)
