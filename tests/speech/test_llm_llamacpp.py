@@ -204,6 +204,22 @@ async def test_the_restated_start_comes_before_the_context_is_free(llama: Any) -
     await stream.aclose()
 
 
+async def test_a_short_evaluation_after_a_cached_history_runs_on_one_thread(llama: Any) -> None:
+    """The usual evaluation (a new question after a cached prefix) takes one thread, leaving the other core to the
+    recogniser's pause decode; a long uncached prompt takes ``nThreadsBatch``."""
+    await collect(llama, [SYSTEM, ChatMessage("user", "What is the capital of Italy?")], max_tokens=4)
+    slot = await asyncio.wait_for(llama._pool.acquire(), 30)
+    try:
+        same_start = llama._plan([SYSTEM, ChatMessage("user", "What is the capital of Spain?")], None, "auto", None)
+        assert llama.eval_threads(slot.llama, same_start.prompt_tokens) == 1
+        other = ChatMessage("system", "You are Ada, the ship's computer of the research vessel Meridian. Answer the "
+                                      "crew briefly and precisely, in plain words, and never use lists or markup.")
+        fresh = llama._plan([other, ChatMessage("user", "What is the capital of Spain?")], None, "auto", None)
+        assert llama.eval_threads(slot.llama, fresh.prompt_tokens) == llama.n_threads_batch == 2
+    finally:
+        llama._pool.release(slot)
+
+
 def test_stop_scanner_holds_only_what_could_start_a_stop() -> None:
     s = StopScanner(("\nQuestion:", "\n\n"))
     assert s.feed("\n ") == ("", False)  # leading whitespace is never a stop

