@@ -59,8 +59,7 @@ class Eagerness:
 
 EAGERNESS: dict[str, Eagerness] = {
     "high": Eagerness(candidate_ms=200, threshold=0.3, max_ms=1000, name="high"),
-    # asked at 120 ms: complete turns waited for the verdict more than for the pause's words (docs/turns.md)
-    "medium": Eagerness(candidate_ms=120, threshold=0.5, max_ms=2000, name="auto"),
+    "medium": Eagerness(candidate_ms=200, threshold=0.5, max_ms=2000, name="auto"),
     "low": Eagerness(candidate_ms=300, threshold=0.7, max_ms=3500, name="low"),
 }
 EAGERNESS["auto"] = EAGERNESS["medium"]
