@@ -492,7 +492,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("false cut-offs on mid-sentence pauses, %")
     ax.set_title("voicecall end of turn: cut-offs vs dead air")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # nothing to plot when the end-of-turn part was skipped
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
