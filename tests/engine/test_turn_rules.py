@@ -350,3 +350,15 @@ async def test_the_pause_words_count_even_when_the_vad_still_hears_the_fading_en
             assert buf.speaking and not buf.words_fresh
     assert buf.speaking and buf.words_fresh  # the first silent frame: the words reported at the pause count
     buf.close()
+
+
+def test_a_final_mark_restarts_a_speculative_answer_only_when_it_changes_the_answer() -> None:
+    from voicecall.engine.session import _same_question
+
+    # the mark makes it a question that the answer restates: answer again
+    assert not _same_question("What is the capital of France", "What is the capital of France?")
+    # the same answer with or without it: keep the answer already started
+    assert _same_question("How are you today", "How are you today?")
+    assert _same_question("Tell me a fun fact about the ocean", "Tell me a fun fact about the ocean.")
+    assert _same_question("What is the capital of France?", "what is the capital of france?")
+    assert not _same_question("Tell me a fun fact about the", "Tell me a fun fact about the ocean.")

@@ -40,6 +40,7 @@ from voicecall.protocol.session import (
 from voicecall.speech.base import Served, TailEvidence, served_by
 from voicecall.speech.cloud import ProviderError
 from voicecall.speech.prices import StageUse
+from voicecall.speech.qa_hints import restate
 
 if TYPE_CHECKING:
     from voicecall.speech.registry import Pipeline
@@ -900,6 +901,9 @@ def _norm(text: str) -> str:
 
 
 def _same_question(a: str, b: str) -> bool:
-    """The same words ending the same way (a question mark that came or went changes the answer)."""
-    return _norm(a) == _norm(b) and a.rstrip()[-1:] == b.rstrip()[-1:]
+    """The same words, and a final mark that came or went does not change the answer: it does when it makes the
+    words a question the answer restates ("What is the capital of France?" → "The capital of France is"), and
+    nowhere else ("How are you today?", "Tell me a fun fact about the ocean." get the same answer with or without
+    it), so a speculative answer started on the partial's words keeps its head start."""
+    return _norm(a) == _norm(b) and (a.rstrip()[-1:] == b.rstrip()[-1:] or restate(a) == restate(b))
 
