@@ -6,6 +6,7 @@ import base64
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,14 +41,19 @@ async def test_pcmu_in_and_out(local_server: ServerThread) -> None:
         assert committed["role"] == "user"
 
 
+async def _transcribed_server_vad(conn: Any, silence_ms: int) -> None:
+    """server_vad with ``silence_ms`` of end-of-turn silence, and the user's turns transcribed."""
+    await conn.session.update(session={"type": "realtime", "audio": {"input": {
+        "transcription": {"model": "whisper-1"},
+        "turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms}}}})
+
+
 async def test_pause_and_resume_gives_one_answer_with_the_whole_turn(local_server: ServerThread) -> None:
     """A 350 ms pause starts a speculative answer; speaking on must discard it without a trace."""
     client = client_for(local_server.http)
     async with client.realtime.connect(model="gpt-realtime") as conn:
         await recv_json(conn)
-        await conn.session.update(session={"type": "realtime", "audio": {"input": {
-            "transcription": {"model": "whisper-1"},
-            "turn_detection": {"type": "server_vad", "silence_duration_ms": 700}}}})
+        await _transcribed_server_vad(conn, silence_ms=700)
         # Each half is a phrase Whisper hears on its own (a spliced "of France?" alone is sometimes "A friend?"),
         # so the transcript shows whether both halves made it into the one turn.
         first = speech_pcm("Tell me", lead_s=0.4, tail_s=0.35)
@@ -72,9 +78,7 @@ async def test_a_speculative_answer_answers_the_question_as_transcribed(local_se
     async with client.realtime.connect(model="gpt-realtime") as conn:
         await recv_json(conn)
         # a long end-of-turn window: the pause's decode is in long before the decision, however busy the machine
-        await conn.session.update(session={"type": "realtime", "audio": {"input": {
-            "transcription": {"model": "whisper-1"},
-            "turn_detection": {"type": "server_vad", "silence_duration_ms": 800}}}})
+        await _transcribed_server_vad(conn, silence_ms=800)
         await append_pcm(conn, speech_pcm("What is the capital of Italy?", lead_s=0.4, tail_s=1.5), pace=0.1)
         events = await collect_until(conn, lambda e: e["type"] == "response.done")
     done = of_type(events, "response.done")[-1]["response"]

@@ -32,8 +32,6 @@ _SIMPLE_TAIL = re.compile(rb'"(?:\s*,\s*"event_id"\s*:\s*"[A-Za-z0-9_.:\-]{0,128
 _ID_PATTERNS = {key: re.compile(rb'"' + key.encode() + rb'"\s*:\s*"([^"\\]{0,256})"') for key in ("response_id",
                                                                                                   "item_id")}
 _CLOSE = 0x7D  # }
-_APPEND_COMPACT = APPEND_PREFIXES[0]
-_APPEND_START = len(_APPEND_COMPACT)
 
 
 def b64_bytes(data: bytes, start: int, end: int) -> int:
@@ -53,13 +51,7 @@ def _audio_bounds(data: bytes, start: int) -> int:
 def peek_append(data: bytes) -> tuple[int, int] | None:
     """``(start, end)`` of the base64 audio of a plain ``input_audio_buffer.append`` (``data[start:end]``), or
     ``None`` when ``data`` is anything else or an append in another shape (the caller parses it)."""
-    if data.startswith(_APPEND_COMPACT):  # what JSON.stringify and the SDKs write: one prefix, usually one tail
-        end = data.find(b'"', _APPEND_START)
-        if end < 0 or data.find(b"\\", _APPEND_START, end) >= 0:
-            return None
-        if end == len(data) - 2 and data[-1] == _CLOSE or _SIMPLE_TAIL.fullmatch(data, end):
-            return _APPEND_START, end
-    elif not data.startswith(APPEND_PREFIXES):
+    if not data.startswith(APPEND_PREFIXES):
         return None
     for prefix in APPEND_PREFIXES:
         if data.startswith(prefix):
@@ -67,7 +59,8 @@ def peek_append(data: bytes) -> tuple[int, int] | None:
             end = _audio_bounds(data, start)
             if end < 0:
                 return None
-            if _SIMPLE_TAIL.fullmatch(data, end):
+            # the usual tail, '"}' (what JSON.stringify and the SDKs write), needs no pattern
+            if end == len(data) - 2 and data[-1] == _CLOSE or _SIMPLE_TAIL.fullmatch(data, end):
                 return start, end
             try:  # an unusual tail: it must parse, with no duplicate key, into an append
                 event = json.loads(prefix + data[end:], object_pairs_hook=unique_keys)

@@ -121,16 +121,8 @@ class MaskKeys:
         return self._pool[at:at + 4]
 
     def frame(self, data: bytes, text: bool = True) -> bytes:
-        """``encode_frame(data, text, self.next())`` in one call (the relay's upstream hot path)."""
-        at = self._at
-        if at >= len(self._pool):
-            self._pool, at = os.urandom(1024), 0
-        self._at = at + 4
-        key = self._pool[at:at + 4]
-        n = len(data)
-        if 125 < n < 65536:
-            return _H16(0x81 if text else 0x82, 0xFE, n) + key + apply_mask(data, key)
-        return encode_frame(data, text, key)
+        """One client frame of ``data``, masked with the next key."""
+        return encode_frame(data, text, self.next())
 
 
 def encode_frame(data: bytes, text: bool = True, key: bytes | None = None) -> bytes:
@@ -300,11 +292,7 @@ class FrameConnectionMixin:
                 and len(data) == 4 + ((data[2] << 8) | data[3]) and self.protocol.cur_size is None:
             # the usual case, one whole text frame of 126..65535 bytes in one read: no loop, no list
             if self.protocol.state is State.OPEN:
-                payload, sink = data[4:], self.sink
-                if sink is not None and payload.isascii():
-                    sink.on_message(payload, True)
-                else:
-                    self._deliver(payload, True)
+                self._deliver(data[4:], True)
             return
         buf = self._buf + data if self._buf else data
         frames, used = split_frames(buf, False, self.protocol.max_size)
