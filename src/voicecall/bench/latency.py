@@ -40,7 +40,8 @@ async def one_turn_ws(url: str, pcm: np.ndarray, turn_detection: dict[str, Any] 
     import websockets
 
     last = last_speech_sample(pcm, ENGINE_RATE)
-    lead = np.zeros(ENGINE_RATE // 2, np.int16)
+    # The same microphone noise floor before, under and after the words (digital zeros are no microphone's).
+    lead = np.random.default_rng(5).normal(0, 60, ENGINE_RATE // 2).astype(np.int16)
     pcm = np.concatenate([lead, pcm])
     last += len(lead)
     silence = (np.random.default_rng(3).normal(0, 60, CHUNK)).astype(np.int16)
