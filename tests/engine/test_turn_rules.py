@@ -362,3 +362,50 @@ def test_a_final_mark_restarts_a_speculative_answer_only_when_it_changes_the_ans
     assert _same_question("Tell me a fun fact about the ocean", "Tell me a fun fact about the ocean.")
     assert _same_question("What is the capital of France?", "what is the capital of france?")
     assert not _same_question("Tell me a fun fact about the", "Tell me a fun fact about the ocean.")
+
+
+def _frames_until_stopped(script: list[float], audio: list[np.ndarray]) -> int | None:
+    """Feed one 32 ms frame of engine audio per scripted VAD probability; the frame index at which speech stopped."""
+    from voicecall.engine.turns import InputAudioBuffer
+    from voicecall.protocol.session import TurnDetection
+
+    events = _Events()
+    buf = InputAudioBuffer(_ScriptedVAD(script), _Decoder(), events, lambda _t: None)  # type: ignore[arg-type]
+    buf.set_turn_detection(TurnDetection(silence_duration_ms=320))  # 10 VAD frames
+    try:
+        for i, frame in enumerate(audio):
+            buf.append(frame)
+            if "stopped" in events.seen:
+                return i
+        return None
+    finally:
+        buf.close()
+
+
+async def test_speech_ends_when_the_room_is_back_at_its_noise_floor_though_the_vad_model_lags() -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(768) / 24000
+
+    def noise() -> np.ndarray:
+        return rng.normal(0, 60, 768).astype(np.int16)  # about -55 dBFS: a microphone's noise floor
+
+    def voice(amplitude: float) -> np.ndarray:
+        return (amplitude * np.sin(2 * np.pi * 220 * t) + rng.normal(0, 60, 768)).astype(np.int16)
+
+    # 20 background frames, 15 frames of speech, then background that the VAD model still calls speech for 3
+    # frames (silero's lag after the last word) before it calls it silence
+    lag = [0.0] * 20 + [1.0] * 15 + [0.95] * 3 + [0.0] * 20
+    audio = [noise() for _ in range(20)] + [voice(8000) for _ in range(15)] + [noise() for _ in range(23)]
+    stopped = _frames_until_stopped(lag, audio)
+    # the 320 ms window counts from the first frame at the floor (frame 35), not from the model's first silent
+    # frame (38): 10 frames from frame 35 (the VAD's resampler may carry a little speech into it: 36)
+    assert stopped is not None and 35 + 10 <= stopped <= 36 + 10, stopped
+
+    # the model's word alone where levels say nothing: a floor never heard (the turn starts the session) ...
+    stopped = _frames_until_stopped(lag[20:], audio[20:])
+    assert stopped == 18 + 10, stopped
+    # ... or speech that is soft but well above the floor (20 dB under the turn's loudest, 30 dB over the floor)
+    soft = [noise() for _ in range(20)] + [voice(8000) for _ in range(15)] + [voice(800) for _ in range(3)] + \
+        [noise() for _ in range(20)]
+    stopped = _frames_until_stopped(lag, soft)
+    assert stopped == 38 + 10, stopped
