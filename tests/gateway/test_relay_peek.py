@@ -16,7 +16,7 @@ import pytest
 from tests.gateway.gwtools import conversations, wait_until
 from tests.gateway.test_gateway_relay import raw_connect, recv_event
 from tests.gateway.upstream_recorder import UpstreamRecorder
-from voicecall.protocol.peek import DeltaIds, b64_bytes, delta_ids, peek_append, peek_audio_delta
+from voicecall.protocol.peek import DeltaIds, b64_bytes, delta_ids, peek_append, peek_audio_delta, unique_keys
 
 AUDIO = base64.b64encode(bytes(range(256)) * 3).decode()  # holds "/" and "+", ends without padding
 assert "/" in AUDIO
@@ -118,6 +118,31 @@ def test_the_compact_append_fast_path_agrees_with_the_general_one() -> None:
             assert hit is None, frame
 
 
+@pytest.mark.parametrize(("tail", "recognised"), [
+    ('","event_id":"evt_1"}', True),  # what the fast check takes
+    ('","event_id":""}', True),
+    ('","event_id":"' + "a" * 128 + '"}', True),
+    ('","event_id":"' + "a" * 129 + '"}', True),  # longer than the fast check takes: parsed, accepted
+    ('","event_id":"e 1"}', True),  # a space: parsed, accepted
+    ('","event_id":"e\\\\"}', True),  # an escaped backslash: parsed, accepted
+    ('","event_id":"e\\"}', False),  # an escaped quote: not JSON
+    ('","event_id":"a","event_id":"b"}', False),  # a repeated key: refused
+    ('","event_id":"a","type":"session.update"}', False),
+    ('","event_id":"a"}}', False),
+    ('","event_id":"a"} ', True),
+    ('","event_id":"a"', False),
+])
+def test_append_event_id_tails(tail: str, recognised: bool) -> None:
+    """An append's ``event_id`` tail: the usual one is taken without the pattern, every other goes the general way
+    and gets the same answer a parser refusing repeated keys gives."""
+    data = ('{"type":"input_audio_buffer.append","audio":"' + AUDIO + tail).encode()
+    hit = peek_append(data)
+    assert (hit is not None) == recognised
+    if hit is not None:
+        assert data[hit[0]:hit[1]].decode() == AUDIO
+        assert json.loads(data, object_pairs_hook=unique_keys)["type"] == "input_audio_buffer.append"
+
+
 def test_other_server_events_are_not_deltas() -> None:
     for frame in ('{"type":"response.output_audio_transcript.delta","delta":"hi"}',
                   '{"delta":"AAAA","type":"response.output_audio.delta"}',
@@ -177,6 +202,29 @@ async def test_every_shape_is_forwarded_in_order_and_recorded(make_gateway, upst
     assert (gw.guard.frame_messages > 0) == (server == "frames")
 
 
+async def test_history_audio_of_several_turns_with_many_deltas_each(make_gateway, upstream: UpstreamRecorder) -> None:
+    """Two turns, compact deltas of 200 ms (the relay adds an item's deltas up itself and hands the recorder the sum
+    before any other event): every item's audio length in the history is exact."""
+    upstream.compact_deltas, upstream.delta_seconds = True, 0.2
+    gw = make_gateway(upstream.base_url)
+    chunks = _chunks(12)
+    async with raw_connect(gw) as ws:
+        assert (await recv_event(ws))["type"] == "session.created"
+        for turn in (chunks[:7], chunks[7:]):
+            for chunk in turn:
+                await ws.send('{"type":"input_audio_buffer.append","audio":"' + chunk + '","event_id":"e_1"}')
+            await ws.send('{"type":"input_audio_buffer.commit"}')
+            await ws.send('{"type":"response.create"}')
+            deltas = 0
+            while (event := await recv_event(ws))["type"] != "response.done":
+                deltas += event["type"] == "response.output_audio.delta"
+            assert deltas == (4 if len(turn) == 7 else 3)
+    assert await wait_until(lambda: gw.state.sessions.count == 0)
+    [conv] = await conversations(gw)
+    audio = sorted((i["role"], i["audio_ms"]) for i in conv["items"])  # (the stand-in gives no previous_item_id)
+    assert audio == [("assistant", 500), ("assistant", 700), ("user", 500), ("user", 700)]
+
+
 async def test_many_appends_keep_their_order(make_gateway, upstream: UpstreamRecorder) -> None:
     """500 appends sent back to back (faster than real time) arrive upstream complete and in order."""
     gw = make_gateway(upstream.base_url)
@@ -213,16 +261,18 @@ def test_mask_keys_frame_is_encode_frame_with_the_next_key() -> None:
     from voicecall.transports.frames import MaskKeys, apply_mask, encode_frame, split_frames
 
     keys, seen = MaskKeys(), set()
-    for data, text in ((b"x" * 300, True), (b"\x00" * 70000, False), (b"short", True)) * 200:  # pool refilled
+    sizes = ((b"x" * 300, True), (b"\x00" * 70000, False), (b"short", True), (b"y" * 125, True), (b"z" * 126, False),
+             (b"w" * 65535, True), (b"v" * 65536, True))
+    for data, text in sizes * 100:  # pool refilled
         framed = keys.frame(data, text)
-        head = {300: 4, 70000: 10, 5: 2}[len(data)]
+        head = 2 if len(data) < 126 else 4 if len(data) < 65536 else 10
         key = framed[head:head + 4]
         seen.add(key)
         assert framed == encode_frame(data, text, key)
         frames, used = split_frames(framed, True, None)
         assert used == len(framed) and frames[0][:2] == (1 if text else 2, data)
         assert apply_mask(framed[head + 4:], key) == data
-    assert len(seen) > 550  # a fresh key per frame (600 frames, 32-bit keys)
+    assert len(seen) > 650  # a fresh key per frame (700 frames, 32-bit keys)
 
 
 async def test_fragments_and_pings_through_the_fast_path(make_gateway, upstream: UpstreamRecorder) -> None:

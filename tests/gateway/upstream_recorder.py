@@ -138,6 +138,8 @@ class UpstreamRecorder:
     def __init__(self, key: str) -> None:
         self.key = key
         self.mode = "ok"
+        self.delta_seconds = 1.0  # audio per response.output_audio.delta
+        self.compact_deltas = False  # deltas as JSON.stringify writes them (the relay's fast id check) instead of ", "
         self.requests: list[dict[str, Any]] = []
         self.frames: list[tuple[str, str]] = []  # (connection id, text) of every WebSocket frame received
         self.violations: list[str] = []
@@ -495,11 +497,14 @@ class UpstreamRecorder:
         await ws.send_text(json.dumps({"type": "response.output_item.added", "event_id": eid(), "response_id": rid,
                                        "output_index": 0, "item": {"id": iid, "type": "message", "role": "assistant",
                                                                    "status": "in_progress", "content": []}}))
-        for i in range(0, max(len(pcm), 1), 48000):
-            chunk = pcm[i:i + 48000] or b"\0\0" * 2400
+        step = int(48000 * self.delta_seconds) // 2 * 2
+        separators = (",", ":") if self.compact_deltas else None
+        for i in range(0, max(len(pcm), 1), step):
+            chunk = pcm[i:i + step] or b"\0\0" * 2400
             await ws.send_text(json.dumps({"type": "response.output_audio.delta", "event_id": eid(),
                                            "response_id": rid, "item_id": iid, "output_index": 0,
-                                           "content_index": 0, "delta": base64.b64encode(chunk).decode()}))
+                                           "content_index": 0, "delta": base64.b64encode(chunk).decode()},
+                                          separators=separators))
         transcript = "I heard you."
         await ws.send_text(json.dumps({"type": "response.output_audio_transcript.done", "event_id": eid(),
                                        "response_id": rid, "item_id": iid, "output_index": 0, "content_index": 0,

@@ -74,7 +74,6 @@ from voicecall.protocol.ids import new_id
 from voicecall.protocol.peek import (
     ERROR_PREFIXES,
     DeltaIds,
-    b64_bytes,
     peek_append,
     peek_audio_delta,
     unique_keys,
@@ -185,11 +184,12 @@ class _FromUpstream:
     """The upstream socket's :class:`~voicecall.transports.frames.FrameSink` (``on_message``: see
     :class:`_FromClient`)."""
 
-    __slots__ = ("on_message", "relay")
+    __slots__ = ("on_message", "on_text_frame", "relay")
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self.on_message: Callable[[bytes, bool], None] = relay.upstream_message
+        self.on_text_frame: Callable[[bytes, bytes | None], None] = relay.upstream_text
 
     def on_writable(self) -> None:
         if self.relay.client is not None and len(self.relay.pending) < PREOPEN_FRAMES:
@@ -310,6 +310,11 @@ class Relay:
         self._spend_tasks: set[asyncio.Task[None]] = set()
         self.beta: BetaSession | None = None
         self.delta_ids = DeltaIds()
+        self.audio_in = 0
+        """Audio bytes of the appends forwarded since the recorder last heard of them (:meth:`_flush_audio`)."""
+        self.audio_out = 0
+        """Audio bytes of the deltas forwarded since the recorder last heard of them: deltas of the item whose first
+        delta it was given (``delta_ids.ids``)."""
         server = state.config.server
         self.max_outgoing = server.max_outgoing_bytes
         self.limits = (server.first_event_seconds, server.idle_session_seconds, server.send_timeout_seconds,
@@ -349,6 +354,7 @@ class Relay:
             if self.init_timer is not None:
                 self.init_timer.cancel()
             if self.recorder is not None:
+                self._flush_audio()
                 await self.recorder.close()
             await self._close_upstream(1000, "")
             await self._close_client(1000, "")
@@ -593,9 +599,10 @@ class Relay:
             return
         if text:
             hit = peek_append(data)
-            if hit is not None:  # the audio fast path: forwarded as it is
-                if self.recorder is not None:
-                    self.recorder.on_audio_appended(b64_bytes(data, hit[0], hit[1]))
+            if hit is not None:  # the audio fast path: forwarded as it is, its audio bytes counted (b64_bytes, inline)
+                start, end = hit
+                if end - start > 1:
+                    self.audio_in += (end - start) * 3 // 4 - data.count(b"=", end - 2, end)
             else:
                 problem = json_limits_problem(data)  # before anything parses it (beta translation, policy)
                 if problem is not None:
@@ -622,6 +629,7 @@ class Relay:
         """The slow path for a client text message that is not a plain append: the bytes to send upstream
         (``None``: dropped). Feeds the recorder; applies the browser policy; notes requests upstream owes an answer
         to. (The JSON limits were checked on the raw bytes before, in :meth:`client_message`.)"""
+        self._flush_audio()
         if b'"response.create"' in data or b'"input_audio_buffer.commit"' in data:
             if not self.awaiting_upstream and not self.open_response:
                 self.waiting_since = time.monotonic()
@@ -684,24 +692,44 @@ class Relay:
 
     # -------------------------------------------------------------------------------------- upstream -> client
     def upstream_message(self, data: bytes, text: bool) -> None:
-        """One upstream message (hot path: called from the upstream socket's ``data_received``)."""
+        """One upstream message (called from the upstream socket's ``data_received``; the usual one comes through
+        :meth:`upstream_text` directly)."""
+        if text:
+            self.upstream_text(data, None)
+            return
         client = self.client
         assert client is not None
-        if text:
-            if self.init_pending and not self._init_step(data):
-                return
-            hit = peek_audio_delta(data)
-            if hit is not None:  # the audio fast path: forwarded as it is
-                self.last_was_error = False
-                if self.recorder is not None:
-                    response_id, item_id = self.delta_ids.of(data, hit[0])
-                    self.recorder.on_output_audio(response_id, item_id, b64_bytes(data, hit[0], hit[1]))
-            else:
-                data = self._inspect_down(data)
-            if self.beta is not None:
-                self._beta_down(data, hit is not None)
-                return
-        if client.send_frame(data, text):
+        if client.send_frame(data, False):
+            self.down_messages += 1
+            self.down_bytes += len(data)
+        self._check_down(client)
+
+    def upstream_text(self, data: bytes, frame: bytes | None) -> None:
+        """One upstream text message (hot path: the upstream socket's ``on_text_frame``). ``frame``: ``data`` as
+        the unmasked text frame upstream sent, forwarded to the client as it is when ``data`` goes unchanged (no
+        second framing, no copy)."""
+        client = self.client
+        assert client is not None
+        if self.init_pending and not self._init_step(data):
+            return
+        hit = peek_audio_delta(data)
+        if hit is not None:  # the audio fast path: forwarded as it is, its audio bytes counted (b64_bytes, inline)
+            self.last_was_error = False
+            if self.recorder is not None:
+                start, end = hit
+                nbytes = (end - start) * 3 // 4 - data.count(b"=", end - 2, end) if end - start > 1 else 0
+                if self.delta_ids.same(data, start):  # the same item as the previous delta
+                    self.audio_out += nbytes
+                else:
+                    self._first_delta(data, start, nbytes)
+        else:
+            out = self._inspect_down(data)
+            if out is not data:
+                data, frame = out, None
+        if self.beta is not None:
+            self._beta_down(data, hit is not None)
+            return
+        if client.send_frame(data) if frame is None else client.send_framed(frame, data):
             self.down_messages += 1
             self.down_bytes += len(data)
             if not client.writable and self.upstream is not None:
@@ -717,10 +745,36 @@ class Relay:
             if client.send_frame(frame, True):
                 self.down_messages += 1
                 self.down_bytes += len(frame)
+        self._check_down(client)
+
+    def _check_down(self, client: FrameSocket) -> None:
+        """After writing to the client off the hot path: back-pressure, then a pending stop."""
         if not client.writable and self.upstream is not None:
             self.upstream.pause_reading()
         if self.stop is not None:
             self._end(self.stop)
+
+    def _first_delta(self, data: bytes, start: int, nbytes: int) -> None:
+        """A delta whose ids differ from the previous delta's: the recorder hears of it at once (an item's first
+        audio is timed)."""
+        assert self.recorder is not None
+        self._flush_audio()
+        response_id, item_id = self.delta_ids.of(data, start)
+        self.recorder.on_output_audio(response_id, item_id, nbytes)
+
+    def _flush_audio(self) -> None:
+        """Give the recorder the audio bytes the hot path counted (:attr:`audio_in`, :attr:`audio_out`): before it
+        sees any other event, and at the end. Per append or delta that is one addition, not a call."""
+        rec = self.recorder
+        if rec is None:
+            return
+        if self.audio_in:
+            rec.on_audio_appended(self.audio_in)
+            self.audio_in = 0
+        if self.audio_out:
+            response_id, item_id = self.delta_ids.ids
+            rec.on_output_audio(response_id, item_id, self.audio_out)
+            self.audio_out = 0
 
     def _inspect_down(self, data: bytes) -> bytes:
         """The slow path for an upstream message that is not an audio delta: the bytes to forward. Feeds the
@@ -747,6 +801,7 @@ class Relay:
         return data
 
     def _observe(self, event: dict[str, Any]) -> None:
+        self._flush_audio()
         etype = event.get("type")
         self.last_was_error = etype == "error"
         if etype in ("session.created", "session.updated"):

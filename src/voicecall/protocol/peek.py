@@ -28,6 +28,12 @@ APPEND_PREFIXES = (b'{"type":"input_audio_buffer.append","audio":"',
 DELTA_PREFIXES = (b'{"type":"response.output_audio.delta"', b'{"type": "response.output_audio.delta"')
 ERROR_PREFIXES = (b'{"type":"error"', b'{"type": "error"')
 _DELTA_MARKERS = (b'"delta":"', b'"delta": "')
+_APPEND_COMPACT, _APPEND_SPACED = APPEND_PREFIXES
+_ID_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-"
+"""What an ``event_id`` after an append's audio may be made of, for it to be taken without a parse (any longer or
+odder tail is parsed)."""
+_ID_TAIL = b'","event_id":"'  # (14 bytes)
+assert len(_APPEND_COMPACT) == 45 and len(_APPEND_SPACED) == 48 and len(_ID_TAIL) == 14
 _SIMPLE_TAIL = re.compile(rb'"(?:\s*,\s*"event_id"\s*:\s*"[A-Za-z0-9_.:\-]{0,128}")?\s*\}\s*')
 _ID_PATTERNS = {key: re.compile(rb'"' + key.encode() + rb'"\s*:\s*"([^"\\]{0,256})"') for key in ("response_id",
                                                                                                   "item_id")}
@@ -40,35 +46,33 @@ def b64_bytes(data: bytes, start: int, end: int) -> int:
     return n * 3 // 4 - data.count(b"=", end - 2, end) if n > 1 else 0
 
 
-def _audio_bounds(data: bytes, start: int) -> int:
-    """End of the JSON string that starts at ``start`` if it holds no escape (``-1`` otherwise)."""
-    end = data.find(b'"', start)
-    if end < 0 or data.find(b"\\", start, end) >= 0:
-        return -1
-    return end
-
-
 def peek_append(data: bytes) -> tuple[int, int] | None:
     """``(start, end)`` of the base64 audio of a plain ``input_audio_buffer.append`` (``data[start:end]``), or
     ``None`` when ``data`` is anything else or an append in another shape (the caller parses it)."""
-    if not data.startswith(APPEND_PREFIXES):
+    if data.startswith(_APPEND_COMPACT):
+        prefix, start = _APPEND_COMPACT, 45
+    elif data.startswith(_APPEND_SPACED):
+        prefix, start = _APPEND_SPACED, 48
+    else:
         return None
-    for prefix in APPEND_PREFIXES:
-        if data.startswith(prefix):
-            start = len(prefix)
-            end = _audio_bounds(data, start)
-            if end < 0:
-                return None
-            # the usual tail, '"}' (what JSON.stringify and the SDKs write), needs no pattern
-            if end == len(data) - 2 and data[-1] == _CLOSE or _SIMPLE_TAIL.fullmatch(data, end):
-                return start, end
-            try:  # an unusual tail: it must parse, with no duplicate key, into an append
-                event = json.loads(prefix + data[end:], object_pairs_hook=unique_keys)
-            except ValueError:
-                return None
-            if type(event) is dict and event.get("type") == "input_audio_buffer.append":
-                return start, end
-            return None
+    end = data.find(b'"', start)  # the audio string's end; it may hold no escape
+    if end < 0 or data.find(b"\\", start, end) >= 0:
+        return None
+    last = len(data) - 2
+    if end == last and data[-1] == _CLOSE:  # the usual tail, '"}' (what JSON.stringify and the SDKs write)
+        return start, end
+    if data.startswith(_ID_TAIL, end):  # '","event_id":"<id>"}' compact, checked without the pattern
+        q = data.find(b'"', end + 14)
+        if q == last and data[-1] == _CLOSE and q - end <= 14 + 128 and not data[end + 14:q].translate(None, _ID_CHARS):
+            return start, end
+    if _SIMPLE_TAIL.fullmatch(data, end):
+        return start, end
+    try:  # an unusual tail: it must parse, with no duplicate key, into an append
+        event = json.loads(prefix + data[end:], object_pairs_hook=unique_keys)
+    except ValueError:
+        return None
+    if type(event) is dict and event.get("type") == "input_audio_buffer.append":
+        return start, end
     return None
 
 
@@ -79,8 +83,9 @@ def peek_audio_delta(data: bytes) -> tuple[int, int] | None:
     for marker in _DELTA_MARKERS:
         i = data.find(marker)
         if i >= 0:
-            end = _audio_bounds(data, i + len(marker))
-            return (i + len(marker), end) if end >= 0 else None
+            start = i + len(marker)
+            end = data.find(b'"', start)  # the audio string's end; it may hold no escape
+            return (start, end) if end >= 0 and data.find(b"\\", start, end) < 0 else None
     return None
 
 
@@ -114,11 +119,15 @@ class DeltaIds:
         self._marks: tuple[bytes, bytes] | None = None
         self.ids: tuple[str | None, str | None] = (None, None)
 
+    def same(self, data: bytes, start: int) -> bool:
+        """Whether the delta has the ids :meth:`of` read last (two ``find`` calls)."""
+        marks = self._marks  # (these bytes cannot occur inside a JSON string: its quotes would be escaped)
+        return marks is not None and data.find(marks[0], 0, start) >= 0 and data.find(marks[1], 0, start) >= 0
+
     def of(self, data: bytes, start: int) -> tuple[str | None, str | None]:
         """``delta_ids(data, start)``."""
-        marks = self._marks
-        if marks is not None and data.find(marks[0], 0, start) >= 0 and data.find(marks[1], 0, start) >= 0:
-            return self.ids  # (these bytes cannot occur inside a JSON string: its quotes would be escaped)
+        if self.same(data, start):
+            return self.ids
         rid, iid = self.ids = delta_ids(data, start)
         self._marks = (b'"response_id":"' + rid.encode() + b'"', b'"item_id":"' + iid.encode() + b'"') \
             if rid is not None and iid is not None else None

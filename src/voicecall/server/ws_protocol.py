@@ -42,6 +42,14 @@ class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
         """Once a sink is attached and ``websockets``' parser is at a frame boundary, final data frames are parsed
         here (:func:`~voicecall.transports.frames.split_frames`) and go straight to the sink; everything else
         (control frames, fragments, an oversize frame) goes to uvicorn's handling whole."""
+        n = len(data)
+        if self._fast is True and n > 8 and data[0] == 0x81 and data[1] == 0xFE and n == 8 + ((data[2] << 8) | data[3]) \
+                and not self._buf and not self.close_sent and self.conn.cur_size is None:
+            # the usual case, one whole masked text frame of 126..65535 bytes in one read: no loop, no list
+            payload = apply_mask(data[8:], data[4:8])
+            if payload.isascii() or check_text(payload):
+                self.frames_socket.sink.on_message(payload, True)  # type: ignore[union-attr]  # (set: _fast is)
+                return
         sink = self.frames_socket.sink
         fast = self._fast
         if fast is None:
@@ -52,13 +60,6 @@ class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
         if not fast or sink is None:
             super().data_received(data)
             return
-        if not self._buf and not self.close_sent and len(data) > 8 and data[0] == 0x81 and data[1] == 0xFE \
-                and len(data) == 8 + ((data[2] << 8) | data[3]) and self.conn.cur_size is None:
-            # the usual case, one whole masked text frame of 126..65535 bytes in one read: no loop, no list
-            payload = apply_mask(data[8:], data[4:8])
-            if payload.isascii() or check_text(payload):
-                sink.on_message(payload, True)
-                return
         buf = self._buf + data if self._buf else data
         if self.close_sent:  # closing: back to uvicorn, which discards messages and ends the closing handshake
             self._fast, self._buf = False, b""
@@ -129,11 +130,11 @@ class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        self.frames_socket.write_paused = True
+        self.frames_socket.writable = False
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        self.frames_socket.write_paused = False
+        self.frames_socket.writable = True
         sink = self.frames_socket.sink
         if sink is not None:
             sink.on_writable()
@@ -145,7 +146,7 @@ class ServerFrameSocket:
     def __init__(self, proto: FrameWebSocketProtocol) -> None:
         self.proto = proto
         self.sink: FrameSink | None = None
-        self.write_paused = False
+        self.writable = True
         self._reading_paused = False
         self._closed = False
 
@@ -173,22 +174,22 @@ class ServerFrameSocket:
 
     def send_frame(self, data: bytes, text: bool = True) -> bool:
         """Write one data frame now; ``False`` once the closing handshake started or the connection is gone."""
+        return self.send_framed(encode_frame(data, text), data)
+
+    def send_framed(self, frame: bytes, data: bytes) -> bool:
+        """``frame`` (``data`` framed as an unmasked final text frame, as a server sends it) written as it is."""
         proto = self.proto
         if proto.close_sent or proto.disconnected:
             return False
         transport = proto.transport
         if transport.is_closing():
             return False
-        transport.write(encode_frame(data, text))
+        transport.write(frame)
         return True
 
     @property
     def buffered(self) -> int:
         return int(self.proto.transport.get_write_buffer_size())
-
-    @property
-    def writable(self) -> bool:
-        return not self.write_paused
 
     def pause_reading(self) -> None:
         if not self._reading_paused:

@@ -51,6 +51,7 @@ HIGH_WATER = 256 * 1024
 _H7 = struct.Struct("!BB").pack
 _H16 = struct.Struct("!BBH").pack
 _H64 = struct.Struct("!BBQ").pack
+_H16_KEY = struct.Struct("!BBH4s").pack
 
 
 class FrameSink(Protocol):
@@ -68,9 +69,18 @@ class FrameSink(Protocol):
         """The socket is closed: ``code``/``reason`` of the peer's close frame, ``code`` ``None`` when the connection
         dropped without one. Called once."""
 
+    # Optional: ``on_text_frame(data, frame)``. A sink that has it gets the usual message of a server's socket --
+    # one whole unmasked final text frame, ASCII, in one read -- there instead of ``on_message(data, True)``, with
+    # ``frame`` the frame as received (``data`` is its payload), which :meth:`FrameSocket.send_framed` can
+    # forward without framing it again.
+
 
 class FrameSocket(Protocol):
     """A WebSocket at frame level. See the module documentation."""
+
+    writable: bool
+    """``False`` between the transport's pause_writing and resume_writing: stop feeding it (a plain attribute, read
+    once per relayed message)."""
 
     def attach(self, sink: FrameSink) -> None:
         """Deliver messages to ``sink`` from now on (messages that arrived before are delivered first)."""
@@ -78,13 +88,14 @@ class FrameSocket(Protocol):
     def send_frame(self, data: bytes, text: bool = True) -> bool:
         """Frame ``data`` and write it now; ``False`` when the socket is closing (the message is dropped)."""
 
+    def send_framed(self, frame: bytes, data: bytes) -> bool:
+        """:meth:`send_frame` ``(data)`` for a text message that is already framed as an unmasked final text
+        frame (``frame``, from :meth:`FrameSink.on_text_frame <FrameSink>`): a server's socket writes ``frame`` as
+        it is; a client's (its frames must be masked) frames ``data``."""
+
     @property
     def buffered(self) -> int:
         """Bytes waiting to be written."""
-
-    @property
-    def writable(self) -> bool:
-        """``False`` between the transport's pause_writing and resume_writing: stop feeding it."""
 
     def pause_reading(self) -> None: ...
 
@@ -121,8 +132,17 @@ class MaskKeys:
         return self._pool[at:at + 4]
 
     def frame(self, data: bytes, text: bool = True) -> bytes:
-        """One client frame of ``data``, masked with the next key."""
-        return encode_frame(data, text, self.next())
+        """One client frame of ``data``, masked with the next key (:meth:`next`, taken here without the call: one
+        frame per relayed append)."""
+        at = self._at
+        if at >= len(self._pool):
+            self._pool, at = os.urandom(1024), 0
+        self._at = at + 4
+        key = self._pool[at:at + 4]
+        n = len(data)
+        if 125 < n < 65536:  # an append's size: header and key packed at once
+            return _H16_KEY(0x81 if text else 0x82, 0xFE, n, key) + apply_mask(data, key)
+        return encode_frame(data, text, key)
 
 
 def encode_frame(data: bytes, text: bool = True, key: bytes | None = None) -> bytes:
@@ -229,15 +249,17 @@ class FrameConnectionMixin:
         self._early: deque[tuple[bytes, bool]] = deque()
         self._fragments: list[bytes] = []
         self._fragment_text = False
-        self._write_paused = False
+        self.writable = True
         self._reading_paused = False
         self._closed_told = False
+        self._on_frame: Any = None  # the sink's on_text_frame, when it has one
         self._keys = MaskKeys() if self.protocol.side is CLIENT else None
         self._fast: bool | None = None  # parsing data frames here (None: not decided yet)
         self._buf = b""
 
     def attach(self, sink: FrameSink) -> None:
         self.sink = sink
+        self._on_frame = getattr(sink, "on_text_frame", None)
         while self._early:
             data, text = self._early.popleft()
             sink.on_message(data, text)
@@ -252,16 +274,19 @@ class FrameConnectionMixin:
         self.transport.write(keys.frame(data, text) if keys is not None else encode_frame(data, text))
         return True
 
+    def send_framed(self, frame: bytes, data: bytes) -> bool:
+        """``frame`` written as it is on a server's connection; ``data`` framed (and masked) on a client's."""
+        if self._keys is not None or self.protocol.state is not State.OPEN:
+            return self.send_frame(data)
+        self.transport.write(frame)
+        return True
+
     async def flush(self) -> None:
         """Nothing to do: :meth:`send_frame` writes to the transport at once."""
 
     @property
     def buffered(self) -> int:
         return int(self.transport.get_write_buffer_size())
-
-    @property
-    def writable(self) -> bool:
-        return not self._write_paused
 
     def pause_reading(self) -> None:
         if not self._reading_paused:
@@ -290,9 +315,15 @@ class FrameConnectionMixin:
             return
         if not self._buf and len(data) > 4 and data[0] == 0x81 and data[1] == 126 \
                 and len(data) == 4 + ((data[2] << 8) | data[3]) and self.protocol.cur_size is None:
-            # the usual case, one whole text frame of 126..65535 bytes in one read: no loop, no list
+            # the usual case, one whole text frame of 126..65535 bytes in one read: no loop, no list; to the sink's
+            # on_text_frame with the frame as read when it can take it (ASCII, the usual case, needs no decoding)
             if self.protocol.state is State.OPEN:
-                self._deliver(data[4:], True)
+                payload = data[4:]
+                on_frame = self._on_frame
+                if on_frame is not None and payload.isascii():
+                    on_frame(payload, data)
+                else:
+                    self._deliver(payload, True)
             return
         buf = self._buf + data if self._buf else data
         frames, used = split_frames(buf, False, self.protocol.max_size)
@@ -345,11 +376,11 @@ class FrameConnectionMixin:
 
     def pause_writing(self) -> None:
         super().pause_writing()  # type: ignore[misc]
-        self._write_paused = True
+        self.writable = False
 
     def resume_writing(self) -> None:
         super().resume_writing()  # type: ignore[misc]
-        self._write_paused = False
+        self.writable = True
         if self.sink is not None:
             self.sink.on_writable()
 
@@ -388,7 +419,7 @@ class AsgiFrameSocket:
         self._wake = asyncio.Event()
         self._readable = asyncio.Event()
         self._readable.set()
-        self._paused_writing = False
+        self.writable = True
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -406,17 +437,16 @@ class AsgiFrameSocket:
         self._out.append((data, text))
         self._out_bytes += len(data)
         if self._out_bytes > self.high_water:
-            self._paused_writing = True
+            self.writable = False
         self._wake.set()
         return True
+
+    def send_framed(self, frame: bytes, data: bytes) -> bool:
+        return self.send_frame(data)
 
     @property
     def buffered(self) -> int:
         return self._out_bytes
-
-    @property
-    def writable(self) -> bool:
-        return not self._paused_writing
 
     def pause_reading(self) -> None:
         self._readable.clear()
@@ -484,8 +514,8 @@ class AsgiFrameSocket:
                     await self.ws.send_text(data.decode())
                 else:
                     await self.ws.send_bytes(data)
-                if self._paused_writing and self._out_bytes <= self.high_water // 4:
-                    self._paused_writing = False
+                if not self.writable and self._out_bytes <= self.high_water // 4:
+                    self.writable = True
                     if self._sink is not None:
                         self._sink.on_writable()
         except (OSError, RuntimeError):
