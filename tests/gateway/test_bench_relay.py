@@ -35,6 +35,9 @@ def _check(tmp_path: Path, peer: str) -> dict[str, Any]:
         assert stats["latency_ms"]["p50"] > 0
     for mode in ("voicecall", peer):
         assert result["modes"][mode]["cpu"]["seconds"] >= 0
+        slowest = result["modes"][mode]["slowest_rounds"]  # with what the relay and the measurers went through
+        assert slowest and {"relay_major_faults", "relay_involuntary_switches", "load_generator_involuntary_switches",
+                            "echo_involuntary_switches"} <= set(slowest[0])
     assert set(result["voicecall_vs_peer"]) >= {"cpu_per_message", "added_p99"}
     return result
 

@@ -241,6 +241,19 @@ def _cpu(pid: int) -> float:
     return math.nan if secs is None else secs
 
 
+def _proc_counters(pid: int) -> tuple[int, int]:
+    """``(major page faults of the whole process, involuntary context switches of its main thread)`` of ``pid``
+    (``(0, 0)`` once it is gone): what a round's slow messages are checked against -- a relay that waited for the
+    disk (a page of its code read back) or was preempted by another process, rather than busy with itself."""
+    try:
+        majflt = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[9])
+        status = Path(f"/proc/{pid}/status").read_text()
+        at = status.find("nonvoluntary_ctxt_switches:")
+        return majflt, int(status[at + 27:].split(None, 1)[0]) if at >= 0 else 0
+    except (OSError, IndexError, ValueError):
+        return 0, 0
+
+
 def _listening_pid(port: int) -> int | None:
     """The process listening on 127.0.0.1:``port`` (to measure a relay given by URL), from /proc."""
     inodes = set()
@@ -318,9 +331,11 @@ def schedule_rounds(modes: list[str], seconds: float) -> list[str]:
 
 
 async def _run_rounds(urls: dict[str, str], clients: int, seconds: float, append_ms: int, audio: list[bytes],
-                      pids: dict[str, int | None]) -> tuple[list[str], list[_Stream], list[dict[str, float]]]:
+                      pids: dict[str, int | None], echo_pid: int | None = None,
+                      ) -> tuple[list[str], list[_Stream], list[dict[str, float]], list[dict[str, tuple[int, int]]]]:
     """Open ``clients`` streams per mode, then stream in rotating rounds (:func:`schedule_rounds`). Returns the
-    schedule, the streams and each relay's CPU seconds read at every round boundary."""
+    schedule, the streams, each relay's CPU seconds read at every round boundary and its :func:`_proc_counters`
+    (the load generator's own under ``"load generator"``, the echo upstream's under ``"echo"``)."""
     from websockets.asyncio.client import connect
 
     from voicecall.transports.frames import FrameClientConnection
@@ -347,12 +362,16 @@ async def _run_rounds(urls: dict[str, str], clients: int, seconds: float, append
     by_mode = {m: sorted((st for st in streams if st.mode == m), key=lambda s: s.offset) for m in modes}
     head = b'{"type":"input_audio_buffer.append","audio":"'
     cpu_marks: list[dict[str, float]] = []
+    proc_marks: list[dict[str, tuple[int, int]]] = []
+    watched = {**{m: pid for m, pid in pids.items() if pid is not None}, "load generator": os.getpid(),
+               **({"echo": echo_pid} if echo_pid is not None else {})}
     per_round = round(ROUND_S / period)
     t0 = loop.time() + 0.5
     for k in range(len(schedule) * per_round):
         rnd = k // per_round
         if k % per_round == 0:
             cpu_marks.append({m: _cpu(pid) for m, pid in pids.items() if pid is not None})
+            proc_marks.append({m: _proc_counters(pid) for m, pid in watched.items()})
         chunk = audio[k % len(audio)]
         # one sleep per 1 ms slot of the period, not one per client
         due = [(t0 + k * period + st.offset, st.index, st) for st in by_mode[schedule[rnd]]]
@@ -368,8 +387,9 @@ async def _run_rounds(urls: dict[str, str], clients: int, seconds: float, append
                 st.ws.send_frame(head + chunk + b'","event_id":"c' + str(k).encode() + b'"}')
     await asyncio.sleep(GRACE_S)
     cpu_marks.append({m: _cpu(pid) for m, pid in pids.items() if pid is not None})
+    proc_marks.append({m: _proc_counters(pid) for m, pid in watched.items()})
     await asyncio.gather(*(st.ws.close() for st in streams), return_exceptions=True)
-    return schedule, streams, cpu_marks
+    return schedule, streams, cpu_marks, proc_marks
 
 
 def _mode_stats(schedule: list[str], streams: list[_Stream], mode: str, append_ms: int,
@@ -401,6 +421,23 @@ def _mode_stats(schedule: list[str], streams: list[_Stream], mode: str, append_m
         secs = sum(cpu_marks[r + 1][mode] - cpu_marks[r][mode] for r in measured)
         out["cpu"] = {"seconds": secs, "percent_of_one_core": secs / active * 100 if active else None,
                       "us_per_message": secs / len(lat) * 1e6 if lat else None}
+    return out
+
+
+def _slowest_rounds(stats: dict[str, Any], proc_marks: list[dict[str, tuple[int, int]]], mode: str,
+                    n: int = 3) -> list[dict[str, Any]]:
+    """The mode's ``n`` rounds with the highest p99, each with what happened in it: the relay's major page faults
+    and involuntary context switches (preempted), and those of the load generator and the echo upstream (preempted,
+    they delay every mode's messages alike)."""
+    rounds = sorted(((p, int(r)) for r, p in stats["p99_per_round"].items() if p is not None), reverse=True)[:n]
+    out = []
+    for p99, r in rounds:
+        row: dict[str, Any] = {"round": r, "p99_ms": p99}
+        for who, key in ((mode, "relay"), ("load generator", "load_generator"), ("echo", "echo")):
+            if r + 1 < len(proc_marks) and who in proc_marks[r]:
+                (f0, s0), (f1, s1) = proc_marks[r][who], proc_marks[r + 1][who]
+                row[f"{key}_major_faults"], row[f"{key}_involuntary_switches"] = f1 - f0, s1 - s0
+        out.append(row)
     return out
 
 
@@ -483,8 +520,8 @@ def run(args: argparse.Namespace) -> int:
                      "CPUs and inflate the tails of every mode (compare the modes with each other, not with other "
                      "runs)")
         e0, t0 = _cpu(echo.pid), time.monotonic()
-        schedule, streams, cpu_marks = asyncio.run(
-            _run_rounds(urls, clients, seconds, append_ms, _audio_chunks(append_ms), pids))
+        schedule, streams, cpu_marks, proc_marks = asyncio.run(
+            _run_rounds(urls, clients, seconds, append_ms, _audio_chunks(append_ms), pids, echo.pid))
         echo_cpu = (_cpu(echo.pid) - e0) / (time.monotonic() - t0) * 100
     finally:
         if node is not None:
@@ -494,6 +531,8 @@ def run(args: argparse.Namespace) -> int:
             proc.terminate()
             proc.join(5)
     stats = {m: _mode_stats(schedule, streams, m, append_ms, cpu_marks) for m in urls}
+    for m in urls:
+        stats[m]["slowest_rounds"] = _slowest_rounds(stats[m], proc_marks, m)
     samples = {m: stats[m].pop("_samples") for m in urls}
     result = _result(clients, seconds, append_ms, history, peer, stats, schedule)
     result["echo_upstream_cpu_percent"] = echo_cpu
@@ -576,6 +615,16 @@ def _print(result: dict[str, Any]) -> None:
           f"mode in {s['round_s']:g} s rounds; voicecall history {s['history']}")
     for row in rows:
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    for m in modes:
+        slow = stats[m].get("slowest_rounds") or []
+        if slow:
+            print(f"slowest rounds, {m}: " + "; ".join(
+                f"#{x['round']} p99 {x['p99_ms']:.2f} ms" + (
+                    f" (relay: {x['relay_major_faults']} major faults, {x['relay_involuntary_switches']} preempted)"
+                    if "relay_major_faults" in x else "")
+                + "".join(f", {who} preempted {x[f'{key}_involuntary_switches']}x" for who, key in (
+                    ("load generator", "load_generator"), ("echo", "echo")) if f"{key}_involuntary_switches" in x)
+                for x in slow))
     cmp = result.get("voicecall_vs_peer")
     if cmp:
         t = result["targets"]
