@@ -67,3 +67,15 @@ def test_compare_with_the_node_relay(tmp_path: Path) -> None:
         pytest.skip(message)
     assert bench.run(_args(tmp_path, compare="node", history="off")) == 0
     _check(tmp_path, "node")
+
+
+async def test_hot_path_loop_relays_every_frame() -> None:
+    """``python -m voicecall.bench.relay_hotpath``: every append it feeds goes upstream and every delta to the
+    client, one write each (the figure it prints is only the CPU those took)."""
+    from voicecall.bench.relay_hotpath import ROUNDS, measure
+
+    result = await measure(100)
+    relayed = 50 * 20 + 100 * ROUNDS  # warm-up + rounds
+    assert result["relayed_up"] == result["relayed_down"] == relayed
+    assert result["upstream_writes"] == result["client_writes"] == relayed
+    assert result["us_per_pair"] > 0
