@@ -304,17 +304,9 @@ class FrameConnectionMixin:
     def data_received(self, data: bytes) -> None:
         """Data frames parsed here (:func:`split_frames`) once ``websockets``' parser is at a frame boundary after the
         handshake; anything else (handshake, control frames, fragments) goes to ``websockets`` whole."""
-        fast = self._fast
-        if fast is None:
-            if self.protocol.state is not State.OPEN or not at_frame_boundary(self.protocol):
-                super().data_received(data)  # type: ignore[misc]
-                return
-            fast = self._fast = True
-        if not fast:
-            super().data_received(data)  # type: ignore[misc]
-            return
-        if not self._buf and len(data) > 4 and data[0] == 0x81 and data[1] == 126 \
-                and len(data) == 4 + ((data[2] << 8) | data[3]) and self.protocol.cur_size is None:
+        n = len(data)
+        if self._fast is True and n > 4 and data[0] == 0x81 and data[1] == 126 and n == 4 + ((data[2] << 8) | data[3]) \
+                and not self._buf and self.protocol.cur_size is None:
             # the usual case, one whole text frame of 126..65535 bytes in one read: no loop, no list; to the sink's
             # on_text_frame with the frame as read when it can take it (ASCII, the usual case, needs no decoding)
             if self.protocol.state is State.OPEN:
@@ -324,6 +316,15 @@ class FrameConnectionMixin:
                     on_frame(payload, data)
                 else:
                     self._deliver(payload, True)
+            return
+        fast = self._fast
+        if fast is None:
+            if self.protocol.state is not State.OPEN or not at_frame_boundary(self.protocol):
+                super().data_received(data)  # type: ignore[misc]
+                return
+            fast = self._fast = True
+        if not fast:
+            super().data_received(data)  # type: ignore[misc]
             return
         buf = self._buf + data if self._buf else data
         frames, used = split_frames(buf, False, self.protocol.max_size)
