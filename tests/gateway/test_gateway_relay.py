@@ -328,3 +328,36 @@ async def test_spend_limit_closes_the_relay(make_gateway, upstream: UpstreamReco
     assert "response.done" in types and types[-1] == "error"
     assert events[-1]["error"]["code"] == "spend_limit_reached" and "$0.0612" in events[-1]["error"]["message"]
     assert (code, reason) == (1008, "spend limit reached")
+
+
+async def test_watchdog_checks_are_spread_over_the_second() -> None:
+    """The relays' watchdogs are checked by one timer per event loop, a tenth of them per tick: after ten ticks every
+    one was checked exactly once and no tick checked more than its share (no burst of every relay's check at once);
+    the ticker goes when its last watchdog does."""
+    from voicecall.gateway.relay import _Ticker
+
+    class Dog:
+        def __init__(self) -> None:
+            self.ticks = 0
+
+        def tick(self) -> None:
+            self.ticks += 1
+
+    loop = asyncio.get_running_loop()
+    ticker = _Ticker.of(loop)
+    dogs = [Dog() for _ in range(103)]
+    slots = [ticker.add(dog) for dog in dogs]  # type: ignore[arg-type]
+    assert ticker.handle is not None
+    ticker.handle.cancel()  # driven by hand below
+    per_tick = []
+    for _ in range(_Ticker.SLOTS):
+        before = sum(d.ticks for d in dogs)
+        ticker._tick()
+        ticker.handle.cancel()
+        per_tick.append(sum(d.ticks for d in dogs) - before)
+    assert [d.ticks for d in dogs] == [1] * len(dogs)
+    assert max(per_tick) == 11 and sum(per_tick) == len(dogs)
+    for dog, slot in zip(dogs, slots, strict=True):
+        ticker.discard(dog, slot)  # type: ignore[arg-type]
+    assert _Ticker.of(loop) is not ticker  # the empty ticker was dropped
+    _Ticker.of(loop).discard(Dog(), 0)  # type: ignore[arg-type]  # (and this one too)

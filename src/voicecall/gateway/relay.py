@@ -43,11 +43,10 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from starlette.websockets import WebSocket, WebSocketState
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
@@ -199,36 +198,78 @@ class _FromUpstream:
         self.relay.upstream_closed(code, reason)
 
 
-class _Watchdog:
-    """A relay's watchdogs, checked once a second by a timer callback (no per-message cost: they compare the
-    message counters between ticks; no task wake-up or ``asyncio.wait`` per tick either, which for 100 idle
-    sessions was half a percent of a core): session length, no first event / idle client, a client that takes
-    nothing, an upstream that stalls while it owes an answer. A tripped watchdog ends the relay with its reason
-    (``expired``, ``idle``, ``slow``)."""
+class _Ticker:
+    """Every relay watchdog of one event loop, checked by one timer: a tenth of them every 100 ms, so each is checked
+    once a second, the loop is not woken for each relay, and no moment carries every relay's check (ticks on the
+    loop's whole seconds, one per relay, ran a hundred checks back to back: a millisecond or more during which
+    every session's audio waited, once a second)."""
 
-    __slots__ = ("blocked_since", "handle", "loop", "relay", "seen_down", "seen_up")
+    SLOTS = 10
+    _by_loop: ClassVar[dict[asyncio.AbstractEventLoop, _Ticker]] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.slots: list[set[_Watchdog]] = [set() for _ in range(self.SLOTS)]
+        self.at = 0  # the slot the next tick checks
+        self.due = 0.0
+        self.handle: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Ticker:
+        ticker = cls._by_loop.get(loop)
+        if ticker is None:
+            ticker = cls._by_loop[loop] = cls(loop)
+        return ticker
+
+    def add(self, dog: _Watchdog) -> int:
+        """Check ``dog`` from now on; returns its slot."""
+        slot = min(range(self.SLOTS), key=lambda i: len(self.slots[i]))
+        self.slots[slot].add(dog)
+        if self.handle is None:
+            self.due = self.loop.time()
+            self._schedule()
+        return slot
+
+    def discard(self, dog: _Watchdog, slot: int) -> None:
+        self.slots[slot].discard(dog)
+        if not any(self.slots):
+            if self.handle is not None:
+                self.handle.cancel()
+                self.handle = None
+            self._by_loop.pop(self.loop, None)
+
+    def _schedule(self) -> None:
+        self.due = max(self.due + 1.0 / self.SLOTS, self.loop.time())
+        self.handle = self.loop.call_at(self.due, self._tick)
+
+    def _tick(self) -> None:
+        slot, self.at = self.at, (self.at + 1) % self.SLOTS
+        self._schedule()
+        for dog in list(self.slots[slot]):
+            dog.tick()
+
+
+class _Watchdog:
+    """A relay's watchdogs, checked once a second (:class:`_Ticker`; no per-message cost: they compare the message
+    counters between checks): no first event / idle client, a client that takes nothing, an upstream that stalls
+    while it owes an answer; and the session's length, by a timer of its own. A tripped watchdog ends the relay with
+    its reason (``expired``, ``idle``, ``slow``)."""
+
+    __slots__ = ("blocked_since", "expiry", "relay", "seen_down", "seen_up", "slot", "ticker")
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
-        self.loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         now = time.monotonic()
         self.seen_up, self.seen_down = (relay.up_messages, now), (relay.down_messages, now)
         self.blocked_since: float | None = None
-        self.handle: asyncio.TimerHandle | None = None
-        self._next(now)
-
-    def _next(self, now: float) -> None:
-        remaining = self.relay.max_seconds - (now - self.relay.started)
-        if remaining <= 0:
-            self.relay._end("expired")
-            return
-        # On the event loop's whole seconds: every relay's tick falls due together, one wake-up for all of them.
-        t = self.loop.time()
-        self.handle = self.loop.call_at(min(math.floor(t) + 1.0, t + remaining), self.tick)
+        self.expiry = loop.call_later(max(0.0, relay.max_seconds - (now - relay.started)), relay._end, "expired")
+        self.ticker = _Ticker.of(loop)
+        self.slot = self.ticker.add(self)
 
     def cancel(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
+        self.expiry.cancel()
+        self.ticker.discard(self, self.slot)
 
     def tick(self) -> None:
         try:
@@ -266,7 +307,6 @@ class _Watchdog:
         if (relay.awaiting_upstream or relay.open_response) and \
                 now - max(self.seen_down[1], relay.waiting_since) >= stall:
             relay._stalled(stall)
-        self._next(now)
 
 
 class Relay:
@@ -407,7 +447,7 @@ class Relay:
         return f"client closed ({code}{': ' + reason if reason else ''})"
 
     async def _watch(self) -> str:
-        """Wait for the end while a timer checks the watchdogs once a second (:class:`_Watchdog`)."""
+        """Wait for the end while the watchdogs are checked once a second (:class:`_Watchdog`)."""
         assert self.ended is not None
         dog = _Watchdog(self)
         try:
