@@ -29,7 +29,8 @@ the load generator and the echo upstream share the others, as callers and OpenAI
 
 Prints a table, writes JSON to ``--out`` and a PNG beside it. Developer aids (environment):
 ``VOICECALL_BENCH_UVICORN_WS`` picks uvicorn's WebSocket protocol for the gateway (default: voicecall's);
-``VOICECALL_BENCH_PROFILE=/path.prof`` writes a cProfile of the gateway process.
+``VOICECALL_BENCH_PROFILE=/path.prof`` writes a cProfile of the gateway process; ``VOICECALL_BENCH_PAUSES=/path.json``
+its garbage collections and event-loop stalls (:func:`_serve_watching_pauses`).
 """
 
 from __future__ import annotations
@@ -159,7 +160,54 @@ def _gateway(port: int, upstream_port: int, store_url: str, clients: int, ws_imp
     options = uvicorn_options(cfg)
     if ws_impl != "voicecall":
         options["ws"] = ws_impl
+    pauses_to = os.environ.get("VOICECALL_BENCH_PAUSES")
+    if pauses_to:  # developer aid: the gateway's garbage collections and event-loop stalls, written at the end
+        _serve_watching_pauses(create_app(cfg), port, options, pauses_to)
+        return
     uvicorn.run(create_app(cfg), host="127.0.0.1", port=port, log_level="warning", **options)
+
+
+def _serve_watching_pauses(app: Any, port: int, options: dict[str, Any], out: str) -> None:
+    """Serve ``app`` and record, with ``time.monotonic()`` stamps: every garbage collection over 0.5 ms (generation,
+    ms, objects collected), and every time a 10 ms timer of the event loop fired over 1 ms late (ms late, and the
+    main thread's CPU ms over that interval: about the interval when the loop was busy with something, little when
+    the process was not scheduled). Written as JSON to ``out`` every 2 s while there is news."""
+    import gc
+
+    import uvicorn
+    import uvloop
+
+    records: dict[str, list[tuple[float, ...]]] = {"gc": [], "late": []}
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        elif (ms := (time.perf_counter() - started[0]) * 1000) > 0.5:
+            records["gc"].append((time.monotonic(), info["generation"], ms, info["collected"]))
+
+    async def probe() -> None:
+        loop = asyncio.get_running_loop()
+        last, cpu = loop.time(), time.thread_time()
+        written, n = last, 0
+        while True:
+            await asyncio.sleep(0.01)
+            now, cpu_now = loop.time(), time.thread_time()
+            if (late := now - last - 0.01) > 0.001:
+                records["late"].append((time.monotonic(), late * 1000, (cpu_now - cpu) * 1000))
+            if now - written > 2.0 and len(records["gc"]) + len(records["late"]) != n:  # (the end is a SIGTERM)
+                Path(out).write_text(json.dumps(records))
+                written, n = loop.time(), len(records["gc"]) + len(records["late"])
+                now, cpu_now = written, time.thread_time()  # (the write is not a stall of the relay's)
+            last, cpu = now, cpu_now
+
+    async def main() -> None:
+        asyncio.get_running_loop().create_task(probe())
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
+        await server.serve()
+
+    gc.callbacks.append(on_gc)
+    uvloop.run(main())
 
 
 def node_available() -> bool:
@@ -332,10 +380,12 @@ def schedule_rounds(modes: list[str], seconds: float) -> list[str]:
 
 async def _run_rounds(urls: dict[str, str], clients: int, seconds: float, append_ms: int, audio: list[bytes],
                       pids: dict[str, int | None], echo_pid: int | None = None,
-                      ) -> tuple[list[str], list[_Stream], list[dict[str, float]], list[dict[str, tuple[int, int]]]]:
+                      ) -> tuple[list[str], list[_Stream], list[dict[str, float]], list[dict[str, tuple[int, int]]],
+                                 float]:
     """Open ``clients`` streams per mode, then stream in rotating rounds (:func:`schedule_rounds`). Returns the
     schedule, the streams, each relay's CPU seconds read at every round boundary and its :func:`_proc_counters`
-    (the load generator's own under ``"load generator"``, the echo upstream's under ``"echo"``)."""
+    (the load generator's own under ``"load generator"``, the echo upstream's under ``"echo"``), and when the first
+    round started (``time.monotonic()``)."""
     from websockets.asyncio.client import connect
 
     from voicecall.transports.frames import FrameClientConnection
@@ -389,7 +439,7 @@ async def _run_rounds(urls: dict[str, str], clients: int, seconds: float, append
     cpu_marks.append({m: _cpu(pid) for m, pid in pids.items() if pid is not None})
     proc_marks.append({m: _proc_counters(pid) for m, pid in watched.items()})
     await asyncio.gather(*(st.ws.close() for st in streams), return_exceptions=True)
-    return schedule, streams, cpu_marks, proc_marks
+    return schedule, streams, cpu_marks, proc_marks, t0
 
 
 def _mode_stats(schedule: list[str], streams: list[_Stream], mode: str, append_ms: int,
@@ -520,7 +570,7 @@ def run(args: argparse.Namespace) -> int:
                      "CPUs and inflate the tails of every mode (compare the modes with each other, not with other "
                      "runs)")
         e0, t0 = _cpu(echo.pid), time.monotonic()
-        schedule, streams, cpu_marks, proc_marks = asyncio.run(
+        schedule, streams, cpu_marks, proc_marks, rounds_t0 = asyncio.run(
             _run_rounds(urls, clients, seconds, append_ms, _audio_chunks(append_ms), pids, echo.pid))
         echo_cpu = (_cpu(echo.pid) - e0) / (time.monotonic() - t0) * 100
     finally:
@@ -538,6 +588,7 @@ def run(args: argparse.Namespace) -> int:
     result["echo_upstream_cpu_percent"] = echo_cpu
     result["settings"].update({"uvicorn_ws": ws_impl, "niceness": niceness, "realtime": realtime,
                                "cpu_pinning": pinning, "compare": compare})
+    result["first_round_monotonic"] = rounds_t0  # (to place VOICECALL_BENCH_PAUSES' records in rounds)
     result["loadavg_before"] = list(load_before)
     result["loadavg_after"] = list(os.getloadavg())
     _print(result)
