@@ -95,3 +95,19 @@ def test_tone_tts_is_deterministic() -> None:
     assert len(a) == 2 and all(np.array_equal(x, y) for x, y in zip(a, b))
     assert a[0].shape[0] == 2 * (tts.word_samples + tts.gap_samples)
     assert speak(tts, "...") == []
+
+
+def test_piper_threads_sleep_unless_told_to_spin() -> None:
+    from voicecall.config import StageConfig
+    from voicecall.speech.registry import load_stage
+
+    def spinning(options: dict[str, Any]) -> str:
+        tts = load_stage("tts", StageConfig(type="piper", **options))
+        opts = tts.voice.session.get_session_options()
+        assert opts.intra_op_num_threads == options.get("threads", 1)
+        assert speak(tts, "Hi.")  # it still speaks
+        return str(opts.get_session_config_entry("session.intra_op.allow_spinning"))
+
+    assert spinning({}) == "0"
+    assert spinning({"threads": 2}) == "0"
+    assert spinning({"threads": 2, "spinning": True}) == "1"

@@ -161,7 +161,8 @@ ADAPTERS: dict[str, dict[str, Adapter]] = {
     },
     "tts": {
         "piper": Adapter("tts", "piper", "tts_piper:PiperTTS", {
-            "modelPath": _o(str, "model_path"), "threads": _o(int, "threads"), "volume": _o(_NUM, "volume"),
+            "modelPath": _o(str, "model_path"), "threads": _o(int, "threads"), "spinning": _o(bool, "spinning"),
+            "volume": _o(_NUM, "volume"),
             "noiseScale": _o(_NUM, "noise_scale"), "noiseWScale": _o(_NUM, "noise_w_scale"),
         }, _stem("modelPath", "en_US-joe-medium")),
         "espeak": Adapter("tts", "espeak", "tts_espeak:EspeakTTS",

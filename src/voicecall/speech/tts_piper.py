@@ -9,8 +9,13 @@ first audio ≈ the time to synthesize the first sentence (about 0.04 s per seco
 fixed ~20–40 ms). The engine should therefore send a short first chunk (see docs/speech.md).
 
 Thread safety: ``InferenceSession.run`` is thread-safe and piper guards its espeak phonemizer with its own
-lock, so one loaded voice serves several sessions at once without another lock. Each session run uses
-``threads`` intra-op threads (default 1, so two sessions can synthesize in parallel on 2 cores).
+lock, so one loaded voice serves several sessions at once without another lock. Each run uses ``threads``
+intra-op threads (default 1, so two sessions can synthesize in parallel on 2 cores). Alone, two threads synthesize
+a 3-5-word first chunk ~40 % sooner (73-90 ms against 124 ms here), but in the engine the LLM streams and the
+recogniser decodes at the same time on 2 cores, and ``voicecall bench latency`` showed no gain (TTS first audio
+144 / 118 ms against 132 / 130 ms, alternated runs of 12 on a loaded machine); with more cores, ``threads: 2``.
+Extra threads sleep rather than spin while they wait (``spinning`` false): spinning ones took ~25 % more CPU for the
+same work, taken from the recogniser and the LLM.
 
 Trap: piper's ``espeakbridge`` embeds its own copy of espeak-ng and exports the same symbols as
 ``libespeak-ng.so``; the espeak adapter therefore loads that library with ``RTLD_LOCAL`` (with ``RTLD_GLOBAL``
@@ -45,7 +50,8 @@ class PiperTTS:
     """Piper text-to-speech, loaded once per process.
 
     Options: ``modelPath`` (a Piper ``.onnx`` voice with its ``.onnx.json`` next to it; default en_US-joe-medium),
-    ``threads`` (onnxruntime intra-op threads per synthesis, default 1), ``volume`` (0–1 after per-sentence peak
+    ``threads`` (onnxruntime intra-op threads per synthesis, default 1), ``spinning`` (let those threads
+    spin-wait, onnxruntime's default; default false), ``volume`` (0–1 after per-sentence peak
     normalisation, default 0.9), ``noiseScale``/``noiseWScale`` (voice defaults if unset).
     """
 
@@ -55,6 +61,7 @@ class PiperTTS:
         self,
         model_path: str | None = None,
         threads: int = 1,
+        spinning: bool = False,
         volume: float = 0.9,
         noise_scale: float | None = None,
         noise_w_scale: float | None = None,
@@ -74,6 +81,7 @@ class PiperTTS:
         opts.intra_op_num_threads = max(1, int(threads))
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         self.voice = PiperVoice(config=config, session=session)
         self.model_path = path
