@@ -301,6 +301,18 @@ def test_bench_turns_matches_each_end_of_turn_with_the_record_at_the_same_point_
     assert _match(stops, records) == {stops[0]: records[0], stops[1]: records[1]}
 
 
+def test_bench_turns_sums_up_how_the_ends_were_decided() -> None:
+    from voicecall.bench.turns import _ends_summary
+
+    ends = [{"by": "words", "verdict_at_ms": 64, "words_at_ms": 288, "at_ms": 288},
+            {"by": "words", "verdict_at_ms": 96, "words_at_ms": 320, "at_ms": 320},
+            {"by": "silence", "verdict_at_ms": 64, "words_at_ms": None, "at_ms": 1376}]
+    out = _ends_summary(ends)
+    assert out["by"] == {"words": 2, "silence": 1}
+    assert out["words_at_ms"]["n"] == 2 and out["words_at_ms"]["p50"] == 304
+    assert out["ended_at_ms"]["p50"] == 320
+
+
 class _PauseStream:
     """A recogniser stream that reports the pause's words at once (as if its levels went quiet first)."""
 

@@ -287,7 +287,12 @@ def _match(stops: list[int], records: list[dict[str, Any]]) -> dict[int, dict[st
 
 def _decided_by(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """How the true ends of complete turns were decided, and when the model's verdict and the words came."""
-    ends = [r["decided"][-1] for r in rows if r["kind"] == "complete" and r.get("decided") and r["decided"][-1]]
+    return _ends_summary([r["decided"][-1] for r in rows
+                          if r["kind"] == "complete" and r.get("decided") and r["decided"][-1]])
+
+
+def _ends_summary(ends: list[dict[str, Any]]) -> dict[str, Any]:
+    """What decided these ends of turn, and after how much silence the verdict, the words and the end came."""
     by: dict[str, int] = {}
     for e in ends:
         by[e["by"]] = by.get(e["by"], 0) + 1
@@ -360,23 +365,36 @@ async def interruption_run(url: str, turns: list[Turn]) -> dict[str, Any]:
 
 async def v2v_run(url: str, turns: list[Turn], runs: int, configs: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """Voice-to-voice on complete questions (WebSocket), per setting: last speech sample sent -> first answer audio."""
-    from voicecall.bench.latency import PARTS, one_turn_ws
-
     complete = [t for t in turns if t.kind == "complete"]
     picks = [complete[(i * 7) % len(complete)] for i in range(runs)]  # spread over questions and voices
     out: dict[str, Any] = {}
-    for name, td in configs:
-        rows = []
-        for i, t in enumerate(picks):
-            r = await one_turn_ws(url, _mic(t.pcm, 40 + i), turn_detection=td)
-            r.update(text=t.text, voice=t.voice)
-            rows.append(r)
-            v = r.get("voice_to_voice_ms")
-            progress(f"voice-to-voice {name} {i + 1}/{runs}: " + (f"{v:.0f} ms" if v is not None else "no answer"))
-        out[name] = {"rows": rows, "voice_to_voice_ms": summary([r.get("voice_to_voice_ms") for r in rows]),
-                     "parts_ms": {k: summary([r.get(k) for r in rows]) for k in PARTS},
-                     "speculative": sum(1 for r in rows if r.get("speculative")) / max(1, len(rows))}
+    decisions = _Decisions()  # the endpointer's record of each end (semantic_vad, in-process server)
+    try:
+        for name, td in configs:
+            out[name] = await _v2v_setting(url, picks, name, td, decisions)
+    finally:
+        decisions.close()
     return out
+
+
+async def _v2v_setting(url: str, picks: list[Turn], name: str, td: dict[str, Any],
+                       decisions: _Decisions) -> dict[str, Any]:
+    from voicecall.bench.latency import PARTS, one_turn_ws
+
+    rows = []
+    for i, t in enumerate(picks):
+        seen = len(decisions.records)
+        r = await one_turn_ws(url, _mic(t.pcm, 40 + i), turn_detection=td)
+        r.update(text=t.text, voice=t.voice)
+        # the turn's end (one session, one turn: the last record logged during the run)
+        r["decided"] = decisions.records[-1] if len(decisions.records) > seen else None
+        rows.append(r)
+        v = r.get("voice_to_voice_ms")
+        progress(f"voice-to-voice {name} {i + 1}/{len(picks)}: " + (f"{v:.0f} ms" if v is not None else "no answer"))
+    return {"rows": rows, "voice_to_voice_ms": summary([r.get("voice_to_voice_ms") for r in rows]),
+            "parts_ms": {k: summary([r.get(k) for r in rows]) for k in PARTS},
+            "speculative": sum(1 for r in rows if r.get("speculative")) / max(1, len(rows)),
+            "decided": _ends_summary([r["decided"] for r in rows if r.get("decided")])}
 
 
 async def barge_in_run(base: str, runs: int) -> dict[str, Any]:
@@ -460,6 +478,11 @@ def print_table(data: dict[str, Any]) -> None:
             print(f"  v2v {name}: " + ", ".join(f"{k.removesuffix('_ms')} p50 {ms(d, 'p50')}"
                                                 for k, d in v["parts_ms"].items()) +
                   f"; speculative answers {pct(v.get('speculative'))}")
+        dec = v.get("decided") or {}
+        if dec.get("by"):
+            print(f"  v2v {name} ended by: {dec['by']}; model verdict after {ms(dec['verdict_at_ms'], 'p50')} ms of "
+                  f"silence (p50), the pause's words after {ms(dec['words_at_ms'], 'p50')} ms, end after "
+                  f"{ms(dec['ended_at_ms'], 'p50')} ms (p95 {ms(dec['ended_at_ms'], 'p95')})")
     inter = data["interruptions"]
     if inter:
         print(f"false interruptions (backchannels/noises that stopped the answer): "
