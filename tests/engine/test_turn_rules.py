@@ -159,6 +159,25 @@ def test_redecode_stream_reports_every_pause_even_with_unchanged_words() -> None
     assert dec.decodes <= 6  # quiet audio after a pause's decode is not decoded again and again
 
 
+def test_a_pause_decode_starts_after_80_ms_of_quiet_and_a_shorter_dip_is_no_pause() -> None:
+    dec = _Decoder()
+    stream = RedecodeStream(dec, "en", "")
+    speech = (np.sin(np.arange(4800) / 3.0) * 8000).astype(np.int16)  # 0.3 s of loud audio
+    quiet = np.random.default_rng(0).normal(0, 30, 1600).astype(np.int16)  # 100 ms
+
+    def feed_10ms(pcm: np.ndarray) -> list[str | None]:
+        return [stream.feed(pcm[k:k + 160]) for k in range(0, len(pcm), 160)]
+
+    feed_10ms(np.concatenate([speech, speech]))
+    assert not stream.pause_reported
+    feed_10ms(quiet[:70 * 16])  # a 70 ms dip (a stop consonant's closure): no pause
+    assert not stream.pause_reported
+    feed_10ms(speech)
+    reports = feed_10ms(quiet)  # 100 ms of quiet: the pause's words are reported at the 80th ms
+    assert stream.pause_reported
+    assert reports.index("what is the capital of france") == RedecodeStream.QUIET_FRAMES - 1 == 7, reports
+
+
 def test_a_partial_drops_the_final_mark_that_heard_keeps() -> None:
     """A partial's last word may still grow, so it has no final mark; ``heard`` keeps what was decoded (the
     speculative answer answers the question as the final transcript will read)."""

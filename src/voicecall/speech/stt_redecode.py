@@ -6,7 +6,7 @@ Whisper and Moonshine are not streaming models; :class:`RedecodeStream` makes th
 * **Partials.** The buffered utterance is decoded again after every ``partial_interval`` seconds of new audio
   (unless all of it was quiet), stretched to 3x the last decode's time when the machine is slow (so one session
   never spends more than about a third of a core on partials), and **at once when the audio goes quiet after
-  speech** (120 ms more than 25 dB under the utterance's peak level, or near its noise floor): the partial then
+  speech** (80 ms more than 25 dB under the utterance's peak level, or near its noise floor): the partial then
   holds every word said so far, which is what the engine's speculative answer is built from at a 150 ms pause. A pause's decode is reported
   even when its text did not change (the end-of-turn decision waits for the words of the pause).
 * **Final.** Partials on the schedule are cheap decodes (``final=False``: greedy for Whisper); the decode at a pause
@@ -76,7 +76,7 @@ class RedecodeStream:
     #: The decode at a pause is final-quality and :meth:`finish` reuses it when only quiet audio followed, so the
     #: engine may answer the pause's words without waiting for the final pass (engine.turns.InputBuffer.words_final).
     pause_decode_is_final = True
-    QUIET_FRAMES = 12  # 120 ms below the quiet level after speech = a pause worth decoding at once
+    QUIET_FRAMES = 8  # 80 ms below the quiet level after speech = a pause worth decoding at once (docs/turns.md)
     QUIET_BELOW_PEAK_DB = 25.0
 
     def __init__(self, model: Redecoder, language: str, prompt: str) -> None:
