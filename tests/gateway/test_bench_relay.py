@@ -79,3 +79,16 @@ async def test_hot_path_loop_relays_every_frame() -> None:
     assert result["relayed_up"] == result["relayed_down"] == relayed
     assert result["upstream_writes"] == result["client_writes"] == relayed
     assert result["us_per_pair"] > 0
+
+
+def test_append_ms_outside_a_round_is_refused_with_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from voicecall.bench.cli import add_bench_parser
+
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "relay", "--append-ms", "1000"])
+    assert args.append_ms == 1000
+    for bad in ("5000", "0"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["bench", "relay", "--append-ms", bad])
+        assert "must be 1-1000 ms (the benchmark runs in 1 s rounds)" in capsys.readouterr().err

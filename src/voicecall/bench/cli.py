@@ -5,6 +5,14 @@ from __future__ import annotations
 import argparse
 
 
+def _append_ms_in_a_round(value: str) -> int:
+    """``bench relay --append-ms``: the benchmark runs in 1 s rounds, so at least one append per round."""
+    ms = int(value)
+    if not 1 <= ms <= 1000:
+        raise argparse.ArgumentTypeError(f"must be 1-1000 ms (the benchmark runs in 1 s rounds), got {ms}")
+    return ms
+
+
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("bench", help="benchmarks (print figures, write JSON and a plot)",
                        description="Benchmarks. Each prints its figures and writes them to a JSON file.")
@@ -108,9 +116,9 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                         "relay process's CPU (per message and %% of a core).")
     b.add_argument("--clients", type=int, default=100, help="concurrent clients per mode (default 100)")
     b.add_argument("--seconds", type=float, default=10.0, help="measured seconds per mode (default 10)")
-    b.add_argument("--append-ms", type=int, default=20, metavar="MS",
-                   help="audio per append and interval between appends (default 20: 50 messages/s per client, as "
-                        "browsers and the SDKs send)")
+    b.add_argument("--append-ms", type=_append_ms_in_a_round, default=20, metavar="MS",
+                   help="audio per append and interval between appends, 1-1000 (default 20: 50 messages/s per "
+                        "client, as browsers and the SDKs send)")
     b.add_argument("--compare", default=None, metavar="node|URL|none",
                    help="the relay to compare with: 'node' starts bench/node-relay (express + ws 8; the default when "
                         "Node.js is installed), a ws:// URL uses a relay you run (point it at the echo upstream, see "
