@@ -108,9 +108,12 @@ class ElevenLabsTTS:
             settings: dict[str, Any] = dict(self.voice_settings)
             if speed != 1.0:
                 settings["speed"] = max(0.7, min(1.2, float(speed)))  # the range ElevenLabs accepts
-            ws.send(json.dumps({"text": " ", "voice_settings": settings}))
-            ws.send(json.dumps({"text": text.strip() + " ", "flush": True}))
-            ws.send(json.dumps({"text": ""}))
+            try:
+                ws.send(json.dumps({"text": " ", "voice_settings": settings}))
+                ws.send(json.dumps({"text": text.strip() + " ", "flush": True}))
+                ws.send(json.dumps({"text": ""}))
+            except ConnectionClosed:
+                pass  # refused after the first message (a wrong key): what the service said is read below
             odd = b""
             while True:
                 try:
@@ -121,7 +124,8 @@ class ElevenLabsTTS:
                     return  # closed normally after the last audio
                 except ConnectionClosed as exc:
                     reason = exc.rcvd.reason if exc.rcvd else "connection lost"
-                    raise ProviderError(self.key.scrub(f"ElevenLabs dropped the stream ({reason})"), "dropped") from None
+                    kind = "auth" if exc.rcvd is not None and exc.rcvd.code == 1008 and "key" in reason.lower() else "dropped"
+                    raise ProviderError(self.key.scrub(f"ElevenLabs dropped the stream ({reason})"), kind) from None
                 msg = json.loads(raw) if isinstance(raw, str) else {}
                 if not isinstance(msg, dict):
                     continue
