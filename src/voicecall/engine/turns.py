@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from voicecall.audio import ENGINE_RATE, PCM16, Resampler
+from voicecall.audio import ENGINE_RATE, PCM16, Resampler, rms_dbfs
 from voicecall.engine.endpointing import Endpointer
 from voicecall.protocol.session import TurnDetection
 from voicecall.speech.base import EOTModel, STTModel, STTStream, TailEvidence, TailWord, VADModel
@@ -151,11 +150,8 @@ class RoomLevel:
         self._floor: float | None = None  # cached median; None: to compute
         self.turn_peak = -120.0
 
-    @staticmethod
-    def level(frame: PCM16) -> float:
-        """Level of a VAD frame in dBFS."""
-        f = frame.astype(np.float32)
-        return 10.0 * math.log10(float(np.dot(f, f)) / (f.shape[0] * 32768.0 * 32768.0) + 1e-12)
+    def start_turn(self) -> None:
+        self.turn_peak = -120.0
 
     def background(self, db: float) -> None:
         self._background.append(db)
@@ -315,10 +311,10 @@ class InputAudioBuffer:
             p = self._vad.probability(frame)
             frame_end_sample = int((self._frames_done + 1) * self._frame * ratio)
             self._frames_done += 1
-            db = self.room.level(frame)
+            db = rms_dbfs(frame)
+            if p < low:
+                self.room.background(db)
             if not self.speaking:
-                if p < low:
-                    self.room.background(db)
                 if p >= td.threshold:
                     self._speech_run += 1
                     if self._speech_run == 1 < start_frames:
@@ -342,8 +338,6 @@ class InputAudioBuffer:
                     self.last_speech_sample = frame_end_sample
                     self.last_speech_time = time.monotonic()
                 else:
-                    if p < low:
-                        self.room.background(db)
                     self._silence_run += 1
                     if self._silence_run == pause_frames and pause_frames < silence_frames:
                         self._events.on_speech_paused()
@@ -365,7 +359,7 @@ class InputAudioBuffer:
 
     def _begin_speech(self, start_sample: int, td: TurnDetection) -> None:
         self.speaking = True
-        self.room.turn_peak = -120.0
+        self.room.start_turn()
         self._silence_run = 0
         self._speech_run = 0
         padded = max(self._start_sample, start_sample - int(td.prefix_padding_ms * ENGINE_RATE / 1000))

@@ -73,6 +73,7 @@ from voicecall.protocol.ids import new_id
 from voicecall.protocol.peek import (
     ERROR_PREFIXES,
     DeltaIds,
+    b64_bytes,
     peek_append,
     peek_audio_delta,
     unique_keys,
@@ -639,10 +640,8 @@ class Relay:
             return
         if text:
             hit = peek_append(data)
-            if hit is not None:  # the audio fast path: forwarded as it is, its audio bytes counted (b64_bytes, inline)
-                start, end = hit
-                if end - start > 1:
-                    self.audio_in += (end - start) * 3 // 4 - data.count(b"=", end - 2, end)
+            if hit is not None:  # the audio fast path: forwarded as it is, its audio bytes counted
+                self.audio_in += b64_bytes(data, hit[0], hit[1])
             else:
                 problem = json_limits_problem(data)  # before anything parses it (beta translation, policy)
                 if problem is not None:
@@ -753,11 +752,11 @@ class Relay:
         if self.init_pending and not self._init_step(data):
             return
         hit = peek_audio_delta(data)
-        if hit is not None:  # the audio fast path: forwarded as it is, its audio bytes counted (b64_bytes, inline)
+        if hit is not None:  # the audio fast path: forwarded as it is, its audio bytes counted
             self.last_was_error = False
             if self.recorder is not None:
-                start, end = hit
-                nbytes = (end - start) * 3 // 4 - data.count(b"=", end - 2, end) if end - start > 1 else 0
+                start = hit[0]
+                nbytes = b64_bytes(data, start, hit[1])
                 if self.delta_ids.same(data, start):  # the same item as the previous delta
                     self.audio_out += nbytes
                 else:

@@ -132,13 +132,8 @@ class MaskKeys:
         return self._pool[at:at + 4]
 
     def frame(self, data: bytes, text: bool = True) -> bytes:
-        """One client frame of ``data``, masked with the next key (:meth:`next`, taken here without the call: one
-        frame per relayed append)."""
-        at = self._at
-        if at >= len(self._pool):
-            self._pool, at = os.urandom(1024), 0
-        self._at = at + 4
-        key = self._pool[at:at + 4]
+        """One client frame of ``data``, masked with the next key (:meth:`next`)."""
+        key = self.next()
         n = len(data)
         if 125 < n < 65536:  # an append's size: header and key packed at once
             return _H16_KEY(0x81 if text else 0x82, 0xFE, n, key) + apply_mask(data, key)
