@@ -92,3 +92,16 @@ def test_append_ms_outside_a_round_is_refused_with_a_clear_error(capsys: pytest.
         with pytest.raises(SystemExit):
             parser.parse_args(["bench", "relay", "--append-ms", bad])
         assert "must be 1-1000 ms (the benchmark runs in 1 s rounds)" in capsys.readouterr().err
+
+
+def test_every_bench_refuses_a_folder_as_its_json_output_before_running(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from voicecall.bench.cli import add_bench_parser
+
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers(dest="command"))
+    for name in ("latency", "sessions", "appends", "stages", "stt", "turns", "answers", "relay", "cluster", "cost", "soak"):
+        assert parser.parse_args(["bench", name, "--out", str(tmp_path / "r.json")]).out == str(tmp_path / "r.json")
+        with pytest.raises(SystemExit):
+            parser.parse_args(["bench", name, "--out", str(tmp_path)])
+        assert f"{tmp_path} is a folder: give the JSON file to write" in capsys.readouterr().err

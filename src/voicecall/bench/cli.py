@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def _append_ms_in_a_round(value: str) -> int:
@@ -11,6 +12,13 @@ def _append_ms_in_a_round(value: str) -> int:
     if not 1 <= ms <= 1000:
         raise argparse.ArgumentTypeError(f"must be 1-1000 ms (the benchmark runs in 1 s rounds), got {ms}")
     return ms
+
+
+def json_out(value: str) -> str:
+    """A benchmark's ``--out``: the JSON file (its plot goes beside it), refused before the run if it is a folder."""
+    if Path(value).is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a folder: give the JSON file to write (the plot goes beside it)")
+    return value
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -27,7 +35,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--config", default=None, help="configuration for the in-process server")
     b.add_argument("--runs", type=int, default=10, help="number of turns (default 10)")
     b.add_argument("--transport", choices=["websocket", "webrtc"], default="websocket")
-    b.add_argument("--out", default="bench-results/latency.json", help="JSON output file")
+    b.add_argument("--out", type=json_out, default="bench-results/latency.json", metavar="FILE", help="JSON output file; the plot goes beside it")
     b.add_argument("--stt-processes", type=int, default=None, metavar="N",
                    help="run pocketsphinx in N worker processes (stt.processes; 0: in the server process)")
     b.add_argument("--stt", default=None, metavar="TYPE",
@@ -42,7 +50,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--transport", choices=["websocket", "webrtc"], default="websocket")
     b.add_argument("--sessions", type=int, nargs="+", default=[1, 4], help="session counts to try (default 1 4)")
     b.add_argument("--seconds", type=float, default=20.0, help="length of each trial (default 20)")
-    b.add_argument("--out", default="bench-results/sessions.json")
+    b.add_argument("--out", type=json_out, default="bench-results/sessions.json", metavar="FILE", help="JSON output file; the plot goes beside it")
     b.add_argument("--stt-processes", type=int, default=None, metavar="N",
                    help="run pocketsphinx in N worker processes (stt.processes; 0: in the server process)")
     b.set_defaults(func=_run("voicecall.bench.sessions"))
@@ -55,11 +63,11 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--seconds", type=float, default=10.0, help="streaming time per count (default 10)")
     b.add_argument("--append-ms", type=int, default=20, metavar="MS", help="audio per append (default 20)")
     b.add_argument("--config", default=None, help="server configuration: echo (default), embedded or a YAML file")
-    b.add_argument("--out", default="bench-results/appends.json")
+    b.add_argument("--out", type=json_out, default="bench-results/appends.json", metavar="FILE", help="JSON output file; the plot goes beside it")
     b.set_defaults(func=_run("voicecall.bench.appends"))
 
     b = bsub.add_parser("stages", help="each speech stage alone (VAD, STT, LLM, TTS)")
-    b.add_argument("--out", default="bench-results/stages.json")
+    b.add_argument("--out", type=json_out, default="bench-results/stages.json", metavar="FILE", help="JSON output file; the plot goes beside it")
     b.set_defaults(func=_run("voicecall.bench.speech_stages"))
 
     b = bsub.add_parser("stt", help="WER and decode time of every STT engine on a test set built from our TTS voices",
@@ -89,13 +97,13 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                    help="complete questions answered per setting to time voice-to-voice (WebSocket); 0: skip")
     b.add_argument("--barge-in", type=int, default=8, metavar="N",
                    help="real interruptions over WebRTC to time (speech onset -> answer silent at the client); 0: skip")
-    b.add_argument("--out", default="bench-results/turns.json")
+    b.add_argument("--out", type=json_out, default="bench-results/turns.json", metavar="FILE", help="JSON output file; the plot goes beside it")
     b.set_defaults(func=_run("voicecall.bench.turns"))
 
     b = bsub.add_parser("answers", help="answer quality and tool use of LLM configurations",
                         description="Ask the labelled question sets (2 x 45 spoken-assistant questions with key facts; "
                         "40 tool / no-tool questions; 4 function results) to one or more LLM configurations and "
-                        "print per-question pass/fail, %% correct, time to first token, tool-call and false-call "
+                        "print per-question pass/fail, the share correct, time to first token, tool-call and false-call "
                         "rates; writes JSON and a plot comparing them.")
     b.add_argument("--llm", action="append", metavar="LABEL=JSON",
                    help='an LLM stage to measure, e.g. \'qwen={"type": "llama-cpp", "modelPath": "/m/qwen.gguf"}\' '
@@ -105,7 +113,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--set", choices=["answers", "heldout", "questions", "tools", "all"], default="all",
                    help="which sets: answers (45 questions), heldout (45 others, never tuned on), questions (both), tools (default all)")
     b.add_argument("--limit", type=int, default=None, help="only the first N questions of each set (smoke test)")
-    b.add_argument("--out", default="bench-results/answers.json")
+    b.add_argument("--out", type=json_out, default="bench-results/answers.json", metavar="FILE", help="JSON output file; the plot goes beside it")
     b.set_defaults(func=_run("voicecall.bench.answers"))
 
     b = bsub.add_parser("relay", help="what the OpenAI relay adds (CPU per message, latency), side by side with a "
@@ -113,7 +121,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                         description="Clients stream audio appends to a local echo upstream directly, through the "
                         "voicecall gateway (history on) and through a compared relay, in alternating 1 s rounds of "
                         "one run; prints round-trip p50/p99/p99.9/max per mode, the latency each relay adds and each "
-                        "relay process's CPU (per message and %% of a core).")
+                        "relay process's CPU (per message and as a share of one core).")
     b.add_argument("--clients", type=int, default=100, help="concurrent clients per mode (default 100)")
     b.add_argument("--seconds", type=float, default=10.0, help="measured seconds per mode (default 10)")
     b.add_argument("--append-ms", type=_append_ms_in_a_round, default=20, metavar="MS",
@@ -130,7 +138,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--realtime", action="store_true",
                    help="run the benchmark's processes under SCHED_RR (needs root): on a machine busy with other work "
                         "the only way to measure sub-millisecond latencies")
-    b.add_argument("--out", default="bench-results/relay.json")
+    b.add_argument("--out", type=json_out, default="bench-results/relay.json", metavar="FILE", help="JSON output file; the plot goes beside it")
     b.add_argument("--no-pin", dest="pin", action="store_false",
                    help="do not give the relays a CPU of their own (by default they share one, and the load generator "
                         "and the echo upstream share the rest, as on separate machines)")
@@ -144,7 +152,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 3], help="replica counts (default 1 2 3)")
     b.add_argument("--rounds", type=int, default=20, help="sessions per path and configuration (default 20)")
     b.add_argument("--sessions", type=int, default=12, help="concurrent sessions through the balancer (default 12)")
-    b.add_argument("--out", default="bench-results/cluster.json")
+    b.add_argument("--out", type=json_out, default="bench-results/cluster.json", metavar="FILE", help="JSON output file; the plot goes beside it")
     b.set_defaults(func=_run("voicecall.bench.cluster"))
 
     b = bsub.add_parser("cost", help="what a scripted call costs through each configuration (docs/cost.md)",
@@ -154,7 +162,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--minutes", type=float, default=10.0, help="call length to price (default 10)")
     b.add_argument("--configs", nargs="+", default=["realtime", "claude", "openai", "local"],
                    choices=["realtime", "claude", "openai", "local"])
-    b.add_argument("--out", default="bench-results/cost.json")
+    b.add_argument("--out", type=json_out, default="bench-results/cost.json", metavar="FILE", help="JSON output file; the plot goes beside it")
     b.set_defaults(func=_run("voicecall.bench.cost"))
 
 
@@ -169,7 +177,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--minutes", type=float, default=2.0, help="length of the soak (default 2)")
     b.add_argument("--hostile-share", type=float, default=0.5, help="share of slots that are hostile (default 0.5)")
     b.add_argument("--config", default=None, help="server configuration: echo (default), embedded or a YAML file")
-    b.add_argument("--out", default="bench-results/soak.json")
+    b.add_argument("--out", type=json_out, default="bench-results/soak.json", metavar="FILE", help="JSON output file; the plot goes beside it")
     b.set_defaults(func=_run("voicecall.bench.soak"))
 
 

@@ -383,6 +383,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from voicecall.bench.cli import json_out
+
     p.add_argument("--engines", nargs="+", default=DEFAULT_ENGINES,
                    help=f"engines to compare, from {', '.join(ENGINES)} (default: {' '.join(DEFAULT_ENGINES)})")
     p.add_argument("--questions", type=int, default=20,
@@ -397,7 +399,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default: the voices' own level (about -18 dBFS)")
     p.add_argument("--seed", type=int, default=0,
                    help="noise seed (default 0): another draw of the noise floor, to see how much WER moves with it")
-    p.add_argument("--out", default="bench-results/stt.json", help="JSON output (the plot goes beside it, .png)")
+    p.add_argument("--out", type=json_out, default="bench-results/stt.json", metavar="FILE", help="JSON output (the plot goes beside it, .png)")
 
 
 def main(argv: list[str] | None = None) -> int:
