@@ -5,9 +5,11 @@ each relay read from /proc, JSON and plot written. No timing is asserted (shared
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,24 +39,32 @@ def _check(tmp_path: Path, peer: str) -> dict[str, Any]:
         assert result["modes"][mode]["cpu"]["seconds"] >= 0
         slowest = result["modes"][mode]["slowest_rounds"]  # with what the relay and the measurers went through
         assert slowest and {"relay_major_faults", "relay_involuntary_switches", "load_generator_involuntary_switches",
-                            "echo_involuntary_switches"} <= set(slowest[0])
+                            "echo_involuntary_switches", "load_generator_late_ms", "load_generator_gc_ms"} <= set(slowest[0])
+    rounds = len(result["schedule"])  # the load generator's own pauses, every round
+    assert len(result["load_generator_pauses"]["late_ms"]) == len(result["load_generator_pauses"]["gc_ms"]) == rounds
     assert set(result["voicecall_vs_peer"]) >= {"cpu_per_message", "added_p99"}
     return result
 
 
-def test_compare_with_a_relay_given_by_url(tmp_path: Path) -> None:
-    """The compared relay is a second voicecall gateway (history off) on the bench's echo upstream port."""
+@contextlib.contextmanager
+def _peer_gateway() -> Iterator[tuple[str, int]]:
+    """A second voicecall gateway (history off) to compare with: its URL, and the echo upstream port it expects."""
     upstream_port, peer_port = free_port(), free_port()
     ctx = multiprocessing.get_context("spawn")
     peer = ctx.Process(target=bench._gateway, args=(peer_port, upstream_port, "none", 8), daemon=True)
     peer.start()
     try:
         bench._wait_port(peer_port, peer.is_alive)
-        url = f"ws://127.0.0.1:{peer_port}/v1/realtime?model=gpt-realtime"
-        assert bench.run(_args(tmp_path, compare=url, upstream_port=upstream_port)) == 0
+        yield f"ws://127.0.0.1:{peer_port}/v1/realtime?model=gpt-realtime", upstream_port
     finally:
         peer.terminate()
         peer.join(5)
+
+
+def test_compare_with_a_relay_given_by_url(tmp_path: Path) -> None:
+    """The compared relay is a second voicecall gateway (history off) on the bench's echo upstream port."""
+    with _peer_gateway() as (url, upstream_port):
+        assert bench.run(_args(tmp_path, compare=url, upstream_port=upstream_port)) == 0
     result = _check(tmp_path, "compare")
     assert result["settings"]["append_base64_chars"] == 1280
 
@@ -67,6 +77,23 @@ def test_compare_with_the_node_relay(tmp_path: Path) -> None:
         pytest.skip(message)
     assert bench.run(_args(tmp_path, compare="node", history="off")) == 0
     _check(tmp_path, "node")
+
+
+def test_idle_sessions_cost_side_by_side(tmp_path: Path) -> None:
+    """``--idle N``: N silent sessions per relay (here the gateway and a second gateway given by URL) stay open
+    through both windows and each relay's CPU with none and with them is reported, per session too."""
+    with _peer_gateway() as (url, upstream_port):
+        assert bench.run(_args(tmp_path, compare=url, upstream_port=upstream_port, idle=4, seconds=0.5)) == 0
+    result = json.loads((tmp_path / "relay.json").read_text())
+    assert (tmp_path / "relay.png").stat().st_size > 0
+    assert result["benchmark"] == "relay-idle" and result["settings"]["idle_sessions"] == 4
+    assert set(result["relays"]) == {"voicecall", "compare"} and result["errors"] == []
+    for relay in result["relays"].values():
+        assert relay["sessions_open_at_end"] == 4
+        assert relay["cpu_ms_per_s_no_sessions"] >= 0 and relay["cpu_ms_per_s_idle"] >= 0
+        assert relay["us_per_idle_session_per_s"] == pytest.approx(
+            (relay["cpu_ms_per_s_idle"] - relay["cpu_ms_per_s_no_sessions"]) / 4 * 1000)
+    assert "voicecall_minus_peer_us_per_idle_session_per_s" in result
 
 
 async def test_hot_path_loop_relays_every_frame() -> None:

@@ -138,6 +138,11 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     b.add_argument("--realtime", action="store_true",
                    help="run the benchmark's processes under SCHED_RR (needs root): on a machine busy with other work "
                         "the only way to measure sub-millisecond latencies")
+    b.add_argument("--idle", type=int, default=None, metavar="N",
+                   help="instead of streaming: open N silent sessions per relay (one first event each) and report "
+                        "each relay process's CPU per idle session per second, measured over --seconds with no "
+                        "session and then with the N sessions (30 s windows recommended: keepalive pings are 15-20 s "
+                        "apart)")
     b.add_argument("--out", type=json_out, default="bench-results/relay.json", metavar="FILE", help="JSON output file; the plot goes beside it")
     b.add_argument("--no-pin", dest="pin", action="store_false",
                    help="do not give the relays a CPU of their own (by default they share one, and the load generator "

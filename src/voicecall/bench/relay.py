@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import heapq
 import itertools
 import json
@@ -50,6 +51,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -129,8 +131,6 @@ def _gateway(port: int, upstream_port: int, store_url: str, clients: int, ws_imp
     """The voicecall gateway (child process), configured and served as ``voicecall serve`` would."""
     import logging
 
-    import uvicorn
-
     from voicecall.config import load_config
     from voicecall.server.app import create_app, uvicorn_options
 
@@ -164,7 +164,18 @@ def _gateway(port: int, upstream_port: int, store_url: str, clients: int, ws_imp
     if pauses_to:  # developer aid: the gateway's garbage collections and event-loop stalls, written at the end
         _serve_watching_pauses(create_app(cfg), port, options, pauses_to)
         return
-    uvicorn.run(create_app(cfg), host="127.0.0.1", port=port, log_level="warning", **options)
+    _serving(create_app(cfg), port, options).run()
+
+
+def _serving(app: Any, port: int, options: dict[str, Any]) -> Any:
+    """The server ``voicecall serve`` runs (:class:`~voicecall.cluster.drain.DrainingServer`), for ``app`` on
+    127.0.0.1:``port``."""
+    import uvicorn
+
+    from voicecall.cluster.drain import DrainingServer
+
+    return DrainingServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options),
+                          app.state.vc)
 
 
 def _serve_watching_pauses(app: Any, port: int, options: dict[str, Any], out: str) -> None:
@@ -174,7 +185,6 @@ def _serve_watching_pauses(app: Any, port: int, options: dict[str, Any], out: st
     the process was not scheduled). Written as JSON to ``out`` every 2 s while there is news."""
     import gc
 
-    import uvicorn
     import uvloop
 
     records: dict[str, list[tuple[float, ...]]] = {"gc": [], "late": []}
@@ -202,8 +212,7 @@ def _serve_watching_pauses(app: Any, port: int, options: dict[str, Any], out: st
 
     async def main() -> None:
         asyncio.get_running_loop().create_task(probe())
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
-        await server.serve()
+        await _serving(app, port, options).serve()
 
     gc.callbacks.append(on_gc)
     uvloop.run(main())
@@ -366,6 +375,29 @@ class _Stream:
             self.errors.append(f"closed {code}")
 
 
+async def _open_streams(urls: dict[str, str], streams: list[_Stream], first: bytes | None = None) -> None:
+    """Connect every stream to its mode's URL (20 handshakes at a time), each ready once it saw ``session.created``;
+    then each sends ``first`` when given."""
+    from websockets.asyncio.client import connect
+
+    from voicecall.transports.frames import FrameClientConnection
+
+    sem = asyncio.Semaphore(20)
+    loop = asyncio.get_running_loop()
+
+    async def open_one(st: _Stream) -> None:
+        async with sem:
+            st.ready = loop.create_future()
+            st.ws = await connect(urls[st.mode], max_size=None, compression=None, open_timeout=30,
+                                  ping_interval=None, create_connection=FrameClientConnection)
+            st.ws.attach(st)
+            await asyncio.wait_for(st.ready, 30)
+            if first is not None:
+                st.ws.send_frame(first)
+
+    await asyncio.gather(*(open_one(st) for st in streams))
+
+
 def schedule_rounds(modes: list[str], seconds: float) -> list[str]:
     """Which mode streams in each round: one warm-up round each, then blocks of one round per mode, in every
     order in turn (two modes: ABBA…), so no mode always follows the same one."""
@@ -380,14 +412,12 @@ def schedule_rounds(modes: list[str], seconds: float) -> list[str]:
 async def _run_rounds(urls: dict[str, str], clients: int, seconds: float, append_ms: int, audio: list[bytes],
                       pids: dict[str, int | None], echo_pid: int | None = None,
                       ) -> tuple[list[str], list[_Stream], list[dict[str, float]], list[dict[str, tuple[int, int]]],
-                                 float]:
+                                 float, _OwnPauses]:
     """Open ``clients`` streams per mode, then stream in rotating rounds (:func:`schedule_rounds`). Returns the
     schedule, the streams, each relay's CPU seconds read at every round boundary and its :func:`_proc_counters`
     (the load generator's own under ``"load generator"``, the echo upstream's under ``"echo"``), and when the first
     round started (``time.monotonic()``)."""
-    from websockets.asyncio.client import connect
 
-    from voicecall.transports.frames import FrameClientConnection
 
     modes = list(urls)
     schedule = schedule_rounds(modes, seconds)
@@ -396,18 +426,8 @@ async def _run_rounds(urls: dict[str, str], clients: int, seconds: float, append
              f"{len(schedule)} rounds of {ROUND_S:g} s in rotating order…")
     rng = random.Random(1)
     streams = [_Stream(i, mode, rng.random() * period) for mode in modes for i in range(clients)]
-    sem = asyncio.Semaphore(20)
+    await _open_streams(urls, streams)
     loop = asyncio.get_running_loop()
-
-    async def open_one(st: _Stream) -> None:
-        async with sem:
-            st.ready = loop.create_future()
-            st.ws = await connect(urls[st.mode], max_size=None, compression=None, open_timeout=30,
-                                  ping_interval=None, create_connection=FrameClientConnection)
-            st.ws.attach(st)
-            await asyncio.wait_for(st.ready, 30)
-
-    await asyncio.gather(*(open_one(st) for st in streams))
     by_mode = {m: sorted((st for st in streams if st.mode == m), key=lambda s: s.offset) for m in modes}
     head = b'{"type":"input_audio_buffer.append","audio":"'
     cpu_marks: list[dict[str, float]] = []
@@ -415,10 +435,12 @@ async def _run_rounds(urls: dict[str, str], clients: int, seconds: float, append
     watched = {**{m: pid for m, pid in pids.items() if pid is not None}, "load generator": os.getpid(),
                **({"echo": echo_pid} if echo_pid is not None else {})}
     per_round = round(ROUND_S / period)
+    own = _OwnPauses(len(schedule))
     t0 = loop.time() + 0.5
     for k in range(len(schedule) * per_round):
         rnd = k // per_round
         if k % per_round == 0:
+            own.round = rnd
             cpu_marks.append({m: _cpu(pid) for m, pid in pids.items() if pid is not None})
             proc_marks.append({m: _proc_counters(pid) for m, pid in watched.items()})
         chunk = audio[k % len(audio)]
@@ -430,15 +452,48 @@ async def _run_rounds(urls: dict[str, str], clients: int, seconds: float, append
             delay = at - loop.time()
             if delay > 0.0005:
                 await asyncio.sleep(delay)
+                delay = at - loop.time()
+            if delay < own.late_ms[rnd] / -1000:  # (asyncio's timers wake up to a millisecond late)
+                own.late_ms[rnd] = -delay * 1000
             while due and due[0][0] <= at + 0.001:
                 st = heapq.heappop(due)[2]
                 st.sent[k] = (time.perf_counter(), rnd)
                 st.ws.send_frame(head + chunk + b'","event_id":"c' + str(k).encode() + b'"}')
     await asyncio.sleep(GRACE_S)
+    own.stop()
     cpu_marks.append({m: _cpu(pid) for m, pid in pids.items() if pid is not None})
     proc_marks.append({m: _proc_counters(pid) for m, pid in watched.items()})
     await asyncio.gather(*(st.ws.close() for st in streams), return_exceptions=True)
-    return schedule, streams, cpu_marks, proc_marks, t0
+    return schedule, streams, cpu_marks, proc_marks, t0, own
+
+
+class _OwnPauses:
+    """The load generator's own pauses, per round: its garbage collections (ms in all, ms in the longest) and how
+    late it sent the round's latest append (its event loop was busy or not scheduled). A late load generator also
+    time-stamps the echoes it reads late: such a round's slow messages are the measurer's, not the relay's."""
+
+    def __init__(self, rounds: int) -> None:
+        import gc
+
+        self.round = 0
+        self.late_ms = [0.0] * rounds
+        self.gc_ms = [0.0] * rounds
+        self.gc_max_ms = [0.0] * rounds
+        self._t = 0.0
+        self._gc = gc
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+            return
+        ms = (time.perf_counter() - self._t) * 1000
+        self.gc_ms[self.round] += ms
+        self.gc_max_ms[self.round] = max(self.gc_max_ms[self.round], ms)
+
+    def stop(self) -> None:
+        if self._on_gc in self._gc.callbacks:
+            self._gc.callbacks.remove(self._on_gc)
 
 
 def _mode_stats(schedule: list[str], streams: list[_Stream], mode: str, append_ms: int,
@@ -474,14 +529,17 @@ def _mode_stats(schedule: list[str], streams: list[_Stream], mode: str, append_m
 
 
 def _slowest_rounds(stats: dict[str, Any], proc_marks: list[dict[str, tuple[int, int]]], mode: str,
-                    n: int = 3) -> list[dict[str, Any]]:
+                    own: _OwnPauses | None = None, n: int = 3) -> list[dict[str, Any]]:
     """The mode's ``n`` rounds with the highest p99, each with what happened in it: the relay's major page faults
     and involuntary context switches (preempted), and those of the load generator and the echo upstream (preempted,
-    they delay every mode's messages alike)."""
+    they delay every mode's messages alike), and the load generator's own pauses (:class:`_OwnPauses`)."""
     rounds = sorted(((p, int(r)) for r, p in stats["p99_per_round"].items() if p is not None), reverse=True)[:n]
     out = []
     for p99, r in rounds:
         row: dict[str, Any] = {"round": r, "p99_ms": p99}
+        if own is not None:
+            row.update(load_generator_late_ms=own.late_ms[r], load_generator_gc_ms=own.gc_ms[r],
+                       load_generator_gc_max_ms=own.gc_max_ms[r])
         for who, key in ((mode, "relay"), ("load generator", "load_generator"), ("echo", "echo")):
             if r + 1 < len(proc_marks) and who in proc_marks[r]:
                 (f0, s0), (f1, s1) = proc_marks[r][who], proc_marks[r + 1][who]
@@ -517,14 +575,24 @@ def _audio_chunks(append_ms: int, n: int = 50) -> list[bytes]:
 
 
 # ------------------------------------------------------------------------------------------ entry point
-def run(args: argparse.Namespace) -> int:
-    """Run the benchmark (``args``: see ``voicecall bench relay --help``); results to ``args.out`` (JSON) and a PNG
-    beside it. Exit status 1 when the voicecall relay lost messages or reported errors."""
-    clients = int(args.clients)
-    seconds = float(args.seconds)
-    append_ms = int(getattr(args, "append_ms", 20))
+class _Bench:
+    """The benchmark's processes, started by :func:`_servers`: the echo upstream, the voicecall gateway and the compared
+    relay, with their URLs (``direct`` = the echo itself) and process ids."""
+
+    def __init__(self, urls: dict[str, str], pids: dict[str, int | None], echo_pid: int, peer: str | None,
+                 settings: dict[str, Any]) -> None:
+        self.urls = urls
+        self.pids = pids
+        self.echo_pid = echo_pid
+        self.peer = peer
+        self.settings = settings
+
+
+@contextlib.contextmanager
+def _servers(args: argparse.Namespace, clients: int) -> Iterator[_Bench]:
+    """Start the echo upstream, the gateway and the compared relay (``args.compare``), pinned and prioritised as
+    ``args`` says; stop them at the end."""
     compare = getattr(args, "compare", None) or ("node" if node_available() else "none")
-    out = Path(args.out)
     niceness = _raise_priority() if getattr(args, "priority", True) else os.nice(0)
     realtime = _realtime() if getattr(args, "realtime", False) else False
     ctx = multiprocessing.get_context("spawn")
@@ -563,15 +631,9 @@ def run(args: argparse.Namespace) -> int:
         assert echo.pid is not None
         pin = getattr(args, "pin", True)
         pinning = _pin([p for p in pids.values() if p is not None], echo.pid) if pin else None
-        load_before = os.getloadavg()
-        if load_before[0] > 1.0:
-            progress(f"warning: load average {load_before[0]:.1f} before the run: other processes compete for the "
-                     "CPUs and inflate the tails of every mode (compare the modes with each other, not with other "
-                     "runs)")
-        e0, t0 = _cpu(echo.pid), time.monotonic()
-        schedule, streams, cpu_marks, proc_marks, rounds_t0 = asyncio.run(
-            _run_rounds(urls, clients, seconds, append_ms, _audio_chunks(append_ms), pids, echo.pid))
-        echo_cpu = (_cpu(echo.pid) - e0) / (time.monotonic() - t0) * 100
+        yield _Bench(urls, pids, echo.pid, peer, {
+            "history": history, "uvicorn_ws": ws_impl, "niceness": niceness, "realtime": realtime,
+            "cpu_pinning": pinning, "compare": compare})
     finally:
         if node is not None:
             node.terminate()
@@ -579,15 +641,43 @@ def run(args: argparse.Namespace) -> int:
         for proc in (gateway, echo):
             proc.terminate()
             proc.join(5)
+
+
+def _load_warning() -> tuple[float, float, float]:
+    load_before = os.getloadavg()
+    if load_before[0] > 1.0:
+        progress(f"warning: load average {load_before[0]:.1f} before the run: other processes compete for the "
+                 "CPUs and inflate the tails of every mode (compare the modes with each other, not with other runs)")
+    return load_before
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark (``args``: see ``voicecall bench relay --help``); results to ``args.out`` (JSON) and a PNG
+    beside it. Exit status 1 when the voicecall relay lost messages or reported errors. With ``args.idle``:
+    :func:`run_idle` instead."""
+    if getattr(args, "idle", None):
+        return run_idle(args)
+    clients = int(args.clients)
+    seconds = float(args.seconds)
+    append_ms = int(getattr(args, "append_ms", 20))
+    out = Path(args.out)
+    with _servers(args, clients) as bench:
+        urls, pids = bench.urls, bench.pids
+        load_before = _load_warning()
+        e0, t0 = _cpu(bench.echo_pid), time.monotonic()
+        schedule, streams, cpu_marks, proc_marks, rounds_t0, own = asyncio.run(
+            _run_rounds(urls, clients, seconds, append_ms, _audio_chunks(append_ms), pids, bench.echo_pid))
+        echo_cpu = (_cpu(bench.echo_pid) - e0) / (time.monotonic() - t0) * 100
     stats = {m: _mode_stats(schedule, streams, m, append_ms, cpu_marks) for m in urls}
     for m in urls:
-        stats[m]["slowest_rounds"] = _slowest_rounds(stats[m], proc_marks, m)
+        stats[m]["slowest_rounds"] = _slowest_rounds(stats[m], proc_marks, m, own)
     samples = {m: stats[m].pop("_samples") for m in urls}
-    result = _result(clients, seconds, append_ms, history, peer, stats, schedule)
+    settings = dict(bench.settings)
+    result = _result(clients, seconds, append_ms, settings.pop("history"), bench.peer, stats, schedule)
     result["echo_upstream_cpu_percent"] = echo_cpu
-    result["settings"].update({"uvicorn_ws": ws_impl, "niceness": niceness, "realtime": realtime,
-                               "cpu_pinning": pinning, "compare": compare})
+    result["settings"].update(settings)
     result["first_round_monotonic"] = rounds_t0  # (to place VOICECALL_BENCH_PAUSES' records in rounds)
+    result["load_generator_pauses"] = {"late_ms": own.late_ms, "gc_ms": own.gc_ms, "gc_max_ms": own.gc_max_ms}
     result["loadavg_before"] = list(load_before)
     result["loadavg_after"] = list(os.getloadavg())
     _print(result)
@@ -597,6 +687,110 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nwrote {out} and {png}")
     vc = stats["voicecall"]
     return 0 if not vc["lost"] and not vc["errors"] else 1
+
+
+# ------------------------------------------------------------------------------------------ idle sessions
+IDLE_SETTLE_S = 2.0
+"""Seconds between opening the idle sessions and measuring them (their set-up work, history rows, is over)."""
+IDLE_FIRST_EVENT = b'{"type":"session.update","session":{"type":"realtime"}}'
+"""What each idle session sends once, as the SDKs do first (a session that never sends anything is closed after
+``server.firstEventSeconds``), before it goes silent."""
+
+
+async def _idle_windows(urls: dict[str, str], pids: dict[str, int], sessions: int, seconds: float,
+                        ) -> tuple[dict[str, float], dict[str, float], dict[str, int], list[str]]:
+    """CPU ms per second of each relay process (``pids``) with no session, then with ``sessions`` idle sessions
+    each (connected, one first event, then silent). Returns the two rates per relay, the sessions still open at the
+    end per relay, and the errors the clients saw."""
+    from websockets.protocol import State
+
+
+    def rates() -> tuple[dict[str, float], float]:
+        return {m: _cpu(pid) for m, pid in pids.items()}, time.monotonic()
+
+    async def window() -> dict[str, float]:
+        c0, t0 = rates()
+        await asyncio.sleep(seconds)
+        c1, t1 = rates()
+        return {m: (c1[m] - c0[m]) / (t1 - t0) * 1000 for m in pids}
+
+    progress(f"idle: each relay's CPU for {seconds:g} s with no session…")
+    empty = await window()
+    streams = [_Stream(i, mode, 0.0) for mode in pids for i in range(sessions)]
+    progress(f"idle: opening {sessions} sessions per relay ({', '.join(pids)})…")
+    try:
+        await _open_streams(urls, streams, IDLE_FIRST_EVENT)
+        await asyncio.sleep(IDLE_SETTLE_S)
+        progress(f"idle: each relay's CPU for {seconds:g} s with {sessions} idle sessions…")
+        idle = await window()
+        still = {m: sum(1 for st in streams if st.mode == m and st.ws.protocol.state is State.OPEN) for m in pids}
+    finally:
+        await asyncio.gather(*(st.ws.close() for st in streams if st.ws is not None), return_exceptions=True)
+    return empty, idle, still, sorted({e for st in streams for e in st.errors})
+
+
+def run_idle(args: argparse.Namespace) -> int:
+    """``voicecall bench relay --idle N``: what N connected, silent sessions cost each relay process in CPU, side by
+    side (the gateway and the compared relay measured over the same windows): its CPU ms per second with no session,
+    then with N idle sessions, and the difference per session. JSON to ``args.out``, a bar chart beside it. Exit
+    status 1 when a voicecall session did not stay open."""
+    sessions = int(args.idle)
+    seconds = float(args.seconds)
+    out = Path(args.out)
+    with _servers(args, sessions) as bench:
+        pids = {m: pid for m, pid in bench.pids.items() if pid is not None}
+        load_before = _load_warning()
+        empty, idle, still, errors = asyncio.run(_idle_windows(bench.urls, pids, sessions, seconds))
+    relays = {m: {"cpu_ms_per_s_no_sessions": empty[m], "cpu_ms_per_s_idle": idle[m],
+                  "us_per_idle_session_per_s": (idle[m] - empty[m]) / sessions * 1000, "sessions_open_at_end": still[m]}
+              for m in pids}
+    settings = dict(bench.settings)
+    result: dict[str, Any] = {
+        "benchmark": "relay-idle", "machine": machine_info(),
+        "settings": {"idle_sessions": sessions, "seconds_per_window": seconds, "settle_s": IDLE_SETTLE_S,
+                     "history": "sqlite" if settings.pop("history") else "off", **settings},
+        "relays": relays, "errors": errors, "peer": bench.peer,
+        "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()),
+    }
+    if bench.peer is not None and bench.peer in relays:
+        mine, theirs = relays["voicecall"]["us_per_idle_session_per_s"], relays[bench.peer]["us_per_idle_session_per_s"]
+        result["voicecall_minus_peer_us_per_idle_session_per_s"] = mine - theirs
+    print(f"\nidle relay sessions: {sessions} per relay, connected and silent (one first event each), "
+          f"{seconds:g} s windows; voicecall history {result['settings']['history']}")
+    width = max(len(m) for m in relays)
+    print(f"{'':{width}}  CPU ms/s, no session  CPU ms/s, {sessions} idle  per idle session (µs/s)  open at end")
+    for m, r in relays.items():
+        print(f"{m:{width}}  {r['cpu_ms_per_s_no_sessions']:20.3f}  {r['cpu_ms_per_s_idle']:{12 + len(str(sessions))}.3f}"
+              f"  {r['us_per_idle_session_per_s']:24.2f}  {r['sessions_open_at_end']:11d}")
+    if errors:
+        print("client errors: " + ", ".join(errors))
+    write_json(out, result)
+    png = out.with_suffix(".png")
+    _plot_idle(png, result)
+    print(f"\nwrote {out} and {png}")
+    return 0 if relays["voicecall"]["sessions_open_at_end"] == sessions and not errors else 1
+
+
+def _plot_idle(path: Path, result: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    relays = result["relays"]
+    n = result["settings"]["idle_sessions"]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    x = np.arange(len(relays))
+    ax.bar(x - 0.2, [r["cpu_ms_per_s_no_sessions"] for r in relays.values()], 0.4, label="no session")
+    ax.bar(x + 0.2, [r["cpu_ms_per_s_idle"] for r in relays.values()], 0.4, label=f"{n} idle sessions")
+    ax.set_xticks(x, list(relays))
+    ax.set_ylabel("relay process CPU (ms per second)")
+    ax.legend()
+    ax.set_title(f"idle relay sessions ({result['settings']['seconds_per_window']:g} s windows)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _result(clients: int, seconds: float, append_ms: int, history: bool, peer: str | None,
@@ -674,6 +868,8 @@ def _print(result: dict[str, Any]) -> None:
                     if "relay_major_faults" in x else "")
                 + "".join(f", {who} preempted {x[f'{key}_involuntary_switches']}x" for who, key in (
                     ("load generator", "load_generator"), ("echo", "echo")) if f"{key}_involuntary_switches" in x)
+                + (f", load generator late {x['load_generator_late_ms']:.1f} ms, its GC {x['load_generator_gc_ms']:.1f}"
+                   f" ms" if "load_generator_late_ms" in x else "")
                 for x in slow))
     cmp = result.get("voicecall_vs_peer")
     if cmp:
