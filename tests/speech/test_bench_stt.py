@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from voicecall.bench.stt import HELD_OUT_QUESTIONS, QUESTIONS, VOICES, main, normalize, word_errors
+import pytest
+
+from voicecall.bench.stt import ENGINES, HELD_OUT_QUESTIONS, QUESTIONS, VOICES, engine_stages, main, normalize, word_errors
+from voicecall.speech.stt_whisper import bundled_model_dir
 
 
 def test_scoring_normalizes_numbers_case_and_punctuation() -> None:
@@ -22,9 +25,21 @@ def test_the_held_out_set_shares_no_question_with_the_tuning_set() -> None:
     assert len(HELD_OUT_QUESTIONS) == 20 and not set(HELD_OUT_QUESTIONS) & set(QUESTIONS)
 
 
+def test_engines_are_names_or_stages_of_your_own() -> None:
+    own = '{"type": "whisper", "model": "/models/whisper-base.en-ct2", "beamSize": 2}'
+    assert engine_stages(["moonshine", f"base={own}"]) == {
+        "moonshine": ENGINES["moonshine"], "base": {"type": "whisper", "model": "/models/whisper-base.en-ct2", "beamSize": 2}}
+    with pytest.raises(SystemExit, match="unknown engine 'whisper-large': choose from whisper, "):
+        engine_stages(["whisper-large"])
+    with pytest.raises(SystemExit, match="--engines base: not JSON"):
+        engine_stages(["base={type: whisper}"])
+
+
 def test_one_question_run_writes_json_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "stt.json"
-    assert main(["--engines", "whisper", "--questions", "1", "--stream-clips", "2", "--out", str(out)]) == 0
+    own = json.dumps({"type": "whisper", "model": str(bundled_model_dir()), "beamSize": 1})
+    assert main(["--engines", "whisper", f"own dir={own}", "--questions", "1", "--stream-clips", "2",
+                 "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["clips"] == len(VOICES) and data["noisy_clips"] == 2
     w = data["engines"]["whisper"]
@@ -34,3 +49,5 @@ def test_one_question_run_writes_json_and_plot(tmp_path: Path) -> None:
     assert set(data["noise_reduction"]) == {"off", "near_field", "far_field"}
     assert data["noise_reduction"]["far_field"]["denoise_per_audio_s"] > 0
     assert out.with_suffix(".png").stat().st_size > 10_000
+    # a model directory given by path loads through the same adapter, and is measured like the named engines
+    assert 0.0 <= data["engines"]["own dir"]["wer"] <= 1.0 and data["streaming"]["own dir"]["decodes_per_clip"] >= 1

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from voicecall.bench.answer_set import ANSWERS, HELDOUT, TOOL_QUESTIONS, TOOL_RESULT_CASES, TOOLS, Question
-from voicecall.bench.common import machine_info, progress, report, summary
+from voicecall.bench.common import machine_info, parse_stage_spec, progress, report, summary
 
 QUESTION_SETS: dict[str, list[Question]] = {"answers": ANSWERS, "heldout": HELDOUT}
 """Question sets scored by key facts: ``answers`` (tuned on) and ``heldout`` (never used to choose a prompt)."""
@@ -216,21 +216,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def parse_llm(spec: str) -> tuple[str, dict[str, Any]]:
-    label, sep, body = spec.partition("=")
-    if not sep:
-        raise SystemExit(f"--llm expects LABEL=JSON, got {spec!r}")
-    try:
-        stage = json.loads(body)
-    except ValueError as exc:
-        raise SystemExit(f"--llm {label}: not JSON: {exc}") from None
-    if not isinstance(stage, dict) or "type" not in stage:
-        raise SystemExit(f"--llm {label}: expected a stage object with a 'type'")
-    return label.strip(), stage
-
-
 def run(args: argparse.Namespace) -> int:
-    configs = [parse_llm(s) for s in args.llm] if args.llm else DEFAULT_CONFIGS
+    configs = [parse_stage_spec(s, "--llm") for s in args.llm] if args.llm else DEFAULT_CONFIGS
     sets = {"all": ["answers", "heldout", "tools"], "questions": ["answers", "heldout"]}.get(args.set, [args.set])
     ctx = multiprocessing.get_context("spawn")
     results = []

@@ -138,6 +138,20 @@ def write_json(path: str | Path, data: dict[str, Any]) -> Path:
     return p
 
 
+def parse_stage_spec(spec: str, option: str) -> tuple[str, dict[str, Any]]:
+    """A benchmark's ``LABEL=JSON`` stage (``--llm``, ``bench stt --engines``): the label and the stage object."""
+    label, sep, body = spec.partition("=")
+    if not sep:
+        raise SystemExit(f"{option} expects LABEL=JSON, got {spec!r}")
+    try:
+        stage = json.loads(body)
+    except ValueError as exc:
+        raise SystemExit(f"{option} {label}: not JSON: {exc}") from None
+    if not isinstance(stage, dict) or "type" not in stage:
+        raise SystemExit(f"{option} {label}: expected a stage object with a 'type'")
+    return label.strip(), stage
+
+
 def machine_info() -> dict[str, Any]:
     import os
     import platform

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from voicecall.audio import resample
-from voicecall.bench.common import machine_info, report, word_edits
+from voicecall.bench.common import machine_info, parse_stage_spec, report, word_edits
 
 QUESTIONS = [  # the first 20 are the default set (100 clips); --questions 25 for all
     "What is the capital of France?", "Tell me something about the moon.", "How far away is the sun?",
@@ -262,7 +262,7 @@ def noise_reduction(model: Any, clips: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def measure(engines: list[str], questions: list[str], stream_clips: int, with_nr: bool,
+def measure(engines: dict[str, dict[str, Any]], questions: list[str], stream_clips: int, with_nr: bool,
             level_dbfs: float | None = None, seed: int = 0) -> dict[str, Any]:
     from voicecall.config import StageConfig
     from voicecall.speech.registry import load_stage
@@ -274,9 +274,9 @@ def measure(engines: list[str], questions: list[str], stream_clips: int, with_nr
                                "snr_db": SNR_DB, "level_dbfs": level_dbfs, "seed": seed, "engines": {}, "streaming": {},
                                "examples": {}}
     models = {}
-    for name in engines:
+    for name, stage in engines.items():
         t0 = time.perf_counter()
-        model = load_stage("stt", StageConfig(**ENGINES[name]))
+        model = load_stage("stt", StageConfig(**stage))
         load_s = time.perf_counter() - t0
         warm = getattr(model, "warm_up", None)
         if callable(warm):
@@ -291,7 +291,7 @@ def measure(engines: list[str], questions: list[str], stream_clips: int, with_nr
         _log(f"  WER {s['wer']:.1%} (5 voices {s['wer_5_voices']:.1%}; tuning {s['wer_tuning_half']:.1%}, held out "
              f"{s['wer_held_out_half']:.1%}; piper {s['wer_piper']:.1%}, espeak {s['wer_espeak']:.1%}), "
              f"decode p50 {s['decode_s_p50'] * 1000:.0f} ms, RTF {s['rtf']:.3f}")
-        if name in ("whisper", "whisper-greedy", "moonshine") and stream_clips:
+        if stage["type"] in ("whisper", "moonshine") and stream_clips:
             step = max(1, len(clean) // stream_clips)
             results["streaming"][name] = streaming(model, clean[::step][:stream_clips])
             st = results["streaming"][name]
@@ -369,11 +369,22 @@ def plot(r: dict[str, Any], png: Path) -> None:
     plt.close(fig)
 
 
+def engine_stages(specs: list[str]) -> dict[str, dict[str, Any]]:
+    """``--engines``: names from ``ENGINES`` or ``LABEL=JSON`` stage objects (a model of your own), in order."""
+    stages: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        if "=" in spec:
+            label, stage = parse_stage_spec(spec, "--engines")
+            stages[label] = stage
+        elif spec in ENGINES:
+            stages[spec] = ENGINES[spec]
+        else:
+            raise SystemExit(f"unknown engine {spec!r}: choose from {', '.join(ENGINES)} or give LABEL=JSON")
+    return stages
+
+
 def run(args: argparse.Namespace) -> int:
-    engines = list(args.engines)
-    unknown = [e for e in engines if e not in ENGINES]
-    if unknown:
-        raise SystemExit(f"unknown engine(s) {unknown}; choose from {', '.join(ENGINES)}")
+    engines = engine_stages(list(args.engines))
     questions = (HELD_OUT_QUESTIONS if args.set == "heldout" else QUESTIONS)[: args.questions]
     results = measure(engines, questions, args.stream_clips, not args.no_noise, args.level, args.seed)
     results["set"] = args.set
@@ -386,7 +397,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from voicecall.bench.cli import json_out
 
     p.add_argument("--engines", nargs="+", default=DEFAULT_ENGINES,
-                   help=f"engines to compare, from {', '.join(ENGINES)} (default: {' '.join(DEFAULT_ENGINES)})")
+                   help=f"engines to compare: names from {', '.join(ENGINES)} (default: {' '.join(DEFAULT_ENGINES)}), "
+                        "or LABEL=JSON with an stt stage of your own, e.g. "
+                        "'base={\"type\": \"whisper\", \"model\": \"/models/whisper-base.en-ct2\"}'")
     p.add_argument("--questions", type=int, default=20,
                    help=f"questions per voice (default 20: {20 * len(VOICES)} clips; at most {len(QUESTIONS)})")
     p.add_argument("--set", choices=("default", "heldout"), default="default",
