@@ -113,8 +113,8 @@ def build_set(n_questions: int, voices: list[str]) -> list[Turn]:
             lv = _loud(cut)
             # the pause: the longest quiet run
             best, run, start = (0, 0), 0, 0
-            for k, q in enumerate(~lv):
-                run = run + 1 if q else 0
+            for k, quiet in enumerate(~lv):
+                run = run + 1 if quiet else 0
                 if run == 1:
                     start = k
                 if run > best[1] - best[0]:
