@@ -104,6 +104,31 @@ async def test_a_doubted_last_word_holds_a_turn_the_model_calls_complete() -> No
     assert ends["what is the capital done"] < ends["what is the capital of"], ends
 
 
+async def test_words_heard_in_full_end_the_turn_without_waiting_for_the_verdict() -> None:
+    said, full = "what is the capital of france", TailWord("france", 0.98, 340)
+    ep, ended = _endpointer(0.99, [said], tail=full)
+    ep.on_silence(96)
+    ep.on_partial()  # the pause's words come before candidate_ms of silence: not yet
+    assert not ended
+    assert ep.on_silence(224)  # at candidate_ms the words settle it; the model is not even asked
+    assert isinstance(ep.model, _Model) and ep.model.calls == 0
+    # words coming while the model's call is running end the turn at once
+    ep, ended = _endpointer(0.99, [said], tail=full)
+    assert not ep.on_silence(224)  # the model is asked
+    ep.on_silence(256)
+    ep.on_partial()
+    assert ended == [True]
+    # not settled: a doubted or improbable last word, a trailing "of", no alignment, or an eagerness of low
+    for words, tail, eagerness in ((said, TailWord("france", 0.98, 120), "auto"),
+                                   (said, TailWord("france", 0.6, 340), "auto"),
+                                   ("what is the capital of", TailWord("of", 0.99, 400), "auto"),
+                                   (said, None, "auto"), (said, full, "low")):
+        ep, ended = _endpointer(0.99, [words], eagerness, tail=tail)
+        ep.on_silence(96)
+        ep.on_partial()
+        assert not ep.on_silence(EAGERNESS[eagerness].candidate_ms + FRAME_MS) and not ended, (words, tail, eagerness)
+
+
 async def test_hard_maximum_ends_any_pause() -> None:
     words = ["what is the capital of"]
     for name, e in EAGERNESS.items():
