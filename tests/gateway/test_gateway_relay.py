@@ -364,3 +364,44 @@ async def test_watchdogs_are_checked_by_one_timer_in_chunks() -> None:
         ticker.discard(dog)  # type: ignore[arg-type]
     assert _Ticker.of(loop) is not ticker  # the empty ticker was dropped
     _Ticker.of(loop).discard(Dog())  # type: ignore[arg-type]  # (and this one too)
+
+
+async def test_upstream_keepalive_from_the_watchdog(make_gateway, upstream: UpstreamRecorder,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upstream keepalive pings go out on the watchdogs' once-a-second tick (no keepalive task per connection): an
+    upstream that answers them keeps the session; one that hangs (no pong within the timeout, no close) is dropped
+    and the client gets ``upstream_disconnected``, 1011."""
+    from voicecall.gateway import relay
+    from voicecall.transports.frames import FrameClientConnection, whole_second
+
+    loop = asyncio.get_running_loop()
+    assert whole_second(loop, 0.3) == int(whole_second(loop, 0.3)) >= loop.time() + 0.3  # (the ticks' seconds)
+    monkeypatch.setattr(relay, "PING_INTERVAL", 0.01)
+    monkeypatch.setattr(relay, "PONG_TIMEOUT", 1.5)
+    sent: list[bytes | None] = []
+    answered: list[bytes] = []
+    real_ping, real_awaited = FrameClientConnection.send_keepalive_ping, FrameClientConnection.pong_awaited
+
+    def ping(self: FrameClientConnection) -> bytes | None:
+        sent.append(real_ping(self))
+        return sent[-1]
+
+    def awaited(self: FrameClientConnection, data: bytes) -> bool:
+        if not (waiting := real_awaited(self, data)):
+            answered.append(data)
+        return waiting
+
+    monkeypatch.setattr(FrameClientConnection, "send_keepalive_ping", ping)
+    monkeypatch.setattr(FrameClientConnection, "pong_awaited", awaited)
+    gw = make_gateway(upstream.base_url)
+    async with raw_connect(gw) as ws:
+        assert (await recv_event(ws))["type"] == "session.created"
+        deadline = loop.time() + 30
+        while not answered and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        assert answered and answered[0] == sent[0] is not None  # pinged, and the pong was seen
+        assert ws.state.name == "OPEN"
+        upstream.proxy.frozen = True  # upstream hangs: the next ping gets no pong
+        events, code, reason = await events_until_close(ws, timeout=30)
+    assert events[-1]["type"] == "error" and events[-1]["error"]["code"] == "upstream_disconnected"
+    assert (code, reason) == (1011, "upstream connection lost")

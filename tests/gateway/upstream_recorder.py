@@ -76,11 +76,13 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, dict[str, Any]]
 
 
 class CutProxy:
-    """A TCP proxy in front of the app: :meth:`cut` aborts every live connection (RST, no close frame)."""
+    """A TCP proxy in front of the app: :meth:`cut` aborts every live connection (RST, no close frame); while
+    :attr:`frozen` it forwards nothing either way and closes nothing (a peer that hangs: no pong, no close)."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
+        self.frozen = False
         self._server: asyncio.base_events.Server | None = None
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
 
@@ -100,6 +102,8 @@ class CutProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
+                    if self.frozen:
+                        continue
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -67,11 +68,13 @@ class DrainingServer(uvicorn.Server):
         should_exit = await self.on_tick(counter)
         while not should_exit:
             counter = (counter + ticks_per_tick) % 864000
+            loop = asyncio.get_running_loop()  # (ticks on the loop's whole seconds, with the relays' watchdogs)
+            wait = math.floor(loop.time()) + self.TICK_SECONDS - loop.time()
             if self._wake is None:
-                await asyncio.sleep(self.TICK_SECONDS)
+                await asyncio.sleep(wait)
             else:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.TICK_SECONDS)
+                    await asyncio.wait_for(self._wake.wait(), wait)
             should_exit = await self.on_tick(counter)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:

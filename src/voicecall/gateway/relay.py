@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -65,7 +66,7 @@ from voicecall.gateway.upstream import (
     ws_logger,
     ws_url,
 )
-from voicecall.gateway.upstream_ws import UpstreamConnection, open_upstream
+from voicecall.gateway.upstream_ws import PING_INTERVAL, PONG_TIMEOUT, UpstreamConnection, open_upstream
 from voicecall.protocol.beta import BetaRefusal, BetaSession
 from voicecall.protocol.errors import error_event
 from voicecall.protocol.events import json_limits_problem
@@ -80,7 +81,7 @@ from voicecall.protocol.peek import (
 )
 from voicecall.redaction import REDACTOR, safe_code, withheld
 from voicecall.server.limits import Lease, Refused, closing_event, refuse_websocket
-from voicecall.transports.frames import FrameSocket, frame_socket
+from voicecall.transports.frames import FrameSocket, frame_socket, whole_second
 
 if TYPE_CHECKING:
     from voicecall.server.app import AppState
@@ -224,10 +225,11 @@ class _Ticker:
         return ticker
 
     def add(self, dog: _Watchdog) -> None:
-        """Check ``dog`` once a second from now on."""
+        """Check ``dog`` once a second from now on (on the loop's whole seconds, with the client sockets' keepalive
+        pings: :func:`~voicecall.transports.frames.whole_second`)."""
         self.dogs[dog] = None
         if self.handle is None:
-            self.due = self.loop.time()
+            self.due = whole_second(self.loop, 0.0)
             self._schedule()
 
     def discard(self, dog: _Watchdog) -> None:
@@ -239,7 +241,7 @@ class _Ticker:
             self._by_loop.pop(self.loop, None)
 
     def _schedule(self) -> None:
-        self.due = max(self.due + 1.0, self.loop.time())
+        self.due = max(self.due + 1.0, whole_second(self.loop, 0.0))
         self.handle = self.loop.call_at(self.due, self._tick)
 
     def _tick(self) -> None:
@@ -260,7 +262,7 @@ class _Watchdog:
     while it owes an answer; and the session's length, by a timer of its own. A tripped watchdog ends the relay with
     its reason (``expired``, ``idle``, ``slow``)."""
 
-    __slots__ = ("blocked_since", "expiry", "relay", "seen_down", "seen_up", "ticker")
+    __slots__ = ("blocked_since", "expiry", "ping", "ping_at", "ping_sent", "relay", "seen_down", "seen_up", "ticker")
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
@@ -268,6 +270,9 @@ class _Watchdog:
         now = time.monotonic()
         self.seen_up, self.seen_down = (relay.up_messages, now), (relay.down_messages, now)
         self.blocked_since: float | None = None
+        self.ping: bytes | None = None  # the upstream keepalive ping whose pong is awaited
+        self.ping_sent = 0.0
+        self.ping_at = now + PING_INTERVAL * random.uniform(0.75, 1.0)
         self.expiry = loop.call_later(max(0.0, relay.max_seconds - (now - relay.started)), relay._end, "expired")
         self.ticker = _Ticker.of(loop)
         self.ticker.add(self)
@@ -312,6 +317,24 @@ class _Watchdog:
         if (relay.awaiting_upstream or relay.open_response) and \
                 now - max(self.seen_down[1], relay.waiting_since) >= stall:
             relay._stalled(stall)
+        if relay.upstream is not None:
+            self._keepalive(relay.upstream, now)
+
+    def _keepalive(self, up: UpstreamConnection, now: float) -> None:
+        """Upstream's keepalive: a ping every :data:`PING_INTERVAL` (x 0.75-1.0, drawn per relay); no pong within
+        :data:`PONG_TIMEOUT` fails the connection (the client then gets ``upstream_disconnected``, 1011)."""
+        if self.ping is not None:
+            if not up.pong_awaited(self.ping):
+                self.ping = None
+            elif now - self.ping_sent >= PONG_TIMEOUT:
+                log.warning("gateway: relay for %s: upstream answered no keepalive ping for %g s",
+                            self.relay.principal.label, PONG_TIMEOUT)
+                self.ping = None
+                up.fail_keepalive()
+        elif now >= self.ping_at:
+            self.ping = up.send_keepalive_ping()
+            self.ping_sent = now
+            self.ping_at = now + PING_INTERVAL * random.uniform(0.75, 1.0)
 
 
 class Relay:

@@ -26,6 +26,7 @@ from voicecall.transports.frames import (
     check_text,
     encode_frame,
     split_frames,
+    whole_second,
 )
 
 
@@ -86,10 +87,18 @@ class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
     def start_keepalive(self) -> None:
         """The first keepalive ping after 50-100 % of the interval, not exactly one interval after the handshake:
         clients that connected together (a load test, a reconnect storm) would otherwise be pinged together for
-        ever, a burst that stalls every session's audio for a moment."""
+        ever, a burst that stalls every session's audio for a moment. Pings go out on the loop's whole seconds
+        (:func:`~voicecall.transports.frames.whole_second`): the pings of all connections due in the same second
+        in one wake-up (with the relays' watchdogs), a tenth of the connections or so each second."""
         if self.ping_interval is not None and self.ping_interval > 0:
-            self.ping_timer = self.loop.call_later(self.ping_interval * random.uniform(0.5, 1.0),
-                                                   self.send_keepalive_ping)
+            self.ping_timer = self.loop.call_at(whole_second(self.loop, self.ping_interval * random.uniform(0.5, 1.0)),
+                                                self.send_keepalive_ping)
+
+    def schedule_ping(self) -> None:
+        """The next keepalive ping one interval on (less the last round trip, as uvicorn does), on a whole second."""
+        assert self.ping_interval is not None
+        self.ping_timer = self.loop.call_at(whole_second(self.loop, max(0.0, self.ping_interval - self.last_ping_rtt)),
+                                            self.send_keepalive_ping)
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)

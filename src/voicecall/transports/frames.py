@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
+import random
 import struct
 from collections import deque
 from typing import Any, Protocol
@@ -52,6 +54,13 @@ _H7 = struct.Struct("!BB").pack
 _H16 = struct.Struct("!BBH").pack
 _H64 = struct.Struct("!BBQ").pack
 _H16_KEY = struct.Struct("!BBH4s").pack
+
+
+def whole_second(loop: asyncio.AbstractEventLoop, delay: float) -> float:
+    """The first whole second of ``loop``'s clock at least ``delay`` from now: for the timers of idle connections
+    (keepalive pings, watchdogs), so that all those that fall in the same second fire in one wake-up of the process
+    instead of one each (on an idle server each wake-up costs far more than the work it does)."""
+    return float(math.ceil(loop.time() + delay))
 
 
 class FrameSink(Protocol):
@@ -237,6 +246,8 @@ class FrameConnectionMixin:
 
     protocol: Any
     transport: Any
+    loop: Any
+    pong_waiters: dict[bytes, tuple[Any, float]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -275,6 +286,32 @@ class FrameConnectionMixin:
             return self.send_frame(data)
         self.transport.write(frame)
         return True
+
+    def send_keepalive_ping(self) -> bytes | None:
+        """Write a keepalive ping now, without a task (the relay's watchdog sends them on its once-a-second tick
+        instead of ``websockets``' keepalive task waking for each connection): its payload, which stays in
+        ``pong_waiters`` until the pong comes (:meth:`pong_awaited`); ``None`` when the connection is not open."""
+        if self.protocol.state is not State.OPEN:
+            return None
+        data = struct.pack("!I", random.getrandbits(32))
+        while data in self.pong_waiters:
+            data = struct.pack("!I", random.getrandbits(32))
+        self.pong_waiters[data] = (self.loop.create_future(), self.loop.time())  # (websockets' ping() does the same)
+        self.protocol.send_ping(data)
+        self.send_data()  # type: ignore[attr-defined]
+        return data
+
+    def pong_awaited(self, ping: bytes) -> bool:
+        """Whether the pong of :meth:`send_keepalive_ping`'s ``ping`` is still missing."""
+        return ping in self.pong_waiters
+
+    def fail_keepalive(self) -> None:
+        """No pong in time: fail the connection as ``websockets``' keepalive does (close 1011 "keepalive ping
+        timeout") and drop it at once (the peer does not answer): the sink hears ``on_closed(None, "")``."""
+        if self.protocol.state is State.OPEN:
+            self.protocol.fail(1011, "keepalive ping timeout")
+            self.send_data()  # type: ignore[attr-defined]
+        self.transport.abort()
 
     async def flush(self) -> None:
         """Nothing to do: :meth:`send_frame` writes to the transport at once."""
