@@ -93,6 +93,7 @@ def test_idle_sessions_cost_side_by_side(tmp_path: Path) -> None:
         assert relay["cpu_ms_per_s_no_sessions"] >= 0 and relay["cpu_ms_per_s_idle"] >= 0
         assert relay["us_per_idle_session_per_s"] == pytest.approx(
             (relay["cpu_ms_per_s_idle"] - relay["cpu_ms_per_s_no_sessions"]) / 4 * 1000)
+        assert relay["us_per_s_idle_window_per_session"] == pytest.approx(relay["cpu_ms_per_s_idle"] / 4 * 1000)
     assert "voicecall_minus_peer_us_per_idle_session_per_s" in result
 
 

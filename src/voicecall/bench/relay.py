@@ -690,8 +690,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ idle sessions
-IDLE_SETTLE_S = 2.0
-"""Seconds between opening the idle sessions and measuring them (their set-up work, history rows, is over)."""
+IDLE_SETTLE_S = 3.0
+"""Seconds before each measurement: after the relays started (Node's compiler and collector finish their start-up
+work) and after the idle sessions opened (their set-up work, history rows, is over)."""
 IDLE_FIRST_EVENT = b'{"type":"session.update","session":{"type":"realtime"}}'
 """What each idle session sends once, as the SDKs do first (a session that never sends anything is closed after
 ``server.firstEventSeconds``), before it goes silent."""
@@ -715,6 +716,7 @@ async def _idle_windows(urls: dict[str, str], pids: dict[str, int], sessions: in
         return {m: (c1[m] - c0[m]) / (t1 - t0) * 1000 for m in pids}
 
     progress(f"idle: each relay's CPU for {seconds:g} s with no session…")
+    await asyncio.sleep(IDLE_SETTLE_S)
     empty = await window()
     streams = [_Stream(i, mode, 0.0) for mode in pids for i in range(sessions)]
     progress(f"idle: opening {sessions} sessions per relay ({', '.join(pids)})…")
@@ -742,7 +744,8 @@ def run_idle(args: argparse.Namespace) -> int:
         load_before = _load_warning()
         empty, idle, still, errors = asyncio.run(_idle_windows(bench.urls, pids, sessions, seconds))
     relays = {m: {"cpu_ms_per_s_no_sessions": empty[m], "cpu_ms_per_s_idle": idle[m],
-                  "us_per_idle_session_per_s": (idle[m] - empty[m]) / sessions * 1000, "sessions_open_at_end": still[m]}
+                  "us_per_idle_session_per_s": (idle[m] - empty[m]) / sessions * 1000,
+                  "us_per_s_idle_window_per_session": idle[m] / sessions * 1000, "sessions_open_at_end": still[m]}
               for m in pids}
     settings = dict(bench.settings)
     result: dict[str, Any] = {
@@ -757,11 +760,15 @@ def run_idle(args: argparse.Namespace) -> int:
         result["voicecall_minus_peer_us_per_idle_session_per_s"] = mine - theirs
     print(f"\nidle relay sessions: {sessions} per relay, connected and silent (one first event each), "
           f"{seconds:g} s windows; voicecall history {result['settings']['history']}")
+    heads = ("CPU ms/s, no session", f"CPU ms/s, {sessions} idle", "µs/s per session: above none",
+             "all / N", "open at end")
     width = max(len(m) for m in relays)
-    print(f"{'':{width}}  CPU ms/s, no session  CPU ms/s, {sessions} idle  per idle session (µs/s)  open at end")
+    print(f"{'':{width}}  " + "  ".join(heads))
     for m, r in relays.items():
-        print(f"{m:{width}}  {r['cpu_ms_per_s_no_sessions']:20.3f}  {r['cpu_ms_per_s_idle']:{12 + len(str(sessions))}.3f}"
-              f"  {r['us_per_idle_session_per_s']:24.2f}  {r['sessions_open_at_end']:11d}")
+        cells = (f"{r['cpu_ms_per_s_no_sessions']:.3f}", f"{r['cpu_ms_per_s_idle']:.3f}",
+                 f"{r['us_per_idle_session_per_s']:.2f}", f"{r['us_per_s_idle_window_per_session']:.2f}",
+                 str(r["sessions_open_at_end"]))
+        print(f"{m:{width}}  " + "  ".join(c.rjust(len(h)) for c, h in zip(cells, heads, strict=True)))
     if errors:
         print("client errors: " + ", ".join(errors))
     write_json(out, result)
