@@ -35,11 +35,13 @@ def _check(tmp_path: Path, peer: str) -> dict[str, Any]:
         assert stats["messages"] == 3 * 50, mode  # 3 clients x 1 s at 50 appends/s, every one echoed
         assert stats["lost"] == 0 and stats["errors"] == [], mode
         assert stats["latency_ms"]["p50"] > 0
+        assert set(stats["tcp_per_message"]) == {"OutSegs", "PureAcksIn", "DelayedACKs"}, mode
     for mode in ("voicecall", peer):
         assert result["modes"][mode]["cpu"]["seconds"] >= 0
         slowest = result["modes"][mode]["slowest_rounds"]  # with what the relay and the measurers went through
         assert slowest and {"relay_major_faults", "relay_involuntary_switches", "load_generator_involuntary_switches",
-                            "echo_involuntary_switches", "load_generator_late_ms", "load_generator_gc_ms"} <= set(slowest[0])
+                            "echo_involuntary_switches", "load_generator_late_ms", "load_generator_gc_ms",
+                            "stolen_ms"} <= set(slowest[0])
     rounds = len(result["schedule"])  # the load generator's own pauses, every round
     assert len(result["load_generator_pauses"]["late_ms"]) == len(result["load_generator_pauses"]["gc_ms"]) == rounds
     assert set(result["voicecall_vs_peer"]) >= {"cpu_per_message", "added_p99"}

@@ -57,6 +57,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
+import uvloop
 
 from voicecall.bench.common import cpu_seconds, free_port, machine_info, percentile, progress, write_json
 
@@ -310,6 +311,43 @@ def _proc_counters(pid: int) -> tuple[int, int]:
         return 0, 0
 
 
+TCP_COUNTERS = ("OutSegs", "PureAcksIn", "DelayedACKs")
+"""Counters of the network namespace read at every round boundary (/proc/net/snmp, /proc/net/netstat): TCP segments
+sent, pure ACKs received (``TCPPureAcks`` + ``TCPHPAcks``; on loopback every segment sent is received here, so these
+are the pure ACKs sent too) and ACKs sent by the delayed-ACK timer. Charged to each mode's rounds per relayed
+message (direct: the load generator and the echo alone); meaningful when nothing else uses TCP in the namespace
+(``tests/netns-run`` gives the benchmark one of its own)."""
+
+
+def _tcp_counters() -> dict[str, float]:
+    values: dict[str, int] = {}
+    try:
+        for table in ("/proc/net/snmp", "/proc/net/netstat"):
+            lines = Path(table).read_text().splitlines()
+            for head, row in zip(lines[::2], lines[1::2], strict=False):
+                if head.startswith(("Tcp:", "TcpExt:")):
+                    values.update(zip(head.split()[1:], map(int, row.split()[1:]), strict=False))
+    except (OSError, ValueError):
+        return {}
+    return {"OutSegs": values.get("OutSegs", 0), "DelayedACKs": values.get("DelayedACKs", 0),
+            "PureAcksIn": values.get("TCPPureAcks", 0) + values.get("TCPHPAcks", 0)}
+
+
+def _stolen_ms() -> dict[str, float]:
+    """Per CPU (``"cpu0"``, …), the milliseconds the hypervisor ran something else while this VM wanted the CPU
+    (``steal`` in /proc/stat, 10 ms ticks); empty where /proc/stat is not readable."""
+    out = {}
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("cpu") and line[3:4].isdigit():
+                fields = line.split()
+                out[fields[0]] = int(fields[8]) * tick_ms if len(fields) > 8 else 0.0
+    except (OSError, ValueError):
+        return {}
+    return out
+
+
 def _listening_pid(port: int) -> int | None:
     """The process listening on 127.0.0.1:``port`` (to measure a relay given by URL), from /proc."""
     inodes = set()
@@ -427,7 +465,6 @@ async def _run_rounds(urls: dict[str, str], clients: int, seconds: float, append
     rng = random.Random(1)
     streams = [_Stream(i, mode, rng.random() * period) for mode in modes for i in range(clients)]
     await _open_streams(urls, streams)
-    loop = asyncio.get_running_loop()
     by_mode = {m: sorted((st for st in streams if st.mode == m), key=lambda s: s.offset) for m in modes}
     head = b'{"type":"input_audio_buffer.append","audio":"'
     cpu_marks: list[dict[str, float]] = []
@@ -436,11 +473,12 @@ async def _run_rounds(urls: dict[str, str], clients: int, seconds: float, append
                **({"echo": echo_pid} if echo_pid is not None else {})}
     per_round = round(ROUND_S / period)
     own = _OwnPauses(len(schedule))
-    t0 = loop.time() + 0.5
+    clock = time.monotonic  # (the loop's own clock may count whole milliseconds: uvloop's does)
+    t0 = clock() + 0.5
     for k in range(len(schedule) * per_round):
         rnd = k // per_round
         if k % per_round == 0:
-            own.round = rnd
+            own.mark(rnd)
             cpu_marks.append({m: _cpu(pid) for m, pid in pids.items() if pid is not None})
             proc_marks.append({m: _proc_counters(pid) for m, pid in watched.items()})
         chunk = audio[k % len(audio)]
@@ -449,11 +487,11 @@ async def _run_rounds(urls: dict[str, str], clients: int, seconds: float, append
         heapq.heapify(due)
         while due:
             at = due[0][0]
-            delay = at - loop.time()
+            delay = at - clock()
             if delay > 0.0005:
                 await asyncio.sleep(delay)
-                delay = at - loop.time()
-            if delay < own.late_ms[rnd] / -1000:  # (asyncio's timers wake up to a millisecond late)
+                delay = at - clock()
+            if delay < own.late_ms[rnd] / -1000:  # (the loop's timers wake up to a millisecond late)
                 own.late_ms[rnd] = -delay * 1000
             while due and due[0][0] <= at + 0.001:
                 st = heapq.heappop(due)[2]
@@ -461,6 +499,7 @@ async def _run_rounds(urls: dict[str, str], clients: int, seconds: float, append
                 st.ws.send_frame(head + chunk + b'","event_id":"c' + str(k).encode() + b'"}')
     await asyncio.sleep(GRACE_S)
     own.stop()
+    own.mark(len(schedule))
     cpu_marks.append({m: _cpu(pid) for m, pid in pids.items() if pid is not None})
     proc_marks.append({m: _proc_counters(pid) for m, pid in watched.items()})
     await asyncio.gather(*(st.ws.close() for st in streams), return_exceptions=True)
@@ -470,7 +509,9 @@ async def _run_rounds(urls: dict[str, str], clients: int, seconds: float, append
 class _OwnPauses:
     """The load generator's own pauses, per round: its garbage collections (ms in all, ms in the longest) and how
     late it sent the round's latest append (its event loop was busy or not scheduled). A late load generator also
-    time-stamps the echoes it reads late: such a round's slow messages are the measurer's, not the relay's."""
+    time-stamps the echoes it reads late: such a round's slow messages are the measurer's, not the relay's. And the
+    time the hypervisor took from each CPU in the round (``steal`` in /proc/stat, 10 ms ticks): a relay that was
+    runnable but not running without being preempted by another process."""
 
     def __init__(self, rounds: int) -> None:
         import gc
@@ -479,9 +520,33 @@ class _OwnPauses:
         self.late_ms = [0.0] * rounds
         self.gc_ms = [0.0] * rounds
         self.gc_max_ms = [0.0] * rounds
+        self.steal_marks: list[dict[str, float]] = []  # at each round's start, then at the end: CPU -> stolen ms
+        self.tcp_marks: list[dict[str, float]] = []  # the same for TCP_COUNTERS
         self._t = 0.0
         self._gc = gc
         gc.callbacks.append(self._on_gc)
+
+    def mark(self, rnd: int) -> None:
+        """Round ``rnd`` starts (or, past the last, the run ends)."""
+        self.round = min(rnd, len(self.late_ms) - 1)
+        self.steal_marks.append(_stolen_ms())
+        self.tcp_marks.append(_tcp_counters())
+
+    def tcp_per_message(self, rounds: list[int], messages: int) -> dict[str, float]:
+        """:data:`TCP_COUNTERS` over ``rounds`` (each to the next round's start), per message."""
+        out = {}
+        for key in TCP_COUNTERS:
+            total = sum(self.tcp_marks[r + 1].get(key, 0) - self.tcp_marks[r].get(key, 0) for r in rounds
+                        if r + 1 < len(self.tcp_marks))
+            out[key] = total / messages if messages else 0.0
+        return out
+
+    def stolen_in(self, rnd: int) -> dict[str, float]:
+        """Milliseconds stolen from each CPU during round ``rnd``."""
+        if rnd + 1 >= len(self.steal_marks):
+            return {}
+        a, b = self.steal_marks[rnd], self.steal_marks[rnd + 1]
+        return {cpu: b[cpu] - a[cpu] for cpu in b if cpu in a}
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
@@ -539,7 +604,7 @@ def _slowest_rounds(stats: dict[str, Any], proc_marks: list[dict[str, tuple[int,
         row: dict[str, Any] = {"round": r, "p99_ms": p99}
         if own is not None:
             row.update(load_generator_late_ms=own.late_ms[r], load_generator_gc_ms=own.gc_ms[r],
-                       load_generator_gc_max_ms=own.gc_max_ms[r])
+                       load_generator_gc_max_ms=own.gc_max_ms[r], stolen_ms=own.stolen_in(r))
         for who, key in ((mode, "relay"), ("load generator", "load_generator"), ("echo", "echo")):
             if r + 1 < len(proc_marks) and who in proc_marks[r]:
                 (f0, s0), (f1, s1) = proc_marks[r][who], proc_marks[r + 1][who]
@@ -665,19 +730,23 @@ def run(args: argparse.Namespace) -> int:
         urls, pids = bench.urls, bench.pids
         load_before = _load_warning()
         e0, t0 = _cpu(bench.echo_pid), time.monotonic()
-        schedule, streams, cpu_marks, proc_marks, rounds_t0, own = asyncio.run(
+        schedule, streams, cpu_marks, proc_marks, rounds_t0, own = uvloop.run(
             _run_rounds(urls, clients, seconds, append_ms, _audio_chunks(append_ms), pids, bench.echo_pid))
         echo_cpu = (_cpu(bench.echo_pid) - e0) / (time.monotonic() - t0) * 100
     stats = {m: _mode_stats(schedule, streams, m, append_ms, cpu_marks) for m in urls}
+    warm = len(set(schedule))
     for m in urls:
         stats[m]["slowest_rounds"] = _slowest_rounds(stats[m], proc_marks, m, own)
+        mine = [r for r in range(warm, len(schedule)) if schedule[r] == m]
+        stats[m]["tcp_per_message"] = own.tcp_per_message(mine, stats[m]["messages"])
     samples = {m: stats[m].pop("_samples") for m in urls}
     settings = dict(bench.settings)
     result = _result(clients, seconds, append_ms, settings.pop("history"), bench.peer, stats, schedule)
     result["echo_upstream_cpu_percent"] = echo_cpu
     result["settings"].update(settings)
     result["first_round_monotonic"] = rounds_t0  # (to place VOICECALL_BENCH_PAUSES' records in rounds)
-    result["load_generator_pauses"] = {"late_ms": own.late_ms, "gc_ms": own.gc_ms, "gc_max_ms": own.gc_max_ms}
+    result["load_generator_pauses"] = {"late_ms": own.late_ms, "gc_ms": own.gc_ms, "gc_max_ms": own.gc_max_ms,
+                                       "stolen_ms": [own.stolen_in(r) for r in range(len(schedule))]}
     result["loadavg_before"] = list(load_before)
     result["loadavg_after"] = list(os.getloadavg())
     _print(result)
@@ -742,7 +811,7 @@ def run_idle(args: argparse.Namespace) -> int:
     with _servers(args, sessions) as bench:
         pids = {m: pid for m, pid in bench.pids.items() if pid is not None}
         load_before = _load_warning()
-        empty, idle, still, errors = asyncio.run(_idle_windows(bench.urls, pids, sessions, seconds))
+        empty, idle, still, errors = uvloop.run(_idle_windows(bench.urls, pids, sessions, seconds))
     relays = {m: {"cpu_ms_per_s_no_sessions": empty[m], "cpu_ms_per_s_idle": idle[m],
                   "us_per_idle_session_per_s": (idle[m] - empty[m]) / sessions * 1000,
                   "us_per_s_idle_window_per_session": idle[m] / sessions * 1000, "sessions_open_at_end": still[m]}
@@ -858,6 +927,9 @@ def _print(result: dict[str, Any]) -> None:
                                                     for m in modes[1:])))
     rows.append(("relay CPU per message (µs)", "", *(fmt((stats[m].get("cpu") or {}).get("us_per_message"), ".1f")
                                                       for m in modes[1:])))
+    for key, label in (("OutSegs", "TCP segments per message"), ("PureAcksIn", "pure ACKs per message"),
+                       ("DelayedACKs", "delayed ACKs per message")):
+        rows.append((label, *(fmt((stats[m].get("tcp_per_message") or {}).get(key), ".2f") for m in modes)))
     rows.append(("messages/s", *(f"{stats[m]['messages_per_s']:.0f}" for m in modes)))
     rows.append(("lost / errors", *(f"{stats[m]['lost']} / {len(stats[m]['errors'])}" for m in modes)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(modes) + 1)]
@@ -877,6 +949,7 @@ def _print(result: dict[str, Any]) -> None:
                     ("load generator", "load_generator"), ("echo", "echo")) if f"{key}_involuntary_switches" in x)
                 + (f", load generator late {x['load_generator_late_ms']:.1f} ms, its GC {x['load_generator_gc_ms']:.1f}"
                    f" ms" if "load_generator_late_ms" in x else "")
+                + "".join(f", {cpu} stolen {ms:.0f} ms" for cpu, ms in (x.get("stolen_ms") or {}).items() if ms)
                 for x in slow))
     cmp = result.get("voicecall_vs_peer")
     if cmp:
