@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from voicecall.engine.endpointing import EAGERNESS, Endpointer, doubtful
+from voicecall.engine.endpointing import EAGERNESS, WORDS_FIRST_MS, Endpointer, doubtful
 from voicecall.engine.interruptions import classify, is_clear_interruption
 from voicecall.speech.base import TailWord
 from voicecall.speech.stt_redecode import RedecodeStream, Word
@@ -127,6 +127,32 @@ async def test_words_heard_in_full_end_the_turn_without_waiting_for_the_verdict(
         ep.on_silence(96)
         ep.on_partial()
         assert not ep.on_silence(EAGERNESS[eagerness].candidate_ms + FRAME_MS) and not ended, (words, tail, eagerness)
+
+
+async def test_the_model_waits_for_the_words_of_a_pause_being_decoded() -> None:
+    said = "what is the capital of"
+    ended: list[bool] = []
+    model = _Model(0.99)
+    ep = Endpointer(model, lambda: ended.append(True), lambda: said, lambda: None, lambda: True)
+    ep.push(np.zeros(16000, np.int16))
+    ep.start_turn(16000)
+    candidate = EAGERNESS["auto"].candidate_ms
+    ep.on_silence(candidate + FRAME_MS)
+    assert model.calls == 0 and ep._task is None  # the recogniser reports every pause: its words come first
+    ep.on_partial()  # they do not settle the turn ("of"): the model is asked now
+    assert ep._task is not None
+    await ep._task
+    assert model.calls == 1 and not ended  # a trailing "of" holds the turn whatever the sound says
+    # words that never come (a busy recogniser) hold the model back only WORDS_FIRST_MS
+    model = _Model(0.99)
+    ep = Endpointer(model, lambda: ended.append(True), lambda: "", lambda: None, lambda: True)
+    ep.push(np.zeros(16000, np.int16))
+    ep.start_turn(16000)
+    t = 0.0
+    while ep._task is None and t < 2000:
+        t += FRAME_MS
+        ep.on_silence(t)
+    assert candidate + WORDS_FIRST_MS <= t < candidate + WORDS_FIRST_MS + 2 * FRAME_MS
 
 
 async def test_hard_maximum_ends_any_pause() -> None:

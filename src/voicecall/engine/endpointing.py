@@ -15,6 +15,9 @@ The recogniser's doubt about the last word counts too: Whisper makes up the end 
 aligned to the very end of the speech, is not trusted (:func:`doubtful`) and the turn waits as for a trailing
 "of", a little less.
 
+With a recogniser that reports the words of every pause, the model waits for them (at most
+:data:`WORDS_FIRST_MS`), and words heard in full end the turn without it (:func:`settled`).
+
 Speech during the wait simply continues the turn. The model runs in a worker thread (~50 ms); a result that
 arrives after the user spoke again is ignored.
 
@@ -97,6 +100,10 @@ continuation word, the decoder gave it at least :data:`STRONG_PROBABILITY` and i
 on them as on a late verdict (:data:`NO_MODEL_PRIOR`) once ``candidate_ms`` of silence have passed. On 2 cores the
 verdict often comes 60-160 ms after the words, or not within its budget. Of the bench's cut turns' first pauses
 only "What is the capital" (for "… capital of", a complete question to any reader) has such words."""
+WORDS_FIRST_MS = 200
+"""With a recogniser that reports the words of every pause (a re-decoding one, ``words_due``), the model is asked
+when those words are in (and do not settle the turn) rather than at ``candidate_ms`` while they are being decoded,
+at most this much later: on 2 cores the model's call slows the pause's decode."""
 WORDS_GRACE_MS = 900
 """A "complete" verdict before any partial transcript came during the pause waits this much longer than
 ``candidate_ms`` for the pause's words (a re-decoding recogniser delivers the last word a little after the pause
@@ -140,8 +147,10 @@ class Endpointer:
     """
 
     def __init__(self, model: EOTModel | None, on_end: Callable[[], None], transcript: Callable[[], str],
-                 tail: Callable[[], TailWord | None] = lambda: None) -> None:
+                 tail: Callable[[], TailWord | None] = lambda: None,
+                 words_due: Callable[[], bool] = lambda: False) -> None:
         self.model = model
+        self._words_due = words_due  # the recogniser reports the words of every pause (see WORDS_FIRST_MS)
         self._on_end = on_end
         self._transcript = transcript  # the latest partial transcript of the turn
         self._tail = tail  # what the recogniser knows of its last word (None: nothing)
@@ -202,6 +211,8 @@ class Endpointer:
             self._words_at = self._silence_ms
         if self._words_settle(self._silence_ms):
             return
+        if self.model is not None and self._ask_due(self._silence_ms):  # the model's call waited for these words
+            self._ask(self._silence_ms)
         if self._required != float("inf"):  # something was decided for this pause: decide again with the words
             verdict = self._p_model is not None
             self._decide(self._p_model if self._p_model is not None else NO_MODEL_PRIOR, self._silence_ms, verdict)
@@ -221,15 +232,26 @@ class Endpointer:
                 and silence_ms >= self._asked_at + MODEL_BUDGET_MS):
             self._decide(NO_MODEL_PRIOR, silence_ms, verdict=False)
             return self._due("model late")
-        if silence_ms >= self._next_check and (self._task is None or self._task.done()):
-            self._next_check = silence_ms + self.eagerness.recheck_ms
+        if self._ask_due(silence_ms):
             if self.model is None:
+                self._next_check = silence_ms + self.eagerness.recheck_ms
                 self._decide(NO_MODEL_PRIOR, silence_ms)
                 return self._due("silence")
-            audio = self._turn_audio()
-            self._asked_at = silence_ms
-            self._task = asyncio.get_running_loop().create_task(self._evaluate(audio))
+            if (self._p_model is None and not self._fresh and self._words_due()
+                    and silence_ms < self._next_check + WORDS_FIRST_MS):
+                return False  # the pause's words are being decoded: they come first (on_partial asks then)
+            self._ask(silence_ms)
         return False
+
+    def _ask_due(self, silence_ms: float) -> bool:
+        return silence_ms >= self._next_check and (self._task is None or self._task.done())
+
+    def _ask(self, silence_ms: float) -> None:
+        self._next_check = silence_ms + self.eagerness.recheck_ms
+        assert self.model is not None
+        audio = self._turn_audio()
+        self._asked_at = silence_ms
+        self._task = asyncio.get_running_loop().create_task(self._evaluate(audio))
 
     def _words_settle(self, silence_ms: float, on_frame: bool = False) -> bool:
         """End the turn on the pause's words without the model's verdict when they settle it (:func:`settled`),

@@ -225,7 +225,8 @@ class InputAudioBuffer:
         # The words are evidence only when decoded from all of the turn's speech: a partial that lags behind (a busy
         # recogniser) ends mid-sentence ("... tell me how to get to the") and would hold a finished turn.
         self.endpointer = Endpointer(eot_model, self._end_by_model, lambda: self._partial if self.words_fresh else "",
-                                     lambda: self._stt.tail if self._stt is not None and self.words_fresh else None)
+                                     lambda: self._stt.tail if self._stt is not None and self.words_fresh else None,
+                                     lambda: self._stt is not None and hasattr(self._stt.stream, "pause_reported"))
 
     # ----------------------------------------------------------------------------- properties
     @property
