@@ -36,6 +36,7 @@ def _check(tmp_path: Path, peer: str) -> dict[str, Any]:
         assert stats["lost"] == 0 and stats["errors"] == [], mode
         assert stats["latency_ms"]["p50"] > 0
         assert set(stats["tcp_per_message"]) == {"OutSegs", "PureAcksIn", "DelayedACKs"}, mode
+        assert 0 <= stats["calm_rounds"] <= 1 and "p99_calm_rounds" in stats, mode  # (rounds without stolen time)
     for mode in ("voicecall", peer):
         assert result["modes"][mode]["cpu"]["seconds"] >= 0
         slowest = result["modes"][mode]["slowest_rounds"]  # with what the relay and the measurers went through
@@ -45,6 +46,7 @@ def _check(tmp_path: Path, peer: str) -> dict[str, Any]:
     rounds = len(result["schedule"])  # the load generator's own pauses, every round
     assert len(result["load_generator_pauses"]["late_ms"]) == len(result["load_generator_pauses"]["gc_ms"]) == rounds
     assert set(result["voicecall_vs_peer"]) >= {"cpu_per_message", "added_p99"}
+    assert "p99_calm_rounds" in result["added_latency_ms"][peer]
     return result
 
 

@@ -561,9 +561,16 @@ class _OwnPauses:
             self._gc.callbacks.remove(self._on_gc)
 
 
+CALM_STOLEN_MS = 20.0
+"""A round in which the hypervisor took less than this from all CPUs together (/proc/stat steal) is *calm*; the p99
+over calm rounds only is reported beside the pooled one (a busy host takes a busy vCPU away for milliseconds at a
+time: in the slow rounds of 2026-12-03 night, 60-170 ms a second from the relays' CPU)."""
+
+
 def _mode_stats(schedule: list[str], streams: list[_Stream], mode: str, append_ms: int,
-                cpu_marks: list[dict[str, float]]) -> dict[str, Any]:
-    """Pooled statistics of one mode over its measured rounds (the warm-up rounds left out)."""
+                cpu_marks: list[dict[str, float]], calm: set[int] | None = None) -> dict[str, Any]:
+    """Pooled statistics of one mode over its measured rounds (the warm-up rounds left out); with ``calm`` (the
+    rounds in which no CPU time was stolen, :data:`CALM_STOLEN_MS`), also the p99 over those alone."""
     warm = len(set(schedule))  # one warm-up round per mode
     measured = [r for r in range(warm, len(schedule)) if schedule[r] == mode]
     mine = [st for st in streams if st.mode == mode]
@@ -585,6 +592,10 @@ def _mode_stats(schedule: list[str], streams: list[_Stream], mode: str, append_m
         "p99_per_round": {str(r): percentile(per_round.get(r, []), 99) for r in measured},
         "_samples": lat,
     }
+    if calm is not None:
+        quiet = [r for r in measured if r in calm]
+        out["calm_rounds"] = len(quiet)
+        out["p99_calm_rounds"] = percentile([ms for r in quiet for ms in per_round.get(r, [])], 99) if quiet else None
     if cpu_marks and mode in cpu_marks[0]:
         # a round's CPU: from its start to the next round's start (the last one includes the grace period)
         secs = sum(cpu_marks[r + 1][mode] - cpu_marks[r][mode] for r in measured)
@@ -733,7 +744,8 @@ def run(args: argparse.Namespace) -> int:
         schedule, streams, cpu_marks, proc_marks, rounds_t0, own = uvloop.run(
             _run_rounds(urls, clients, seconds, append_ms, _audio_chunks(append_ms), pids, bench.echo_pid))
         echo_cpu = (_cpu(bench.echo_pid) - e0) / (time.monotonic() - t0) * 100
-    stats = {m: _mode_stats(schedule, streams, m, append_ms, cpu_marks) for m in urls}
+    calm = {r for r in range(len(schedule)) if sum(own.stolen_in(r).values()) < CALM_STOLEN_MS}
+    stats = {m: _mode_stats(schedule, streams, m, append_ms, cpu_marks, calm) for m in urls}
     warm = len(set(schedule))
     for m in urls:
         stats[m]["slowest_rounds"] = _slowest_rounds(stats[m], proc_marks, m, own)
@@ -878,6 +890,8 @@ def _result(clients: int, seconds: float, append_ms: int, history: bool, peer: s
              for m in relays}
     for m in relays:
         added[m]["p99_paired_median"] = _paired_added_p99(schedule, stats, m)
+        mine, base = stats[m].get("p99_calm_rounds"), stats["direct"].get("p99_calm_rounds")
+        added[m]["p99_calm_rounds"] = mine - base if mine is not None and base is not None else None
     result: dict[str, Any] = {
         "benchmark": "relay", "machine": machine_info(),
         "settings": {"clients": clients, "seconds_per_mode": seconds, "append_ms": append_ms, "sample_rate": RATE,
@@ -921,8 +935,10 @@ def _print(result: dict[str, Any]) -> None:
         rows.append((label, *(fmt(stats[m]["latency_ms"][key]) for m in modes)))
     added = result["added_latency_ms"]
     for key, label in (("p50", "added p50 (ms)"), ("p99", "added p99 (ms)"),
-                       ("p99_paired_median", "added p99, paired rounds (ms)")):
-        rows.append((label, "", *(fmt(added[m][key], "+.3f") for m in modes[1:])))
+                       ("p99_paired_median", "added p99, paired rounds (ms)"),
+                       ("p99_calm_rounds", "added p99, calm rounds (ms)")):
+        rows.append((label, "", *(fmt(added[m].get(key), "+.3f") for m in modes[1:])))
+    rows.append(("calm rounds (< 20 ms stolen)", *(str(stats[m].get("calm_rounds", "—")) for m in modes)))
     rows.append(("relay CPU, % of one core", "", *(fmt((stats[m].get("cpu") or {}).get("percent_of_one_core"), ".1f")
                                                     for m in modes[1:])))
     rows.append(("relay CPU per message (µs)", "", *(fmt((stats[m].get("cpu") or {}).get("us_per_message"), ".1f")
