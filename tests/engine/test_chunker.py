@@ -32,7 +32,16 @@ def test_a_word_split_over_tokens_is_never_cut_in_half() -> None:
 
 
 def test_trailing_space_tokens_cut_too() -> None:
-    assert feed(["It ", "is ", "nine ", "in ", "Tokyo ", "now."])[0] == "It is nine in Tokyo"
+    assert feed(["It ", "is ", "nine ", "in ", "Tokyo ", "now."])[0] == "It is nine in"
+
+
+def test_text_in_bulk_still_gives_a_short_first_chunk() -> None:
+    """A primed answer's restated start arrives as one piece; its first audio waits for the whole first chunk."""
+    c = SpeechChunker()
+    assert c.push("The time the museum opens on Sunday is") == ["The time the museum"]
+    assert c.push(" nine.") == []  # "nine." may go on ("nine.30"): a sentence ends at the whitespace after it
+    assert c.flush() == ["opens on Sunday is nine."]
+    assert feed(["The capital of France is", " Paris", "."], first_words=3) == ["The capital of", "France is Paris."]
 
 
 def test_sentences_and_clauses_come_first() -> None:

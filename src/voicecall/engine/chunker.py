@@ -12,6 +12,7 @@ import re
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*\s")
 _CLAUSE_END = re.compile(r"[,;:—–]\s")
 _MARKDOWN = re.compile(r"[*_#`~|>]+|^\s*[-+]\s+|\[(.*?)\]\(.*?\)", re.MULTILINE)
+_WORD = re.compile(r"\S+")
 _ABBREV = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|St|vs|etc|e\.g|i\.e|No)|(?-i:(?<![\w.])(?:[A-Z]\.)*[A-Z]))\.\s$", re.IGNORECASE)
 
 
@@ -63,18 +64,16 @@ class SpeechChunker:
             return self._word_boundary(limit)
         return None
 
-    def _word_boundary(self, at_least: int) -> int | None:
-        """Where the buffer can be cut after at least ``at_least`` *complete* words.
+    def _word_boundary(self, words: int) -> int | None:
+        """Where the buffer can be cut after exactly ``words`` *complete* words (None if it holds fewer).
 
-        LLM tokenizers mostly put the space before a word (``" capital"``, ``" of"``), so the last word of the
-        buffer is complete only once something follows it: the cut goes at the last whitespace, and the word
-        after it (maybe still growing: ``" Tok"`` + ``"yo"``) stays for the next chunk."""
-        buf = self._buf
-        end = len(buf.rstrip())
-        if end < len(buf):
-            cut = len(buf)  # the buffer ends with whitespace: every word in it is complete
-        else:
-            cut = max(buf.rfind(" ", 0, end), buf.rfind("\n", 0, end))
-            if cut <= 0:
-                return None
-        return cut if len(buf[:cut].split()) >= at_least else None
+        LLM tokenizers mostly put the space before a word (``" capital"``, ``" of"``), so a word is complete only
+        once whitespace follows it (the last word of the buffer may still grow: ``" Tok"`` + ``"yo"``). Text that
+        arrives in bulk (a primed answer's restated start, "The time the museum opens on Sunday is") is cut after
+        ``words`` words too, not at its last complete one: the first chunk's length is what its first audio waits
+        for (Piper: ~15 ms + ~50 ms per second of speech)."""
+        for m in _WORD.finditer(self._buf):
+            words -= 1
+            if words == 0:
+                return m.end() if m.end() < len(self._buf) else None
+        return None

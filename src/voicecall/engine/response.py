@@ -128,6 +128,10 @@ class ResponseRunner:
         # release(); a held runner that is cancelled leaves no trace.
         self._deferred: list[Callable[[], None]] | None = [] if held else None
         self._provisional = provisional_user_text
+        # A speculative answer answers the history as it is now plus the words heard so far: the user item those
+        # words become may be committed before the task first runs, and must then be neither awaited (its final
+        # transcript) nor answered twice.
+        self._context = list(session.conversation.items()) if provisional_user_text is not None else None
         self._message: Item | None = None
         self._text_parts: list[str] = []  # text mode: all text; audio mode: text spoken so far
         self._calls: dict[int, Item] = {}
@@ -216,7 +220,8 @@ class ResponseRunner:
         self._emit("response.created", response=r.to_dict(s.conversation.id))
         chunker = SpeechChunker()
         try:
-            context = r.params.input_items if r.params.input_items is not None else s.conversation.items()
+            context = (r.params.input_items if r.params.input_items is not None
+                       else self._context if self._context is not None else s.conversation.items())
             messages = await to_chat_messages(r.params.instructions, context)
             if self._provisional:  # the words heard so far, as the user item they will become
                 messages.append(ChatMessage("user", self._provisional))
