@@ -13,31 +13,36 @@ def feed(tokens: list[str], **kw: int) -> list[str]:
     return out + c.flush()
 
 
-def test_first_chunk_is_cut_after_four_complete_words_with_leading_space_tokens() -> None:
+def test_first_chunk_is_cut_after_three_complete_words_with_leading_space_tokens() -> None:
     c = SpeechChunker()
     got: list[str] = []
-    for t in ["The", " capital", " of", " France"]:
+    for t in ["The", " capital", " of"]:
         got += c.push(t)
-    assert got == []  # "France" might still grow ("Frances…"): not complete yet
-    assert c.push(" is") == ["The capital of France"]
+    assert got == []  # "of" might still grow ("often"): not complete yet
+    assert c.push(" France") == ["The capital of"]
+    assert c.push(" is") == []
     assert c.push(" Paris") == []
     assert c.push(".") == []
-    assert c.flush() == ["is Paris."]
+    assert c.flush() == ["France is Paris."]
+
+
+def test_first_words_is_configurable() -> None:
+    assert feed(["The", " capital", " of", " France", " is", " Paris", "."], first_words=4)[0] == "The capital of France"
 
 
 def test_a_word_split_over_tokens_is_never_cut_in_half() -> None:
-    chunks = feed(["It", " is", " nine", " in", " Tok", "yo", " now", " and", " sunny", "."])
+    chunks = feed(["It", " is", " nine", " in", " Tok", "yo", " now", " and", " sunny", "."], first_words=4)
     assert chunks[0] == "It is nine in"
     assert " ".join(chunks) == "It is nine in Tokyo now and sunny."
 
 
 def test_trailing_space_tokens_cut_too() -> None:
-    assert feed(["It ", "is ", "nine ", "in ", "Tokyo ", "now."])[0] == "It is nine in"
+    assert feed(["It ", "is ", "nine ", "in ", "Tokyo ", "now."])[0] == "It is nine"
 
 
 def test_text_in_bulk_still_gives_a_short_first_chunk() -> None:
     """A primed answer's restated start arrives as one piece; its first audio waits for the whole first chunk."""
-    c = SpeechChunker()
+    c = SpeechChunker(first_words=4)
     assert c.push("The time the museum opens on Sunday is") == ["The time the museum"]
     assert c.push(" nine.") == []  # "nine." may go on ("nine.30"): a sentence ends at the whitespace after it
     assert c.flush() == ["opens on Sunday is nine."]
@@ -47,7 +52,7 @@ def test_text_in_bulk_still_gives_a_short_first_chunk() -> None:
 def test_sentences_and_clauses_come_first() -> None:
     assert feed(["Hi", "!", " How", " are", " you", "?"]) == ["Hi!", "How are you?"]
     assert feed(["Of", " course", ",", " I", " think", " so", " too", "."])[0] == "Of course,"
-    assert feed(["Well", ",", " I", " think", " so", " too", "."])[0] == "Well, I think so"  # a clause needs 2 words
+    assert feed(["Well", ",", " I", " think", " so", " too", "."])[0] == "Well, I think"  # a clause needs 2 words
 
 
 def test_later_chunks_are_sentences_not_four_words() -> None:
@@ -64,7 +69,7 @@ def test_long_runs_without_punctuation_are_cut_at_a_word_boundary() -> None:
 
 
 def test_abbreviations_do_not_end_a_sentence_and_markdown_is_not_read() -> None:
-    assert feed(["Ask", " Dr", ".", " Smith", " today", " please", "."])[0] == "Ask Dr. Smith today"
+    assert feed(["Ask", " Dr", ".", " Smith", " today", " please", "."])[0] == "Ask Dr. Smith"
     assert clean_for_speech("**Bold** and `code` [link](http://x)") == "Bold and code link"
 
 

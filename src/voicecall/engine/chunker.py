@@ -22,7 +22,7 @@ def clean_for_speech(text: str) -> str:
 
 
 class SpeechChunker:
-    def __init__(self, first_words: int = 4, max_words: int = 30) -> None:
+    def __init__(self, first_words: int = 3, max_words: int = 30) -> None:
         self._buf = ""
         self._first = True
         self.first_words = first_words

@@ -29,6 +29,14 @@ sound was words at all (docs/turns.md).
 
 CTranslate2 releases the GIL while it decodes, so several sessions decode in one process without stalling the
 event loop. ``workers`` decodes may run at once (CTranslate2 ``inter_threads``), each on ``threads`` cores.
+
+One thread per decode by default. On the 2-core box a turn's pause decode runs while the speculative answer's LLM
+and TTS run: a decode on two threads then waits on the one that shares its core, and its thread team keeps
+competing with Piper and llama.cpp. On one thread the decode and the answer each have a core: alternated
+``bench turns`` runs (``semantic_vad`` ``auto``, 16 turns each, 2026-12-04) gave voice-to-voice p50 450 ms against
+541 (paired per question -80 ms, 13 of 16 questions sooner), the pause's words 50-70 ms sooner and the answer's
+first audio ~50 ms sooner after them. Alone, a short question decodes about as fast on one thread as on two; a
+14 s turn ~10 % slower. With more cores, raise ``threads``.
 """
 
 from __future__ import annotations
@@ -141,7 +149,7 @@ class WhisperSTT:
         model: str | None = None,
         device: str = "cpu",
         compute_type: str | None = None,
-        threads: int = 2,
+        threads: int = 1,
         workers: int = 1,
         language: str = "en",
         beam_size: int = 5,
