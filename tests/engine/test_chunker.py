@@ -52,7 +52,9 @@ def test_text_in_bulk_still_gives_a_short_first_chunk() -> None:
 def test_sentences_and_clauses_come_first() -> None:
     assert feed(["Hi", "!", " How", " are", " you", "?"]) == ["Hi!", "How are you?"]
     assert feed(["Of", " course", ",", " I", " think", " so", " too", "."])[0] == "Of course,"
-    assert feed(["Well", ",", " I", " think", " so", " too", "."])[0] == "Well, I think"  # a clause needs 2 words
+    assert feed(["Well", ",", " I", " think", " so", " too", "."])[0] == "Well,"  # a first clause may be one word
+    assert feed(["Yes", ",", " I", " can", " recommend", " one", ",", " and", " more", " of", " those", "."]) == [
+        "Yes,", "I can recommend one, and more of those."]  # a later one needs two, and comes only in a long chunk
 
 
 def test_later_chunks_are_sentences_not_four_words() -> None:
