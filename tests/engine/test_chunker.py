@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from voicecall.engine.chunker import SpeechChunker, clean_for_speech
+import numpy as np
+
+from voicecall.engine.chunker import SpeechChunker, chunk_end, clean_for_speech, trim_edges
 
 
 def feed(tokens: list[str], **kw: int) -> list[str]:
@@ -78,3 +80,48 @@ def test_abbreviations_do_not_end_a_sentence_and_markdown_is_not_read() -> None:
 def test_initials_do_not_end_a_sentence() -> None:
     chunks = feed(["Read", " it", ".", " J", ".R", ".R", ".", " Tolkien", " wrote", " it", " well", "."])
     assert chunks == ["Read it.", "J.R.R. Tolkien wrote it well."]
+
+
+def _tone(ms: int, rate: int = 24000) -> np.ndarray:
+    t = np.arange(rate * ms // 1000) / rate
+    return (8000 * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
+
+
+def _quiet(ms: int, rate: int = 24000) -> np.ndarray:
+    return np.random.default_rng(1).normal(0, 3, rate * ms // 1000).astype(np.int16)  # -80 dBFS
+
+
+def test_chunk_edges_fit_how_the_chunk_ends() -> None:
+    """The TTS pads every chunk with quiet as if it were a sentence: a cut between two words runs on."""
+    pcm = np.concatenate([_quiet(50), _tone(500), _quiet(180)])
+    assert chunk_end("The capital of") == "word" and chunk_end("Yes,") == "clause" and chunk_end("Paris.") == "sentence"
+    ms = {end: len(trim_edges(pcm, 24000, text)) / 24 for end, text in
+          [("word", "The capital of"), ("clause", "Yes,"), ("sentence", "It is Paris.")]}
+    assert ms["word"] == 10 + 500 + 30
+    assert ms["clause"] == 10 + 500 + 120
+    assert ms["sentence"] == 10 + 500 + 180  # a sentence keeps the TTS's own pause
+    assert len(trim_edges(_quiet(300), 24000, "Hm")) == len(_quiet(300))  # nothing to hear: left as is
+
+
+def test_piper_chunks_of_one_clause_join_without_a_gap() -> None:
+    """Real Piper audio: the quiet between "The capital of" and "France is Paris." goes from ~250 ms to ~40."""
+    import pytest
+
+    piper = pytest.importorskip("voicecall.speech.tts_piper")
+    from voicecall.audio import resample
+
+    tts = piper.PiperTTS()
+
+    def audio(text: str) -> np.ndarray:
+        return trim_edges(resample(np.concatenate(list(tts.synthesize(text))), tts.sample_rate, 24000), 24000, text)
+
+    joined = np.concatenate([audio("The capital of"), audio("France is Paris.")])
+    frames = joined[: len(joined) // 240 * 240].reshape(-1, 240).astype(np.float32)
+    loud = np.sqrt((frames * frames).mean(axis=1)) > 32768 * 10 ** (-45 / 20)
+    first_sound = int(np.argmax(loud))
+    runs, run = [], 0
+    for v in loud[first_sound:]:
+        run = 0 if v else run + 1
+        runs.append(run)
+    assert first_sound <= 1  # Piper's 40-60 ms of leading quiet are gone
+    assert max(runs[: len(runs) - 25]) * 10 <= 120  # no gap inside the clause (the sentence's own end excepted)

@@ -3,11 +3,16 @@
 The first chunk is cut early (at the first clause punctuation, or once ``first_words`` words are complete) so the
 first audio comes quickly; later chunks are whole sentences (or clauses once they grow long), which sound more natural.
 Markdown decoration that a TTS would read aloud (``*``, ``#``, backticks, list bullets) is removed.
+:func:`trim_edges` fits each chunk's synthesized audio to how the chunk ends (a TTS pads every synthesis with quiet,
+as if each chunk were a sentence).
 """
 
 from __future__ import annotations
 
 import re
+
+import numpy as np
+import numpy.typing as npt
 
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*\s")
 _CLAUSE_END = re.compile(r"[,;:—–]\s")
@@ -80,3 +85,40 @@ class SpeechChunker:
             if words == 0:
                 return m.end() if m.end() < len(self._buf) else None
         return None
+
+
+# ------------------------------------------------------------------------------------------ chunk edges
+QUIET_DBFS = -45.0
+"""Below this a 10 ms frame of synthesized speech is quiet (Piper normalises each sentence's peak to -1 dBFS)."""
+LEAD_MS = 10
+"""Quiet kept before a chunk's first sound: Piper starts every synthesis with 40-60 ms of it."""
+TRAIL_MS = {"sentence": None, "clause": 120, "word": 30}
+"""Quiet kept after a chunk's last sound, by how the chunk ended: a sentence keeps the TTS's own pause, a clause
+a comma's pause, a cut between two words of a clause (the short first chunk) next to none. Piper ends every
+synthesis with 140-200 ms of quiet, so two chunks of one clause were 200-260 ms apart ("The capital of ...
+France is Paris.")."""
+_ENDS_SENTENCE = re.compile(r"[.!?…][\"')\]]*$")
+_ENDS_CLAUSE = re.compile(r"[,;:—–][\"')\]]*$")
+
+
+def chunk_end(text: str) -> str:
+    """How a spoken chunk ends: ``sentence``, ``clause`` or ``word`` (cut between two words)."""
+    text = text.rstrip()
+    return "sentence" if _ENDS_SENTENCE.search(text) else "clause" if _ENDS_CLAUSE.search(text) else "word"
+
+
+def trim_edges(pcm: npt.NDArray[np.int16], rate: int, text: str) -> npt.NDArray[np.int16]:
+    """The chunk's audio with the synthesizer's leading quiet cut to :data:`LEAD_MS` and its trailing quiet to what
+    :data:`TRAIL_MS` allows for how ``text`` ends. Returns a view (no copy); all-quiet audio is returned as is."""
+    hop = rate // 100
+    n = len(pcm) // hop
+    if n == 0:
+        return pcm
+    frames = pcm[: n * hop].reshape(n, hop).astype(np.float32)
+    loud = np.flatnonzero(np.sqrt((frames * frames).mean(axis=1)) > 32768 * 10 ** (QUIET_DBFS / 20))
+    if loud.size == 0:
+        return pcm
+    start = max(0, int(loud[0]) * hop - LEAD_MS * rate // 1000)
+    keep = TRAIL_MS[chunk_end(text)]
+    end = len(pcm) if keep is None else min(len(pcm), (int(loud[-1]) + 1) * hop + keep * rate // 1000)
+    return pcm[start:end]

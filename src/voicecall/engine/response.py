@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from voicecall.audio import ENGINE_RATE, PCM16, Resampler
-from voicecall.engine.chunker import SpeechChunker
+from voicecall.engine.chunker import SpeechChunker, trim_edges
 from voicecall.engine.conversation import Item, SpokenChunk, to_chat_messages
 from voicecall.engine.markup import ToolMarkupFilter
 from voicecall.protocol.ids import new_id
@@ -354,6 +354,7 @@ class ResponseRunner:
             t_req = time.monotonic()
             chunks, served = await asyncio.to_thread(_synthesize, tts, text, voice, speed)
             pcm = resampler.process(np.concatenate(chunks)) if chunks else np.zeros(0, np.int16)
+            pcm = trim_edges(pcm, ENGINE_RATE, text)  # a chunk cut inside a clause runs on into the next
             use = self._tts_uses.setdefault(served, StageUse())
             use.characters += len(text)
             use.audio_seconds += len(pcm) / ENGINE_RATE
