@@ -109,6 +109,16 @@ class Response:
         }
 
 
+SHARED_SYNTHESES = 8
+"""Short chunks whose synthesis a session keeps for its next answers (see :meth:`ResponseRunner._synthesis`)."""
+SHARED_CHUNK_CHARS = 60
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 def _synthesize(tts: TTSModel, text: str, voice: str | None, speed: float) -> tuple[list[PCM16], Served]:
     """All of one chunk's audio, and who made it (run in a worker thread: a fallback chain reports per thread)."""
     chunks = list(tts.synthesize(text, voice, speed))
@@ -352,7 +362,7 @@ class ResponseRunner:
             if text is None:
                 break
             t_req = time.monotonic()
-            chunks, served = await asyncio.to_thread(_synthesize, tts, text, voice, speed)
+            chunks, served = await asyncio.shield(self._synthesis(tts, text, voice, speed))
             pcm = resampler.process(np.concatenate(chunks)) if chunks else np.zeros(0, np.int16)
             pcm = trim_edges(pcm, ENGINE_RATE, text)  # a chunk cut inside a clause runs on into the next
             use = self._tts_uses.setdefault(served, StageUse())
@@ -363,6 +373,30 @@ class ResponseRunner:
             if "tts_first_audio_ms" not in r.metrics:
                 r.metrics["tts_first_audio_ms"] = (time.monotonic() - t_req) * 1000
             self._do(functools.partial(self._publish_chunk, item, text, pcm))
+
+    def _synthesis(self, tts: TTSModel, text: str, voice: str | None,
+                   speed: float) -> asyncio.Future[tuple[list[PCM16], Served]]:
+        """The synthesis of one chunk, shared with the session's other answers for a short chunk.
+
+        A speculative answer dropped for newer words has often started synthesizing the very chunk the answer to
+        those words begins with ("No,", "I would need", "The time the"); that synthesis goes on in its thread, and
+        the new answer takes its audio instead of waiting for a second one. The session keeps the last
+        :data:`SHARED_SYNTHESES` short chunks (at most :data:`SHARED_CHUNK_CHARS` characters each)."""
+        loop = asyncio.get_running_loop()
+        if len(text) > SHARED_CHUNK_CHARS:
+            return loop.run_in_executor(None, _synthesize, tts, text, voice, speed)
+        recent = self.s.recent_syntheses
+        key = (text, voice, speed)
+        fut = recent.get(key)
+        if fut is None or (fut.done() and (fut.cancelled() or fut.exception() is not None)):
+            fut = loop.run_in_executor(None, _synthesize, tts, text, voice, speed)
+            fut.add_done_callback(_retrieve)  # a failure nobody awaits any more is not an unretrieved exception
+            recent[key] = fut
+            while len(recent) > SHARED_SYNTHESES:
+                recent.popitem(last=False)
+        else:
+            recent.move_to_end(key)
+        return fut
 
     def _publish_chunk(self, item: Item, text: str, pcm: PCM16) -> None:
         """Send one spoken chunk: its transcript delta, then its audio; keep the text/audio alignment."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -173,6 +174,8 @@ class EngineSession:
         self._max_seconds = max_seconds
         self._turn = TurnTiming()
         self._spec: tuple[str, Response, ResponseRunner] | None = None  # speculative answer to the turn in progress
+        # short chunks synthesized lately, shared by the session's answers (ResponseRunner._synthesis)
+        self.recent_syntheses: OrderedDict[tuple[str, str | None, float], asyncio.Future[Any]] = OrderedDict()
         self._in_pause = False  # the turn in progress is in a pause (on_speech_paused until resumed or stopped)
         self._onset_paused = False  # the answer was paused at a first speech-like frame (on_speech_onset)
         self.speculate = local.speculative
