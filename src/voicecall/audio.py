@@ -166,6 +166,15 @@ def write_wav(path: str | Path, pcm: PCM16, rate: int) -> None:
     Path(path).write_bytes(wav_bytes(pcm, rate))
 
 
+def frame_dbfs(pcm: PCM16, hop: int) -> npt.NDArray[np.float64]:
+    """Level of each whole ``hop``-sample frame of ``pcm`` in dBFS (a trailing part frame is left out)."""
+    n = pcm.shape[0] // hop
+    if n == 0:
+        return np.zeros(0)
+    f = pcm[: n * hop].astype(np.float64).reshape(n, hop)
+    return 20 * np.log10(np.sqrt((f * f).mean(axis=1)) / 32768 + 1e-9)
+
+
 def rms_dbfs(pcm: PCM16) -> float:
     if pcm.size == 0:
         return -120.0

@@ -108,7 +108,7 @@ def test_piper_chunks_of_one_clause_join_without_a_gap() -> None:
     import pytest
 
     piper = pytest.importorskip("voicecall.speech.tts_piper")
-    from voicecall.audio import resample
+    from voicecall.audio import frame_dbfs, resample
 
     tts = piper.PiperTTS()
 
@@ -116,8 +116,7 @@ def test_piper_chunks_of_one_clause_join_without_a_gap() -> None:
         return trim_edges(resample(np.concatenate(list(tts.synthesize(text))), tts.sample_rate, 24000), 24000, text)
 
     joined = np.concatenate([audio("The capital of"), audio("France is Paris.")])
-    frames = joined[: len(joined) // 240 * 240].reshape(-1, 240).astype(np.float32)
-    loud = np.sqrt((frames * frames).mean(axis=1)) > 32768 * 10 ** (-45 / 20)
+    loud = frame_dbfs(joined, 240) > -45
     first_sound = int(np.argmax(loud))
     runs, run = [], 0
     for v in loud[first_sound:]:

@@ -12,10 +12,14 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import numpy.typing as npt
 
-_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*\s")
-_CLAUSE_END = re.compile(r"[,;:—–]\s")
+from voicecall.audio import PCM16, frame_dbfs
+
+_SENTENCE_MARK = r"[.!?…]"
+_CLAUSE_MARK = r"[,;:—–]"
+_CLOSERS = r"[\"')\]]*"
+_SENTENCE_END = re.compile(rf"{_SENTENCE_MARK}+{_CLOSERS}\s")
+_CLAUSE_END = re.compile(rf"{_CLAUSE_MARK}\s")
 _MARKDOWN = re.compile(r"[*_#`~|>]+|^\s*[-+]\s+|\[(.*?)\]\(.*?\)", re.MULTILINE)
 FIRST_CLAUSE_WORDS = 1
 """Words the first chunk needs to be cut at a clause mark: one ("Yes," / "Well," is spoken alone, ~45 ms of Piper
@@ -97,8 +101,8 @@ TRAIL_MS = {"sentence": None, "clause": 120, "word": 30}
 a comma's pause, a cut between two words of a clause (the short first chunk) next to none. Piper ends every
 synthesis with 140-200 ms of quiet, so two chunks of one clause were 200-260 ms apart ("The capital of ...
 France is Paris.")."""
-_ENDS_SENTENCE = re.compile(r"[.!?…][\"')\]]*$")
-_ENDS_CLAUSE = re.compile(r"[,;:—–][\"')\]]*$")
+_ENDS_SENTENCE = re.compile(rf"{_SENTENCE_MARK}{_CLOSERS}$")
+_ENDS_CLAUSE = re.compile(rf"{_CLAUSE_MARK}{_CLOSERS}$")
 
 
 def chunk_end(text: str) -> str:
@@ -107,17 +111,13 @@ def chunk_end(text: str) -> str:
     return "sentence" if _ENDS_SENTENCE.search(text) else "clause" if _ENDS_CLAUSE.search(text) else "word"
 
 
-def trim_edges(pcm: npt.NDArray[np.int16], rate: int, text: str) -> npt.NDArray[np.int16]:
+def trim_edges(pcm: PCM16, rate: int, text: str) -> PCM16:
     """The chunk's audio with the synthesizer's leading quiet cut to :data:`LEAD_MS` and its trailing quiet to what
     :data:`TRAIL_MS` allows for how ``text`` ends. Returns a view (no copy); all-quiet audio is returned as is."""
-    hop = rate // 100
-    n = len(pcm) // hop
-    if n == 0:
-        return pcm
-    frames = pcm[: n * hop].reshape(n, hop).astype(np.float32)
-    loud = np.flatnonzero(np.sqrt((frames * frames).mean(axis=1)) > 32768 * 10 ** (QUIET_DBFS / 20))
+    loud = np.flatnonzero(frame_dbfs(pcm, rate // 100) > QUIET_DBFS)
     if loud.size == 0:
         return pcm
+    hop = rate // 100
     start = max(0, int(loud[0]) * hop - LEAD_MS * rate // 1000)
     keep = TRAIL_MS[chunk_end(text)]
     end = len(pcm) if keep is None else min(len(pcm), (int(loud[-1]) + 1) * hop + keep * rate // 1000)

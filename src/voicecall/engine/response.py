@@ -141,7 +141,7 @@ class ResponseRunner:
         # A speculative answer answers the history as it is now plus the words heard so far: the user item those
         # words become may be committed before the task first runs, and must then be neither awaited (its final
         # transcript) nor answered twice.
-        self._context = list(session.conversation.items()) if provisional_user_text is not None else None
+        self._context = session.conversation.items() if provisional_user_text is not None else None  # a new list
         self._message: Item | None = None
         self._text_parts: list[str] = []  # text mode: all text; audio mode: text spoken so far
         self._calls: dict[int, Item] = {}
@@ -382,20 +382,19 @@ class ResponseRunner:
         those words begins with ("No,", "I would need", "The time the"); that synthesis goes on in its thread, and
         the new answer takes its audio instead of waiting for a second one. The session keeps the last
         :data:`SHARED_SYNTHESES` short chunks (at most :data:`SHARED_CHUNK_CHARS` characters each)."""
-        loop = asyncio.get_running_loop()
-        if len(text) > SHARED_CHUNK_CHARS:
-            return loop.run_in_executor(None, _synthesize, tts, text, voice, speed)
+        shared = len(text) <= SHARED_CHUNK_CHARS
         recent = self.s.recent_syntheses
         key = (text, voice, speed)
-        fut = recent.get(key)
-        if fut is None or (fut.done() and (fut.cancelled() or fut.exception() is not None)):
-            fut = loop.run_in_executor(None, _synthesize, tts, text, voice, speed)
-            fut.add_done_callback(_retrieve)  # a failure nobody awaits any more is not an unretrieved exception
+        fut = recent.get(key) if shared else None
+        if fut is not None and not (fut.done() and (fut.cancelled() or fut.exception() is not None)):
+            recent.move_to_end(key)
+            return fut
+        fut = asyncio.get_running_loop().run_in_executor(None, _synthesize, tts, text, voice, speed)
+        fut.add_done_callback(_retrieve)  # a failure nobody awaits any more is not an unretrieved exception
+        if shared:
             recent[key] = fut
             while len(recent) > SHARED_SYNTHESES:
                 recent.popitem(last=False)
-        else:
-            recent.move_to_end(key)
         return fut
 
     def _publish_chunk(self, item: Item, text: str, pcm: PCM16) -> None:

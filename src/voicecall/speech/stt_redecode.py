@@ -33,6 +33,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from voicecall.audio import frame_dbfs
+
 from .base import PCM16, TailWord
 
 SAMPLE_RATE = 16000
@@ -58,15 +60,6 @@ class Redecoder(Protocol):
 
     def transcribe(self, pcm: PCM16, language: str | None = None, context: str = "",
                    final: bool = True) -> tuple[str, float]: ...
-
-
-def _frame_db(pcm: PCM16) -> npt.NDArray[np.float64]:
-    """Level of each whole 10 ms frame in dBFS."""
-    n = pcm.shape[0] // HOP
-    if n == 0:
-        return np.zeros(0)
-    f = pcm[: n * HOP].astype(np.float64).reshape(n, HOP)
-    return 20 * np.log10(np.sqrt((f * f).mean(axis=1)) / 32768 + 1e-9)
 
 
 class RedecodeStream:
@@ -109,7 +102,7 @@ class RedecodeStream:
     def _track(self, pcm: PCM16) -> None:
         x = np.concatenate([self._tail, pcm]) if self._tail.size else pcm
         n = x.shape[0] // HOP * HOP
-        db = _frame_db(x[:n])
+        db = frame_dbfs(x[:n], HOP)
         self._tail = x[n:].copy()
         if db.size == 0:
             return
