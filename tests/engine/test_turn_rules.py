@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from voicecall.engine.endpointing import EAGERNESS, WORDS_FIRST_MS, Endpointer, doubtful
@@ -491,3 +493,86 @@ async def test_speech_ends_when_the_room_is_back_at_its_noise_floor_though_the_v
         [noise() for _ in range(20)]
     stopped = _frames_until_stopped(lag, soft)
     assert stopped == 38 + 10, stopped
+
+
+class _ScriptedStream:
+    """A re-decoding recogniser stream (pause decodes are final-quality, with last-word evidence) that reports
+    the scripted (text, tail word, at a pause) one per feed."""
+
+    sample_rate = 16000
+    pause_decode_is_final = True
+    tail_evidence = True
+
+    def __init__(self, script: list[tuple[str, TailWord, bool]]) -> None:
+        self.script = list(script)
+        self.pause_reported = False
+        self._tail: TailWord | None = None
+
+    def feed(self, pcm: np.ndarray) -> str | None:
+        if not self.script:
+            return None
+        text, self._tail, self.pause_reported = self.script.pop(0)
+        return text
+
+    def tail_word(self) -> TailWord | None:
+        return self._tail
+
+    def least_probability(self) -> float | None:
+        return self._tail.probability if self._tail is not None else None
+
+    def finish(self) -> str:
+        return ""
+
+    def abort(self) -> None:
+        pass
+
+
+class _ScriptedSTT:
+    name = "scripted"
+
+    def __init__(self, script: list[tuple[str, TailWord, bool]]) -> None:
+        self.script = script
+
+    def new_stream(self, language: str | None = None, prompt: str | None = None) -> _ScriptedStream:
+        return _ScriptedStream(self.script)
+
+
+async def _buffer_after(script: list[tuple[str, TailWord, bool]], vad: list[float]) -> Any:
+    import asyncio
+
+    from voicecall.engine.turns import InputAudioBuffer
+    from voicecall.protocol.session import TurnDetection
+
+    buf = InputAudioBuffer(_ScriptedVAD(vad), _ScriptedSTT(script), _Events(), lambda _t: None,  # type: ignore[arg-type]
+                           eot_model=_Model(0.1))
+    buf.set_turn_detection(TurnDetection(type="semantic_vad"))
+    for _ in vad:
+        buf.append(np.zeros(768, np.int16))  # one 32 ms VAD frame of engine audio (24 kHz)
+        for _ in range(400):  # let the recogniser's worker thread deliver what it has
+            stt = buf._stt
+            if stt is not None and not stt._queue.empty():
+                await asyncio.sleep(0.005)
+            else:
+                break
+        await asyncio.sleep(0.02)
+    return buf
+
+
+async def test_no_speculative_answer_to_older_words_the_recogniser_doubts_while_the_pause_is_decoded() -> None:
+    """At a pause, the latest partial is often one decode behind ("... the capital and frat", its last word
+    improbable and squeezed into the end of speech) and the pause's own decode is under way: an answer to the older
+    words would be thrown away ~100-200 ms later, and on two cores it slows that decode. Older words whose last
+    word is heard in full are answered at once (they are usually the pause's words already)."""
+    doubted = ("what is the capital and frat", TailWord("frat", 0.07, 80), False)
+    heard = ("what is the capital of france", TailWord("france", 0.98, 338), False)
+    at_pause = ("what is the capital of france", TailWord("france", 0.98, 338), True)
+    speech_then_pause = [1, 1, 0, 0]
+    buf = await _buffer_after([doubted], speech_then_pause)
+    assert buf.speaking and not buf.words_fresh and buf.stale_words_doubtful
+    buf.close()
+    buf = await _buffer_after([heard], speech_then_pause)
+    assert buf.speaking and not buf.words_fresh and not buf.stale_words_doubtful
+    buf.close()
+    buf = await _buffer_after([doubted, at_pause], speech_then_pause)  # the pause's words came: answer them
+    assert buf.words_fresh and not buf.stale_words_doubtful
+    buf.close()

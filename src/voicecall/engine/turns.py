@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from voicecall.audio import ENGINE_RATE, PCM16, Resampler, rms_dbfs
-from voicecall.engine.endpointing import Endpointer
+from voicecall.engine.endpointing import Endpointer, settled
 from voicecall.protocol.session import TurnDetection
 from voicecall.speech.base import EOTModel, STTModel, STTStream, TailEvidence, TailWord, VADModel
 
@@ -241,6 +241,20 @@ class InputAudioBuffer:
         cloud stream, pocketsphinx) may still change in the final pass, so an answer to it waits for that."""
         stt = self._stt
         return self.words_fresh and stt is not None and bool(getattr(stt.stream, "pause_decode_is_final", False))
+
+    @property
+    def stale_words_doubtful(self) -> bool:
+        """The latest partial is not the pause's words yet, a recogniser that decodes every pause in full quality
+        will deliver them, and it doubts the partial's last word (not :func:`~.endpointing.settled`: "... the
+        capital and frat", "... a good book about it"). A speculative answer to such words is almost always thrown
+        away when the pause's words come ~100-200 ms later, and on two cores it slows their decode."""
+        stt = self._stt
+        if stt is None or self.words_fresh or not bool(getattr(stt.stream, "pause_decode_is_final", False)):
+            return False
+        stream = stt.stream
+        if not (isinstance(stream, TailEvidence) and stream.tail_evidence):
+            return False
+        return not settled(stt.tail, self._partial)
 
     @property
     def heard(self) -> str:
