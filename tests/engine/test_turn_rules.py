@@ -495,11 +495,10 @@ async def test_speech_ends_when_the_room_is_back_at_its_noise_floor_though_the_v
     assert stopped == 38 + 10, stopped
 
 
-class _ScriptedStream:
+class _ScriptedStream(_PauseStream):
     """A re-decoding recogniser stream (pause decodes are final-quality, with last-word evidence) that reports
     the scripted (text, tail word, at a pause) one per feed."""
 
-    sample_rate = 16000
     pause_decode_is_final = True
     tail_evidence = True
 
@@ -519,12 +518,6 @@ class _ScriptedStream:
 
     def least_probability(self) -> float | None:
         return self._tail.probability if self._tail is not None else None
-
-    def finish(self) -> str:
-        return ""
-
-    def abort(self) -> None:
-        pass
 
 
 class _ScriptedSTT:
