@@ -114,10 +114,10 @@ def chunk_end(text: str) -> str:
 def trim_edges(pcm: PCM16, rate: int, text: str) -> PCM16:
     """The chunk's audio with the synthesizer's leading quiet cut to :data:`LEAD_MS` and its trailing quiet to what
     :data:`TRAIL_MS` allows for how ``text`` ends. Returns a view (no copy); all-quiet audio is returned as is."""
-    loud = np.flatnonzero(frame_dbfs(pcm, rate // 100) > QUIET_DBFS)
+    hop = rate // 100
+    loud = np.flatnonzero(frame_dbfs(pcm, hop) > QUIET_DBFS)
     if loud.size == 0:
         return pcm
-    hop = rate // 100
     start = max(0, int(loud[0]) * hop - LEAD_MS * rate // 1000)
     keep = TRAIL_MS[chunk_end(text)]
     end = len(pcm) if keep is None else min(len(pcm), (int(loud[-1]) + 1) * hop + keep * rate // 1000)

@@ -124,9 +124,6 @@ class SessionLimits:
 
 
 class EngineSession:
-    #: Hold the speculative answer at a pause while the recogniser decodes the pause's words, when it doubts the
-    #: last word of the older partial (docs/turns.md, "Speculative answers keep working").
-    WAIT_FOR_PAUSE_WORDS: ClassVar[bool] = True
     HANDLERS: ClassVar[dict[str, str]] = {
         "session.update": "on_session_update",
         "input_audio_buffer.append": "on_input_audio_buffer_append",
@@ -487,7 +484,7 @@ class EngineSession:
         text = self._words_to_answer()
         if td.type == "semantic_vad" and last_word(text) in INCOMPLETE_TAIL:
             return  # "... the capital of": semantic_vad holds this turn; an answer to it would be thrown away
-        if self.WAIT_FOR_PAUSE_WORDS and self.input.stale_words_doubtful:
+        if self.input.stale_words_doubtful:
             return  # the pause's own words are being decoded; _respeculate answers them when they come
         r = Response(id=new_id("resp_"), params=self._default_params())
         runner = ResponseRunner(self, r, held=True, provisional_user_text=text)

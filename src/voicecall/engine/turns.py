@@ -239,8 +239,12 @@ class InputAudioBuffer:
         and ``finish()`` reuses it when nothing was said after (``pause_decode_is_final`` on the stream, as
         :class:`~voicecall.speech.stt_redecode.RedecodeStream` has). A streaming recogniser's interim result (a
         cloud stream, pocketsphinx) may still change in the final pass, so an answer to it waits for that."""
+        return self.words_fresh and self._pause_decodes_final()
+
+    def _pause_decodes_final(self) -> bool:
+        """The recogniser decodes every pause in final quality (``pause_decode_is_final``: a re-decoding stream)."""
         stt = self._stt
-        return self.words_fresh and stt is not None and bool(getattr(stt.stream, "pause_decode_is_final", False))
+        return stt is not None and bool(getattr(stt.stream, "pause_decode_is_final", False))
 
     @property
     def stale_words_doubtful(self) -> bool:
@@ -249,12 +253,10 @@ class InputAudioBuffer:
         capital and frat", "... a good book about it"). A speculative answer to such words is almost always thrown
         away when the pause's words come ~100-200 ms later, and on two cores it slows their decode."""
         stt = self._stt
-        if stt is None or self.words_fresh or not bool(getattr(stt.stream, "pause_decode_is_final", False)):
+        if stt is None or self.words_fresh or not self._pause_decodes_final():
             return False
         stream = stt.stream
-        if not (isinstance(stream, TailEvidence) and stream.tail_evidence):
-            return False
-        return not settled(stt.tail, self._partial)
+        return isinstance(stream, TailEvidence) and stream.tail_evidence and not settled(stt.tail, self._partial)
 
     @property
     def heard(self) -> str:
